@@ -1,0 +1,5 @@
+"""Allow ``python -m outreach``."""
+
+from outreach.cli import main
+
+main()

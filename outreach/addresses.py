@@ -1,0 +1,55 @@
+"""E-mail addresses: one checker for contacts, settings and command options."""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+
+from outreach.headers import unsafe_header_reason
+
+#: Domains that can never receive mail (RFC 2606, RFC 6761); the shipped
+#: contacts use ``.example`` so that nothing is delivered by mistake.
+RESERVED_SUFFIXES = (".example", ".test", ".invalid", ".localhost")
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+
+
+class AddressError(ValueError):
+    """An address that cannot be used, with email-validator's explanation."""
+
+
+def validate_address(text: str) -> str:
+    """The address in the form to put on the envelope, or AddressError.
+
+    No DNS look-up: previews must work offline, and a mission's server being
+    down today is not a reason to refuse its address.
+    """
+    reason = unsafe_header_reason(text)
+    if reason:
+        raise AddressError(f"it {reason}")
+    if "," in text:
+        raise AddressError("it holds ','; separate several addresses with ';'")
+    try:
+        checked = validate_email(
+            text,
+            check_deliverability=False,
+            allow_smtputf8=False,
+            allow_display_name=False,
+            test_environment=False,
+        )
+    except EmailNotValidError as err:
+        raise AddressError(str(err)) from err
+    return checked.ascii_email or checked.normalized
+
+
+def split_addresses(cell: str) -> list[str]:
+    """The ``;``-separated addresses in one cell, blanks dropped."""
+    return [part.strip() for part in cell.split(";") if part.strip()]
+
+
+def is_placeholder(address: str) -> bool:
+    """True for an address on a domain reserved for examples and tests."""
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return (
+        domain.endswith(RESERVED_SUFFIXES)
+        or domain in RESERVED_DOMAINS
+        or any(domain.endswith("." + d) for d in RESERVED_DOMAINS)
+    )

@@ -1,0 +1,83 @@
+"""From settings to letters: load what a campaign needs, then compose each letter.
+
+``check``, ``preview`` and ``send`` all go through here, so a letter that
+passed the check is byte for byte the letter that is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from outreach.contacts import Contact, ContactList, load_contacts
+from outreach.errors import OutreachError
+from outreach.message import Letter, build_letter
+from outreach.render import Rendered, Renderer
+from outreach.settings import Settings
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """The settings, contacts and templates of one run, each already checked."""
+
+    settings: Settings
+    contacts: ContactList
+    renderer: Renderer
+
+    @classmethod
+    def open(cls, settings: Settings) -> Campaign:
+        return cls(
+            settings=settings,
+            contacts=load_contacts(settings.contacts_file),
+            renderer=Renderer(settings.templates_dir, settings.letter_date),
+        )
+
+    def compose(
+        self, contact: Contact, *, now: Clock = utc_now, test_to: str | None = None
+    ) -> tuple[Rendered, Letter]:
+        """One contact's rendered letter and the message built from it."""
+        rendered = self.renderer.render(contact)
+        return rendered, build_letter(contact, rendered, self.settings, now=now(), test_to=test_to)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """The outcome for one contact: its letter, or why it has none."""
+
+    contact: Contact
+    rendered: Rendered | None
+    letter: Letter | None
+    error: OutreachError | None
+
+
+def compose_each(
+    campaign: Campaign, contacts: Iterable[Contact], *, now: Clock = utc_now
+) -> Iterator[Composed]:
+    """Compose every letter, one at a time, carrying on past a bad one.
+
+    A run reports every contact whose letter cannot be built, not only the
+    first; and streaming keeps memory flat however long the list.
+    """
+    for contact in contacts:
+        try:
+            rendered, letter = campaign.compose(contact, now=now)
+        except OutreachError as err:
+            yield Composed(contact, None, None, err)
+        else:
+            yield Composed(contact, rendered, letter, None)
+
+
+def problems_of(errors: Iterable[OutreachError]) -> list[str]:
+    """Every distinct problem, in order: one broken template is one line, not 195."""
+    seen: dict[str, None] = {}
+    for error in errors:
+        for problem in error.problems:
+            seen.setdefault(problem, None)
+    return list(seen)

@@ -1,0 +1,304 @@
+"""Reading the contacts file.
+
+Staff export this file from spreadsheets, so it arrives in any of the usual
+shapes: with or without a byte-order mark, in Windows-1252, separated by
+commas, semicolons or tabs. Every problem is reported with its file, line and
+column, all of them together, and nothing is rendered until the file is clean.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from outreach.addresses import AddressError, is_placeholder, split_addresses, validate_address
+from outreach.errors import ContactsError
+
+REQUIRED_COLUMNS = ("id", "country", "email")
+DELIMITERS = (",", ";", "\t")
+#: Far above any campaign (20,000 contacts take about 2 MB) and far below
+#: what would exhaust memory: a larger file is refused, not half read.
+MAX_FILE_BYTES = 25 * 1024 * 1024
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?$")
+#: Ids name preview files and send-log rows, so they stay plain.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One recipient mission: its addresses checked, every column kept."""
+
+    id: str
+    country: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    language: str
+    line: int
+    fields: Mapping[str, str] = field(repr=False)
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """Every envelope recipient: To, then Cc."""
+        return self.to + self.cc
+
+
+@dataclass(frozen=True)
+class ContactList:
+    """The contacts of a file, in file order, with what is worth a warning."""
+
+    path: Path
+    contacts: tuple[Contact, ...]
+    warnings: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[Contact]:
+        return iter(self.contacts)
+
+    def __len__(self) -> int:
+        return len(self.contacts)
+
+    def placeholders(self) -> list[str]:
+        """Addresses on reserved domains, which no real mission has."""
+        return [a for c in self.contacts for a in c.recipients if is_placeholder(a)]
+
+    def select(self, only: Sequence[str] = (), limit: int | None = None) -> list[Contact]:
+        """The contacts named by ``--only`` (in file order), at most ``limit``.
+
+        An id that matches no contact is an error: a typo must not quietly
+        shrink the run.
+        """
+        chosen = list(self.contacts)
+        if only:
+            wanted = {i.strip().upper() for i in only if i.strip()}
+            known = {c.id.upper() for c in self.contacts}
+            unknown = sorted(wanted - known)
+            if unknown:
+                raise ContactsError(
+                    f"{self.path}: no contact with id {', '.join(unknown)} (see the id column)"
+                )
+            chosen = [c for c in chosen if c.id.upper() in wanted]
+        if limit is not None:
+            chosen = chosen[:limit]
+        return chosen
+
+
+def _decode(path: Path, raw: bytes) -> tuple[str, list[str]]:
+    """The file's text and any warning about how it was read."""
+    if raw.startswith(codecs.BOM_UTF8):
+        return raw[len(codecs.BOM_UTF8) :].decode("utf-8", errors="strict"), []
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16"), []
+        except UnicodeDecodeError as err:
+            raise ContactsError(f"{path}: not valid UTF-16 text ({err.reason})") from err
+    try:
+        return raw.decode("utf-8"), []
+    except UnicodeDecodeError as utf8_err:
+        try:
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError as err:
+            line, column = _position(raw.decode("latin-1"), err.start)
+            raise ContactsError(
+                f"{path}, line {line}, column {column}: byte 0x{raw[err.start]:02X} is neither "
+                "UTF-8 nor Windows-1252; save the file as CSV UTF-8"
+            ) from utf8_err
+        line, _ = _position(raw.decode("latin-1"), utf8_err.start)
+        return text, [
+            f"{path}: not UTF-8 (first at line {line}); read as Windows-1252. "
+            "Check accented names in the previews, or save the file as CSV UTF-8"
+        ]
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
+def _delimiter(header_line: str) -> str:
+    """The separator a spreadsheet used, judged from the header line."""
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) for each record, with csv's own quoting rules.
+
+    pandas' parser cannot tell on which physical line a record with a quoted
+    line break starts; error messages must, so the tokenising is csv's.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            reason = str(err)
+            if "unexpected end of data" in reason or "EOF" in reason:
+                reason = 'a quoted field starts here and is never closed (a missing ")'
+            raise ContactsError(f"{path}, line {start}: {reason}") from err
+        yield start, row
+        start = reader.line_num + 1
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The file as a frame of stripped strings, with a ``_line`` column."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ContactsError(
+                f"{path}: {size / 1024 / 1024:.0f} MB is larger than the "
+                f"{MAX_FILE_BYTES // 1024 // 1024} MB a contacts file may have; split it"
+            )
+        raw = path.read_bytes()
+    except FileNotFoundError as err:
+        raise ContactsError(f"{path}: no such file (set CONTACTS_FILE to your contacts)") from err
+    except IsADirectoryError as err:
+        raise ContactsError(f"{path}: is a folder, not a CSV file") from err
+    except OSError as err:
+        raise ContactsError(f"{path}: cannot be read ({err.strerror})") from err
+    text, warnings = _decode(path, raw)
+    if "\x00" in text:
+        line, column = _position(text, text.index("\x00"))
+        raise ContactsError(
+            f"{path}, line {line}, column {column}: a NUL byte; this is not a text CSV file"
+            " (UTF-16 without a byte-order mark?); save it as CSV UTF-8"
+        )
+    if not text.strip():
+        raise ContactsError(
+            f"{path}: the file is empty; it needs a header line and one row per contact"
+        )
+
+    records = _records(path, text, _delimiter(text.split("\n", 1)[0]))
+    _, header = next(records)
+    header = [name.strip() for name in header]
+    problems = _header_problems(path, header)
+    rows: list[list[str]] = []
+    for line, values in records:
+        if not any(v.strip() for v in values):
+            continue  # blank line, or a spreadsheet's empty row of separators
+        if len(values) != len(header):
+            problems.append(
+                f"{path}, line {line}: {len(values)} fields where the header has {len(header)}"
+                " (a stray separator, or a value that needs quotes?)"
+            )
+            continue
+        rows.append([*values, str(line)])
+    if problems:
+        raise ContactsError(*problems)
+    if not rows:
+        raise ContactsError(f"{path}: only a header line, no contacts")
+    frame = pd.DataFrame(rows, columns=[*header, "_line"], dtype="string")
+    columns = [c for c in frame.columns if c != "_line"]
+    frame[columns] = frame[columns].apply(lambda column: column.str.strip())
+    return frame, warnings
+
+
+def _header_problems(path: Path, header: list[str]) -> list[str]:
+    problems = []
+    for number, name in enumerate(header, start=1):
+        if not name:
+            problems.append(f"{path}, line 1, column {number}: a column without a name")
+        elif header.index(name) != number - 1:
+            problems.append(f"{path}, line 1, column {number}: a second column named {name!r}")
+        elif name.startswith("_"):
+            problems.append(f"{path}, line 1, column {number}: column names may not start with '_'")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        problems.append(
+            f"{path}, line 1: required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} missing (the header has: {', '.join(header)})"
+        )
+    return problems
+
+
+def load_contacts(path: Path) -> ContactList:
+    """Every contact in ``path``, checked; ContactsError lists all problems."""
+    frame, warnings = read_table(path)
+    columns = [c for c in frame.columns if c != "_line"]
+    where = {name: f"column {number} ({name})" for number, name in enumerate(columns, start=1)}
+    problems: list[str] = []
+    contacts: list[Contact] = []
+    first_use: dict[str, tuple[str, int]] = {}
+
+    for row in frame.to_dict("records"):
+        line = int(row.pop("_line"))
+        fields = {str(name): str(value) for name, value in row.items()}
+        at = f"{path}, line {line}"
+        row_problems: list[str] = []
+        for name in ("id", "country"):
+            if not fields[name]:
+                row_problems.append(f"{at}, {where[name]}: empty")
+        if fields["id"] and not _ID.match(fields["id"]):
+            row_problems.append(
+                f"{at}, {where['id']}: {fields['id']!r} is not a usable id "
+                "(letters, digits, '.', '_' and '-', at most 64)"
+            )
+        language = fields.get("language", "") or "en"
+        if not _LANGUAGE.match(language):
+            row_problems.append(
+                f"{at}, {where['language']}: {language!r} is not a language code like en or fr"
+            )
+        addresses: dict[str, tuple[str, ...]] = {}
+        for name in ("email", "cc"):
+            cell = fields.get(name, "")
+            found = []
+            for text in split_addresses(cell):
+                try:
+                    found.append(validate_address(text))
+                except AddressError as err:
+                    row_problems.append(
+                        f"{at}, {where[name]}: {text!r} is not a valid address: {err}"
+                    )
+            addresses[name] = tuple(found)
+        if not addresses["email"] and not any(
+            p.startswith(f"{at}, {where['email']}") for p in row_problems
+        ):
+            row_problems.append(f"{at}, {where['email']}: empty; every contact needs an address")
+        for address in addresses["email"] + addresses["cc"]:
+            key = address.lower()
+            if key in first_use and first_use[key][0] != fields["id"]:
+                row_problems.append(
+                    f"{at}: {address} is also the address of {first_use[key][0]} on line "
+                    f"{first_use[key][1]}; one mission, one row (put extra addresses in cc)"
+                )
+            first_use.setdefault(key, (fields["id"], line))
+        problems += row_problems
+        if not row_problems:
+            contacts.append(
+                Contact(
+                    id=fields["id"],
+                    country=fields["country"],
+                    to=addresses["email"],
+                    cc=addresses["cc"],
+                    language=language,
+                    line=line,
+                    fields=fields,
+                )
+            )
+
+    problems += _duplicate_ids(path, frame, where["id"])
+    if problems:
+        raise ContactsError(*problems)
+    return ContactList(path=path, contacts=tuple(contacts), warnings=tuple(warnings))
+
+
+def _duplicate_ids(path: Path, frame: pd.DataFrame, where: str) -> list[str]:
+    """A problem for each id used again, naming where it was first used."""
+    ids = frame["id"].str.upper()
+    repeated = frame[ids.duplicated(keep="first") & (ids != "")]
+    first_line = frame.assign(_key=ids).groupby("_key")["_line"].first()
+    return [
+        f"{path}, line {line}, {where}: {identifier!r} is also the id on line "
+        f"{first_line[identifier.upper()]}"
+        for identifier, line in zip(repeated["id"], repeated["_line"], strict=True)
+    ]

@@ -1,0 +1,63 @@
+"""The one family of errors that outreach raises for things the user can fix.
+
+Every message is written for campaign staff, not for programmers: it names the
+file and line, the column, the setting or the server, and says what to do. The
+command line prints these as ``Error: …`` without a traceback and exits with
+``exit_code``; anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class OutreachError(Exception):
+    """Base of every error the user can act on.
+
+    An error may carry several problems (all the bad rows of a contacts file,
+    say) so that the user can fix them in one go instead of one per run.
+    """
+
+    exit_code = 2
+
+    def __init__(self, *problems: str) -> None:
+        self.problems: list[str] = [p for p in problems if p] or ["unknown error"]
+        super().__init__("\n".join(self.problems))
+
+    @classmethod
+    def collect(cls, problems: Iterable[str]) -> OutreachError:
+        """One error holding every problem found, for reporting them together."""
+        return cls(*problems)
+
+
+class SettingsError(OutreachError):
+    """A setting in the environment or in ``.env`` is missing or malformed."""
+
+
+class ContactsError(OutreachError):
+    """The contacts file cannot be read or holds rows that cannot be used."""
+
+
+class TemplateError(OutreachError):
+    """A template is missing, does not parse, or uses something it may not."""
+
+
+class MessageError(OutreachError):
+    """A message cannot be built safely (a header value would inject a header)."""
+
+
+class SendLogError(OutreachError):
+    """The send log cannot be read, written or locked."""
+
+
+class DeliveryError(OutreachError):
+    """The SMTP server or the connection to it stops the whole run.
+
+    Raised for problems that no retry can fix (a wrong password, a refused
+    sender, a certificate that does not verify); problems with one message are
+    recorded in the send log instead.
+    """
+
+
+class ConfirmationError(OutreachError):
+    """Sending needs a confirmation that was not, or could not be, given."""

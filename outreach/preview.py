@@ -1,0 +1,132 @@
+"""Dry-run previews: every letter written to disk, nothing sent.
+
+Staff judge the letters by looking at them, so each contact gets the exact
+``.eml`` that would be sent plus its HTML and text parts on their own, and an
+index page lists them all. No network connection is ever opened here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from outreach.addresses import is_placeholder
+from outreach.compose import Campaign, Clock, compose_each, problems_of, utc_now
+from outreach.contacts import Contact
+from outreach.errors import OutreachError, TemplateError
+
+#: Marks a folder as written by ``outreach preview``, so that it, and only
+#: it, may be replaced by the next preview.
+MARKER = ".outreach-preview"
+
+
+@dataclass
+class PreviewEntry:
+    """One row of the index page."""
+
+    id: str
+    country: str
+    recipients: list[str]
+    subject: str
+    language: str
+    placeholder: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreviewResult:
+    folder: Path
+    entries: list[PreviewEntry]
+
+    @property
+    def placeholders(self) -> int:
+        return sum(1 for e in self.entries if e.placeholder)
+
+
+def _index_environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("outreach", "assets"),
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
+    )
+
+
+def _replace_folder(built: Path, target: Path) -> None:
+    """Put the new preview where the old one was, and never anything else.
+
+    The old folder is removed only when an earlier preview wrote it: a
+    PREVIEW_DIR pointed by mistake at a folder of documents loses nothing.
+    """
+    if target.exists():
+        if not target.is_dir():
+            raise TemplateError(f"PREVIEW_DIR={str(target)!r} is a file, not a folder")
+        if (target / MARKER).exists():
+            shutil.rmtree(target)
+        elif any(target.iterdir()):
+            raise TemplateError(
+                f"PREVIEW_DIR={str(target)!r} holds files that outreach did not write; "
+                "choose an empty or new folder"
+            )
+        else:
+            target.rmdir()
+    built.rename(target)
+
+
+def write_previews(
+    campaign: Campaign,
+    contacts: Sequence[Contact],
+    folder: Path,
+    *,
+    now: Clock = utc_now,
+    progress: Callable[[int], None] = lambda done: None,
+) -> PreviewResult:
+    """Write ``<id>.eml``, ``<id>.html`` and ``<id>.txt`` per contact, and ``index.html``.
+
+    The files are written to a new folder beside ``folder`` and moved into
+    place at the end, so a failed preview leaves the last good one intact.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        entries: list[PreviewEntry] = []
+        errors: list[OutreachError] = []
+        for done, composed in enumerate(compose_each(campaign, contacts, now=now), start=1):
+            progress(done)
+            if composed.error is not None:
+                errors.append(composed.error)
+                continue
+            assert composed.rendered is not None
+            assert composed.letter is not None
+            contact, rendered, letter = composed.contact, composed.rendered, composed.letter
+            (built / f"{contact.id}.eml").write_bytes(letter.data)
+            (built / f"{contact.id}.html").write_text(rendered.html, encoding="utf-8")
+            (built / f"{contact.id}.txt").write_text(rendered.text, encoding="utf-8")
+            entries.append(
+                PreviewEntry(
+                    id=contact.id,
+                    country=contact.country,
+                    recipients=list(letter.recipients),
+                    subject=letter.subject,
+                    language=rendered.language,
+                    placeholder=any(is_placeholder(a) for a in letter.recipients),
+                )
+            )
+        if errors:
+            raise OutreachError(*problems_of(errors))
+        result = PreviewResult(folder=folder, entries=entries)
+        page = (
+            _index_environment()
+            .get_template("index.html.j2")
+            .render(result=result, campaign=campaign.settings.campaign)
+        )
+        (built / "index.html").write_text(page, encoding="utf-8")
+        (built / MARKER).write_text("written by outreach preview\n", encoding="utf-8")
+        _replace_folder(built, folder)
+        return result
+    finally:
+        if built.exists():
+            shutil.rmtree(built)

@@ -1,0 +1,186 @@
+"""Rendering each contact's letter from the Jinja2 templates.
+
+The templates are edited by hand and the contact data comes from outside, so
+the environment is sandboxed (a template cannot reach Python's internals),
+undefined variables are errors (a typo must not send "Dear ,"), and only the
+HTML templates are autoescaped (the text part keeps "<" as it is).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import premailer
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from outreach.contacts import Contact
+from outreach.errors import TemplateError
+
+DEFAULT_LANGUAGE = "en"
+SUBJECT, TEXT, HTML = "subject.txt.j2", "letter.txt.j2", "letter.html.j2"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One contact's letter: subject line, plain text and inlined HTML."""
+
+    subject: str
+    text: str
+    html: str
+    language: str
+
+
+def load_data_files(templates_dir: Path) -> dict[str, list[dict[str, str]]]:
+    """Each ``templates/*.csv`` as a list of rows, named by the file.
+
+    Lists such as the signatories are data, not markup: kept in a CSV, they
+    are edited like the contacts and rendered the same way in both versions.
+    """
+    data: dict[str, list[dict[str, str]]] = {}
+    for path in sorted(templates_dir.glob("*.csv")):
+        if not path.stem.isidentifier():
+            continue
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                data[path.stem] = [
+                    {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                    for row in csv.DictReader(handle, strict=True)
+                ]
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            raise TemplateError(f"{path}: cannot be read ({err})") from err
+    return data
+
+
+def _inline_css(html: str) -> str:
+    """The HTML with its <style> block moved into style attributes.
+
+    Many mail clients drop <style>; premailer inlines it. ``!important`` and
+    ``@media`` rules stay (the latter in a <style> block, where clients that
+    understand them look), and nothing is ever fetched from the network.
+    """
+    return str(
+        premailer.Premailer(
+            html,
+            strip_important=False,
+            allow_network=False,
+            allow_loading_external_files=False,
+            disable_validation=True,
+            cssutils_logging_level=logging.CRITICAL,
+        ).transform()
+    )
+
+
+class Renderer:
+    """Renders letters for contacts from one templates folder."""
+
+    def __init__(self, templates_dir: Path, letter_date: str) -> None:
+        if not templates_dir.is_dir():
+            raise TemplateError(f"{templates_dir}: no such folder (set TEMPLATES_DIR)")
+        self.templates_dir = templates_dir
+        self.letter_date = letter_date
+        self.data = load_data_files(templates_dir)
+        self._environments: dict[str, SandboxedEnvironment] = {}
+
+    def language_for(self, contact: Contact) -> str:
+        """The contact's language when its templates exist, else English."""
+        language = contact.language
+        if language != DEFAULT_LANGUAGE and (self.templates_dir / language).is_dir():
+            return language
+        return DEFAULT_LANGUAGE
+
+    def environment(self, language: str) -> SandboxedEnvironment:
+        if language not in self._environments:
+            self._environments[language] = SandboxedEnvironment(
+                loader=jinja2.FileSystemLoader([self.templates_dir / language, self.templates_dir]),
+                undefined=jinja2.StrictUndefined,
+                autoescape=jinja2.select_autoescape(
+                    enabled_extensions=("html", "htm", "xml", "html.j2"),
+                    default_for_string=False,
+                    default=False,
+                ),
+                keep_trailing_newline=True,
+                auto_reload=False,
+            )
+        return self._environments[language]
+
+    def context(self, contact: Contact, language: str) -> dict[str, Any]:
+        """What the templates see: data files, the date, then every column.
+
+        ``letter_language`` is the language the letter is written in, which
+        differs from the contact's ``language`` until its templates exist.
+        """
+        return {
+            **self.data,
+            "letter_date": self.letter_date,
+            **contact.fields,
+            "salutation": contact.fields.get("salutation", ""),
+            "letter_language": language,
+        }
+
+    def render(self, contact: Contact) -> Rendered:
+        language = self.language_for(contact)
+        context = self.context(contact, language)
+        subject = self._render(language, SUBJECT, context, contact).strip()
+        if "\n" in subject or "\r" in subject:
+            raise TemplateError(
+                f"{self._path(language, SUBJECT)}: the subject must be one line "
+                f"(contact {contact.id})"
+            )
+        text = self._render(language, TEXT, context, contact)
+        html = self._render(language, HTML, context, contact)
+        return Rendered(subject=subject, text=text, html=_inline_css(html), language=language)
+
+    def _path(self, language: str, name: str) -> Path:
+        own = self.templates_dir / language / name
+        return own if own.exists() else self.templates_dir / name
+
+    def _render(
+        self, language: str, name: str, context: Mapping[str, Any], contact: Contact
+    ) -> str:
+        try:
+            template = self.environment(language).get_template(name)
+            return template.render(context)
+        except jinja2.TemplateNotFound as err:
+            raise TemplateError(
+                f"{self.templates_dir / language / name}: missing "
+                f"(looked in {self.templates_dir / language} and {self.templates_dir})"
+            ) from err
+        except jinja2.TemplateSyntaxError as err:
+            raise TemplateError(
+                f"{err.filename or name}, line {err.lineno}: {err.message}"
+            ) from err
+        except SecurityError as err:
+            raise TemplateError(
+                f"{_template_position(err, name)}: not allowed in a template ({err})"
+            ) from err
+        except jinja2.UndefinedError as err:
+            raise TemplateError(
+                f"{_template_position(err, name)}: {err.message} ("
+                "the variables are the contacts columns, letter_date, letter_language, "
+                "salutation and "
+                f"{', '.join(self.data) or 'no data files'})"
+            ) from err
+        except jinja2.TemplateError as err:
+            raise TemplateError(f"{_template_position(err, name)}: {err}") from err
+
+
+def _template_position(err: BaseException, fallback: str) -> str:
+    """'file, line N' of the template frame an error was raised in.
+
+    Jinja2 rewrites tracebacks so that template frames carry the template's
+    own file name and line, which is what the person editing it needs.
+    """
+    frames = [
+        frame for frame in traceback.extract_tb(err.__traceback__) if frame.filename.endswith(".j2")
+    ]
+    if not frames:
+        return fallback
+    return f"{frames[-1].filename}, line {frames[-1].lineno}"
