@@ -7,18 +7,38 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import signal
+import sys
+import threading
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
+from outreach.addresses import AddressError, is_placeholder, validate_address
+from outreach.checks import SpamChecker, check_campaign
+from outreach.clock import SystemClock
 from outreach.compose import Campaign, compose_each, problems_of
-from outreach.errors import OutreachError
+from outreach.contacts import Contact
+from outreach.errors import ConfirmationError, OutreachError, SettingsError
 from outreach.preview import write_previews
-from outreach.settings import Settings, load_settings
+from outreach.sending import FINAL, Outcome, Plan, Sender, make_plan, refuse_placeholders, send_test
+from outreach.sendlog import SendLog
+from outreach.settings import Secret, Settings, load_settings, require_for_sending
+from outreach.sink import start_sink
+from outreach.transport import Server, is_loopback
 
 
 class OutreachGroup(click.Group):
@@ -88,41 +108,52 @@ def cli(ctx: click.Context, env_file: Path) -> None:
 
 
 @cli.command()
+@click.option(
+    "--spam-all",
+    is_flag=True,
+    help="Score every letter with SpamAssassin, not one of each kind (about 0.3 s a letter).",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
-    """Check settings, contacts and templates, and render every letter in memory."""
+def check(ctx: click.Context, spam_all: bool) -> None:
+    """Check settings, contacts and templates; check and spam-score the letters.
+
+    Every letter is rendered in memory and checked for links other than
+    https:/mailto:, images without alt text, an HTML part Gmail would clip
+    and a subject too long for an inbox. When SpamAssassin is installed, it
+    scores one letter of each kind (local tests only, no network).
+    """
     campaign = _open(ctx)
     settings = campaign.settings
     contacts = campaign.contacts
-    errors = []
-    languages: dict[str, int] = {}
     stderr = Console(stderr=True)
     with _progress(stderr) as bar:
-        task = bar.add_task("Rendering", total=len(contacts))
-        for composed in compose_each(campaign, contacts):
-            bar.advance(task)
-            if composed.error is not None:
-                errors.append(composed.error)
-            elif composed.rendered is not None:
-                languages[composed.rendered.language] = (
-                    languages.get(composed.rendered.language, 0) + 1
-                )
-    if errors:
-        raise OutreachError(*problems_of(errors))
-    placeholders = contacts.placeholders()
-    click.echo(f"Contacts:  {len(contacts)} in {contacts.path}")
-    if placeholders:
-        click.echo(
-            f"           {len(placeholders)} of the addresses are placeholders on reserved "
-            "domains (.example …): replace them with the missions' real addresses before sending"
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        result = check_campaign(
+            campaign,
+            list(contacts),
+            spam=SpamChecker.find(),
+            spam_all=spam_all,
+            progress=progress,
         )
-    by_language = ", ".join(f"{n} in {lang}" for lang, n in sorted(languages.items()))
-    click.echo(f"Letters:   {len(contacts)} rendered from {settings.templates_dir} ({by_language})")
+    click.echo(f"Contacts:  {len(contacts)} in {contacts.path}")
+    by_language = ", ".join(f"{n} in {lang}" for lang, n in sorted(result.languages.items()))
+    click.echo(
+        f"Letters:   {result.letters} rendered from {settings.templates_dir} ({by_language})"
+    )
+    for line in result.summary_lines():
+        click.echo(line)
     sender = settings.mail_from or "not set (previews use a placeholder; sending needs MAIL_FROM)"
     click.echo(f"From:      {sender}")
     click.echo(f"SMTP:      {_server(settings)}")
     click.echo(f"Campaign:  {settings.campaign} (send log {settings.send_log})")
-    click.echo("Everything is in order." if not placeholders else "Letters are in order.")
+    clean = not result.placeholders and not result.warnings
+    click.echo("Everything is in order." if clean else "Letters are in order.")
 
 
 def _server(settings: Settings) -> str:
@@ -157,6 +188,228 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
     click.echo(f"Wrote {len(result.entries)} letters to {folder}/ (open {folder / 'index.html'})")
     if result.placeholders:
         click.echo(f"{result.placeholders} of them go to placeholder addresses (.example …).")
+
+
+def _with_password(settings: Settings) -> Settings:
+    """Ask for the password when a user name is set but no password is.
+
+    Typing it at a prompt keeps it out of ``.env`` files and shell history.
+    """
+    if not settings.smtp_username or settings.smtp_password:
+        return settings
+    if not sys.stdin.isatty():
+        raise SettingsError(
+            "SMTP_USERNAME is set but SMTP_PASSWORD is not, and there is no terminal to ask on"
+        )
+    password = click.prompt(
+        f"Password for {settings.smtp_username} at {settings.smtp_host}",
+        hide_input=True,
+        err=True,
+    )
+    return dataclasses.replace(settings, smtp_password=Secret(password))
+
+
+def _sending_campaign(ctx: click.Context) -> Campaign:
+    campaign = _open(ctx)
+    require_for_sending(campaign.settings)
+    return dataclasses.replace(campaign, settings=_with_password(campaign.settings))
+
+
+def _precheck(campaign: Campaign, contacts: list[Contact], console: Console) -> None:
+    """Compose every letter about to be sent; any problem stops the run before it starts."""
+    errors = []
+    with _progress(console) as bar:
+        task = bar.add_task("Checking letters", total=len(contacts))
+        for composed in compose_each(campaign, contacts):
+            bar.advance(task)
+            if composed.error is not None:
+                errors.append(composed.error)
+    if errors:
+        raise OutreachError(*problems_of(errors))
+
+
+def _print_plan(plan: Plan, settings: Settings) -> None:
+    click.echo(f"Campaign:      {plan.campaign}")
+    click.echo(f"To send:       {len(plan.to_send)}")
+    click.echo(f"Already sent:  {len(plan.sent)}")
+    if plan.failed:
+        click.echo(f"Failed:        {len(plan.failed)} (not sent again unless --retry-failed)")
+    if plan.ambiguous:
+        click.echo(
+            f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; not sent again "
+            "unless --resend-ambiguous)"
+        )
+    if plan.held_back:
+        click.echo(f"Held back:     {plan.held_back} by --limit")
+    if plan.daily_room is not None and plan.resume_at is not None:
+        click.echo(
+            f"Daily limit:   only {plan.daily_room} may go today (SEND_DAILY_LIMIT="
+            f"{settings.send_daily_limit}); the rest from {_local(plan.resume_at)}"
+        )
+    rate = (
+        f"{settings.send_rate_per_minute:g} a minute"
+        if settings.send_rate_per_minute
+        else "no limit"
+    )
+    click.echo(
+        f"SMTP server:   {_server(settings)}, {settings.send_connections} connection(s), {rate}"
+    )
+    sender = (
+        f"{settings.mail_from_name} <{settings.mail_from}>"
+        if settings.mail_from_name
+        else settings.mail_from
+    )
+    click.echo(f"From:          {sender}")
+    click.echo(f"Send log:      {settings.send_log}")
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _confirm(yes: bool, count: int) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfirmationError(
+            "no terminal to confirm on: run `outreach send --yes` to send without asking"
+        )
+    if not click.confirm(f"Send {count} letter{'s' if count != 1 else ''} now?", default=False):
+        raise ConfirmationError("nothing sent")
+
+
+def _print_outcome(outcome: Outcome, log: Path) -> None:
+    counts = ", ".join(f"{outcome.counts[s]} {s}" for s in FINAL if outcome.counts[s])
+    click.echo(f"Done: {counts or 'nothing sent'}.")
+    if outcome.first and outcome.last and outcome.attempted > 1:
+        seconds = max((outcome.last - outcome.first).total_seconds(), 0.001)
+        click.echo(f"Rate: {outcome.attempted / seconds * 60:.1f} a minute")
+    for row in outcome.problems:
+        code = f" {row.smtp_code}" if row.smtp_code else ""
+        click.echo(f"  {row.contact_id}: {row.status}{code} {row.smtp_reply}".rstrip())
+    if outcome.stopped:
+        click.echo(f"Stopped: {outcome.stopped}")
+    click.echo(f"Send log: {log}")
+
+
+@cli.command()
+@only_option
+@limit_option
+@click.option("--yes", "-y", is_flag=True, help="Send without asking for confirmation.")
+@click.option("--retry-failed", is_flag=True, help="Send again to contacts whose letter failed.")
+@click.option(
+    "--resend-ambiguous",
+    is_flag=True,
+    help="Send again to contacts whose letter the server may already have.",
+)
+@click.pass_context
+def send(
+    ctx: click.Context,
+    only: str | None,
+    limit: int | None,
+    yes: bool,
+    retry_failed: bool,
+    resend_ambiguous: bool,
+) -> None:
+    """Send the letters over SMTP, each exactly once, and record each in the send log.
+
+    A rerun sends only what is still owed. Exit status: 0 when every letter
+    attempted was sent, 1 when any failed, was deferred or is ambiguous, 2
+    for a problem with the settings or the input (nothing sent).
+    """
+    campaign = _sending_campaign(ctx)
+    settings = campaign.settings
+    clock = SystemClock()
+    stderr = Console(stderr=True)
+    chosen = campaign.contacts.select(_ids(only))
+    with SendLog(settings.send_log) as log:
+        if log.repaired:
+            click.echo(
+                f"Warning: {settings.send_log}: the last line was cut short by an interrupted "
+                "run and was dropped",
+                err=True,
+            )
+        plan = make_plan(
+            chosen,
+            log.rows(),
+            settings,
+            now=clock.now(),
+            limit=limit,
+            retry_failed=retry_failed,
+            resend_ambiguous=resend_ambiguous,
+        )
+        refuse_placeholders(plan.to_send, Server.from_settings(settings))
+        _precheck(campaign, plan.to_send, stderr)
+        _print_plan(plan, settings)
+        if not plan.to_send:
+            click.echo("Nothing to send.")
+            return
+        _confirm(yes, len(plan.to_send))
+        with _progress(stderr) as bar:
+            task = bar.add_task("Sending", total=len(plan.to_send))
+            sender = Sender(settings, plan, log, clock, progress=lambda _: bar.advance(task))
+            letters = (campaign.compose(c, now=clock.now)[1] for c in plan.to_send)
+            outcome = sender.run(letters)
+    _print_outcome(outcome, settings.send_log)
+    if not outcome.all_sent:
+        ctx.exit(1)
+
+
+@cli.command("test-send")
+@click.option("--to", "to", required=True, metavar="ADDRESS", help="The one address to send to.")
+@click.option("--only", metavar="ID", help="Whose letter to send [default: the first contact].")
+@click.pass_context
+def test_send(ctx: click.Context, to: str, only: str | None) -> None:
+    """Send one contact's real letter to ADDRESS only, marked [TEST].
+
+    It is logged with status `test` and does not count as that contact's letter.
+    """
+    campaign = _sending_campaign(ctx)
+    settings = campaign.settings
+    try:
+        address = validate_address(to)
+    except AddressError as err:
+        raise OutreachError(f"--to {to!r} is not a valid address: {err}") from err
+    contacts = campaign.contacts.select(_ids(only))[:1] if only else list(campaign.contacts)[:1]
+    clock = SystemClock()
+    server = Server.from_settings(settings)
+    if is_placeholder(address) and not is_loopback(server.host):
+        raise OutreachError(f"--to {address}: a reserved domain, which no server can deliver")
+    with SendLog(settings.send_log) as log:
+        row = send_test(campaign, contacts[0], address, log, clock)
+    click.echo(
+        f"Sent the letter for {row.contact_id} to {address} ({row.smtp_code} {row.smtp_reply})"
+    )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=2525, show_default=True)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/sink"),
+    show_default=True,
+    help="Where to store the messages received.",
+)
+def sink(host: str, port: int, folder: Path) -> None:
+    """Run a local SMTP server that stores each message it receives as an .eml file.
+
+    For trying a send on this machine: set SMTP_HOST=127.0.0.1, SMTP_PORT=2525,
+    SMTP_SECURITY=none. Stop it with Ctrl-C.
+    """
+    controller = start_sink(host, port, folder)
+    click.echo(f"Listening on {host}:{port}; storing messages in {folder}/ (Ctrl-C to stop)")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+        click.echo(f"Stopped; {controller.handler.received} message(s) received.")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

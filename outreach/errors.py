@@ -24,6 +24,10 @@ class OutreachError(Exception):
         self.problems: list[str] = [p for p in problems if p] or ["unknown error"]
         super().__init__("\n".join(self.problems))
 
+    def __reduce__(self) -> tuple[type[OutreachError], tuple[str, ...]]:
+        # Keep every problem when the error crosses a process boundary.
+        return (type(self), tuple(self.problems))
+
     @classmethod
     def collect(cls, problems: Iterable[str]) -> OutreachError:
         """One error holding every problem found, for reporting them together."""

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import io
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -241,6 +242,7 @@ class SendLog:
         self._file: IO[str] | None = None
         self._writer: csv.Writer | None = None  # type: ignore[name-defined]
         self.repaired = False
+        self._write_lock = threading.Lock()
 
     def __enter__(self) -> SendLog:
         self.open()
@@ -306,12 +308,14 @@ class SendLog:
         process loses none; ``sending`` rows are also fsynced, so that not
         even a power cut can hide a letter that went out.
         """
-        assert self._file is not None and self._writer is not None, "the log is not open"
-        self._writer.writerow(row.cells())
-        if durable:
-            self._sync()
-        else:
-            self._file.flush()
+        assert self._file is not None, "the log is not open"
+        assert self._writer is not None
+        with self._write_lock:
+            self._writer.writerow(row.cells())
+            if durable:
+                self._sync()
+            else:
+                self._file.flush()
 
     def _sync(self) -> None:
         assert self._file is not None

@@ -1,0 +1,32 @@
+"""Time, in one place, so that tests can replace it and never sleep for long."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps, for spacing messages."""
+
+    def sleep(self, seconds: float) -> None:
+        """Wait; the rate limiter and the retry back-off both wait through here."""
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
