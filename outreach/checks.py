@@ -77,7 +77,7 @@ def links_of(rendered: Rendered) -> list[str]:
     parser = _LetterHTML()
     parser.feed(rendered.html)
     parser.close()
-    found = parser.links + _TEXT_URL.findall(rendered.text)
+    found = parser.links + [u.rstrip(".,;:!?") for u in _TEXT_URL.findall(rendered.text)]
     return list(dict.fromkeys(link for link in found if link and not link.startswith("#")))
 
 
@@ -278,29 +278,31 @@ class SpamChecker:
             )
         except OSError as err:
             raise SpamCheckError(f"{self.executable}: cannot be run ({err.strerror})") from err
-        assert process.stdin is not None
-        assert process.stdout is not None
-        assert process.stderr is not None
-        errors: list[bytes] = []
-        feeder = threading.Thread(target=_feed, args=(process, _mbox(letters)), daemon=True)
-        stderr = process.stderr
-        reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
-        feeder.start()
-        reader.start()
         outputs: list[list[str]] = []
-        for raw in process.stdout:
-            line = raw.decode("utf-8", "replace")
-            if line.startswith(_SEPARATOR):
-                if outputs:
-                    one_done()
-                outputs.append([])
-            elif outputs:
-                outputs[-1].append(line)
-        if outputs:
-            one_done()
-        code = process.wait()
-        feeder.join()
-        reader.join()
+        errors: list[bytes] = []
+        with process:
+            stdout, stderr = process.stdout, process.stderr
+            assert stdout is not None
+            assert stderr is not None
+            # Fed and drained from threads: the mbox may exceed the pipe's
+            # buffer, and stderr must never fill up and stall the process.
+            feeder = threading.Thread(target=_feed, args=(process, _mbox(letters)), daemon=True)
+            reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
+            feeder.start()
+            reader.start()
+            for raw in stdout:
+                line = raw.decode("utf-8", "replace")
+                if line.startswith(_SEPARATOR):
+                    if outputs:
+                        one_done()
+                    outputs.append([])
+                elif outputs:
+                    outputs[-1].append(line)
+            if outputs:
+                one_done()
+            feeder.join()
+            reader.join()
+            code = process.wait()
         if code != 0 or len(outputs) != len(letters):
             detail = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
             raise SpamCheckError(
