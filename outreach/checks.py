@@ -132,7 +132,7 @@ def letter_warnings(
     wanted = language or (contact.language if contact is not None else "")
     if wanted and wanted != rendered.language:
         warnings.append(
-            f"written in {rendered.language}: the contact's language is {wanted!r} and "
+            f"in {rendered.language!r}, not in the contact's language {wanted!r}: "
             f"there is no templates/{wanted}/ folder"
         )
     if not letter.recipients:

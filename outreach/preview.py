@@ -1,8 +1,12 @@
 """Dry-run previews: every letter written to disk, nothing sent.
 
 Staff judge the letters by looking at them, so each contact gets the exact
-``.eml`` that would be sent plus its HTML and text parts on their own, and an
-index page lists them all. No network connection is ever opened here.
+``.eml`` that would be sent plus its HTML and text parts on their own, and
+``index.html`` shows them all in one page: a list with each letter's
+warnings, a filter, and the chosen letter's HTML beside its text. That page
+carries every letter inside it (no other file, no network), so it opens from
+``file://`` and still works when mailed to a colleague on its own. No
+network connection is ever opened here.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from outreach.addresses import is_placeholder
+from outreach.checks import letter_warnings
 from outreach.compose import Campaign, Clock, compose_each, problems_of, utc_now
 from outreach.contacts import Contact
 from outreach.errors import OutreachError, TemplateError
@@ -36,6 +41,9 @@ class PreviewEntry:
     language: str
     placeholder: bool
     warnings: list[str] = field(default_factory=list)
+    placeholder_addresses: int = 0
+    html: str = field(default="", repr=False)
+    text: str = field(default="", repr=False)
 
 
 @dataclass
@@ -45,7 +53,16 @@ class PreviewResult:
 
     @property
     def placeholders(self) -> int:
+        """Letters that go to at least one placeholder address."""
         return sum(1 for e in self.entries if e.placeholder)
+
+    @property
+    def placeholder_addresses(self) -> int:
+        return sum(e.placeholder_addresses for e in self.entries)
+
+    @property
+    def warnings(self) -> int:
+        return sum(len(e.warnings) for e in self.entries)
 
 
 def _index_environment() -> Environment:
@@ -113,6 +130,10 @@ def write_previews(
                     subject=letter.subject,
                     language=rendered.language,
                     placeholder=any(is_placeholder(a) for a in letter.recipients),
+                    warnings=letter_warnings(rendered, letter, contact),
+                    placeholder_addresses=sum(1 for a in letter.recipients if is_placeholder(a)),
+                    html=rendered.html,
+                    text=rendered.text,
                 )
             )
         if errors:
@@ -121,9 +142,28 @@ def write_previews(
         page = (
             _index_environment()
             .get_template("index.html.j2")
-            .render(result=result, campaign=campaign.settings.campaign)
+            .render(
+                result=result,
+                campaign=campaign.settings.campaign,
+                letters=[
+                    {
+                        "id": e.id,
+                        "country": e.country,
+                        "recipients": e.recipients,
+                        "subject": e.subject,
+                        "language": e.language,
+                        "warnings": e.warnings,
+                        "html": e.html,
+                        "text": e.text,
+                    }
+                    for e in entries
+                ],
+            )
         )
         (built / "index.html").write_text(page, encoding="utf-8")
+        for entry in entries:
+            # The page holds them now; keeping 195 letters alive helps nobody.
+            entry.html = entry.text = ""
         (built / MARKER).write_text("written by outreach preview\n", encoding="utf-8")
         _replace_folder(built, folder)
         return result

@@ -143,9 +143,7 @@ def test_contact_language_without_templates_is_a_warning(campaign: Campaign) -> 
     (french,) = [c for c in campaign.contacts if c.language == "fr"][:1]
     result = check_campaign(campaign, [french])
     assert result.warnings == {
-        french.id: [
-            "written in en: the contact's language is 'fr' and there is no templates/fr/ folder"
-        ]
+        french.id: ["in 'en', not in the contact's language 'fr': there is no templates/fr/ folder"]
     }
 
 
