@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from email_validator import EmailNotValidError, validate_email
 
 from outreach.headers import unsafe_header_reason
@@ -53,3 +55,13 @@ def is_placeholder(address: str) -> bool:
         or domain in RESERVED_DOMAINS
         or any(domain.endswith("." + d) for d in RESERVED_DOMAINS)
     )
+
+
+def is_loopback(host: str) -> bool:
+    """True for this machine's own addresses, judged without any DNS look-up."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -27,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from outreach.addresses import AddressError, is_placeholder, validate_address
+from outreach.addresses import AddressError, is_loopback, is_placeholder, validate_address
 from outreach.checks import SpamChecker, check_campaign
 from outreach.clock import SystemClock
 from outreach.compose import Campaign, compose_each, problems_of
@@ -38,7 +38,7 @@ from outreach.sending import FINAL, Outcome, Plan, Sender, make_plan, refuse_pla
 from outreach.sendlog import SendLog
 from outreach.settings import Secret, Settings, load_settings, require_for_sending
 from outreach.sink import start_sink
-from outreach.transport import Server, is_loopback
+from outreach.transport import Server
 
 
 class OutreachGroup(click.Group):

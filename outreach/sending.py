@@ -23,7 +23,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from outreach.addresses import is_placeholder
+from outreach.addresses import is_loopback, is_placeholder
 from outreach.clock import Clock
 from outreach.compose import Campaign
 from outreach.contacts import Contact
@@ -110,8 +110,6 @@ def refuse_placeholders(contacts: Iterable[Contact], server: Server) -> None:
     The shipped contacts are placeholders on ``.example``; sending them to a
     real server would at best bounce 195 times from a real account.
     """
-    from outreach.transport import is_loopback
-
     if is_loopback(server.host):
         return
     bad = [f"{c.id} ({a})" for c in contacts for a in c.recipients if is_placeholder(a)]

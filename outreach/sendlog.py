@@ -213,7 +213,7 @@ def sent_since(rows: Iterable[LogRow], since: datetime) -> int:
     Counted from ``sending`` and ``test`` rows: what the provider counts
     against a daily quota is what went on the wire, delivered or not.
     """
-    return sum(1 for row in rows if row.status in ("sending", "test") and row.time >= since)
+    return sum(1 for row in rows if row.status in ("sending", "test") and row.time > since)
 
 
 def next_free_time(rows: Iterable[LogRow], now: datetime, limit: int) -> datetime:
@@ -221,7 +221,7 @@ def next_free_time(rows: Iterable[LogRow], now: datetime, limit: int) -> datetim
     window = sorted(
         row.time
         for row in rows
-        if row.status in ("sending", "test") and row.time >= now - timedelta(days=1)
+        if row.status in ("sending", "test") and row.time > now - timedelta(days=1)
     )
     if len(window) < limit:
         return now

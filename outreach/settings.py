@@ -17,7 +17,7 @@ from typing import TypeVar
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from outreach.addresses import AddressError, validate_address
+from outreach.addresses import AddressError, is_loopback, validate_address
 from outreach.errors import SettingsError
 from outreach.headers import unsafe_header_reason
 
@@ -276,7 +276,14 @@ def require_for_sending(settings: Settings) -> None:
         problems.append("SMTP_HOST is not set: name the SMTP server to send through")
     if not settings.mail_from:
         problems.append("MAIL_FROM is not set: give the address the letters come from")
-    if settings.smtp_username and not settings.smtp_password:
-        problems.append("SMTP_USERNAME is set but SMTP_PASSWORD is not")
+    if (
+        settings.smtp_username
+        and settings.smtp_security == "none"
+        and not is_loopback(settings.smtp_host)
+    ):
+        problems.append(
+            f"SMTP_SECURITY=none would send the password for {settings.smtp_username} to "
+            f"{settings.smtp_host} unencrypted; use starttls or ssl"
+        )
     if problems:
         raise SettingsError(*problems)

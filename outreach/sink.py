@@ -13,8 +13,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from outreach.addresses import is_loopback
 from outreach.errors import OutreachError
-from outreach.transport import is_loopback
 
 
 class SinkHandler:

@@ -11,7 +11,6 @@ dot and before the server's answer).
 from __future__ import annotations
 
 import base64
-import ipaddress
 import re
 import smtplib
 import socket
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from outreach.addresses import is_loopback
 from outreach.errors import DeliveryError
 from outreach.message import Letter
 from outreach.settings import Secret, Settings
@@ -61,16 +61,6 @@ class Delivered:
     code: int
     reply: str
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
-
-
-def is_loopback(host: str) -> bool:
-    """True for this machine's own addresses, judged without any DNS look-up."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

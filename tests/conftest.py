@@ -7,11 +7,15 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from tests.smtp import SmtpServer, run_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = Path(__file__).resolve().parent / "data" / "seed-letter.txt"
@@ -121,3 +125,51 @@ def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
     """Write a contacts file exactly as given (line ends included)."""
     path.write_bytes(text.encode(encoding))
     return path
+
+
+@pytest.fixture
+def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    """A plain SMTP server on loopback that accepts everything unless scripted."""
+    yield from run_server("plain", tmp_path_factory.mktemp("smtp"))
+
+
+@pytest.fixture
+def starttls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    """STARTTLS required, AUTH after TLS, certificate from a private CA."""
+    yield from run_server("starttls", tmp_path_factory.mktemp("smtp"))
+
+
+@pytest.fixture
+def ssl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    """Implicit TLS (port 465 style), AUTH, certificate from a private CA."""
+    yield from run_server("ssl", tmp_path_factory.mktemp("smtp"))
+
+
+class FakeClock:
+    """A clock whose sleeps return at once and move time on."""
+
+    def __init__(self) -> None:
+        self.start = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+        self.elapsed = 0.0
+        self.sleeps: list[float] = []
+        self.wakes: list[float] = []
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed)
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep until now + seconds; with several threads, time is the latest wake-up."""
+        with self._lock:
+            self.sleeps.append(seconds)
+            wake = self.elapsed + max(seconds, 0.0)
+            self.wakes.append(wake)
+            self.elapsed = max(self.elapsed, wake)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -1,0 +1,202 @@
+"""A real SMTP server on loopback for the tests, with replies that can be scripted.
+
+aiosmtpd speaks real SMTP over a real socket; the tests decide, command by
+command, what it answers: a temporary refusal, a permanent one, a dropped
+connection before the data or after its final dot.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import warnings
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+USERNAME = "campaign@coalition.example"
+PASSWORD = "correct horse battery staple"
+
+#: A scripted action: a reply line to answer with, or "drop" to close the connection.
+DROP = "drop"
+
+
+@dataclass
+class Received:
+    mail_from: str
+    recipients: list[str]
+    data: bytes
+    tls: bool
+    authenticated: bool
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.data, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class Script:
+    """Queued answers per stage; when a queue is empty the server says yes."""
+
+    mail: deque[str] = field(default_factory=deque)
+    rcpt: defaultdict[str, deque[str]] = field(default_factory=lambda: defaultdict(deque))
+    data: deque[str] = field(default_factory=deque)
+    #: Answers for every RCPT, whatever the address (after the per-address ones).
+    any_rcpt: deque[str] = field(default_factory=deque)
+    always_refuse: dict[str, str] = field(default_factory=dict)
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.script = Script()
+        self.received: list[Received] = []
+        self.connections = 0
+        self.lock = threading.Lock()
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.script.mail:
+            action = self.script.mail.popleft()
+            if action == DROP:
+                server.transport.close()
+                return "421 closing"
+            if not action.startswith("2"):
+                return action
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        queue = self.script.rcpt[address] or self.script.any_rcpt
+        action = queue.popleft() if queue else self.script.always_refuse.get(address, "250 OK")
+        if action == DROP:
+            server.transport.close()
+            return "421 closing"
+        if action.startswith("2"):
+            envelope.rcpt_tos.append(address)
+        return action
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        action = self.script.data.popleft() if self.script.data else "250 2.0.0 Ok: queued as Q1"
+        if action.startswith("2") or action == DROP:
+            with self.lock:
+                self.received.append(
+                    Received(
+                        mail_from=envelope.mail_from,
+                        recipients=list(envelope.rcpt_tos),
+                        data=envelope.original_content,
+                        tls=server.transport.get_extra_info("ssl_object") is not None,
+                        authenticated=bool(session.authenticated),
+                    )
+                )
+        if action == DROP:
+            # The message is in; the answer never leaves.
+            server.transport.close()
+            return "250 lost"
+        return action
+
+
+def authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == USERNAME.encode()
+        and auth_data.password == PASSWORD.encode()
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class SmtpServer:
+    handler: Handler
+    controller: Controller
+    port: int
+    ca_file: Path | None
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+    @property
+    def script(self) -> Script:
+        return self.handler.script
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Settings for outreach to send to this server."""
+        values = {
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.port),
+            "SMTP_SECURITY": "none",
+            "MAIL_FROM": "campaign@coalition.example",
+            "MAIL_FROM_NAME": "The Coalition",
+            "SEND_RATE_PER_MINUTE": "0",
+            "SEND_RETRY_WAIT_SECONDS": "0.01",
+            "SEND_RETRY_MAX_WAIT_SECONDS": "0.05",
+            "SMTP_TIMEOUT": "5",
+        }
+        values.update(extra)
+        return values
+
+
+def tls_material(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a certificate from a private CA, and that CA's file."""
+    ca = trustme.CA()
+    certificate = ca.issue_cert("127.0.0.1", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(context)
+    ca_file = folder / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return context, ca_file
+
+
+def run_server(mode: str, folder: Path) -> Iterator[SmtpServer]:
+    """Start a server: ``plain``, ``starttls`` (with AUTH) or ``ssl`` (implicit TLS, AUTH)."""
+    handler = Handler()
+    port = free_port()
+    ca_file = None
+    kwargs: dict[str, Any] = {"hostname": "127.0.0.1", "port": port}
+    if mode in ("starttls", "ssl"):
+        context, ca_file = tls_material(folder)
+        kwargs.update(authenticator=authenticator, auth_require_tls=True)
+        if mode == "starttls":
+            kwargs.update(tls_context=context, require_starttls=True)
+        else:
+            # aiosmtpd advertises AUTH with require-TLS only after STARTTLS; on an
+            # implicit-TLS socket the whole session is encrypted already.
+            kwargs.update(ssl_context=context, auth_require_tls=False)
+    controller = Controller(handler, **kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+        controller.start()
+    try:
+        yield SmtpServer(handler=handler, controller=controller, port=port, ca_file=ca_file)
+    finally:
+        controller.stop()
