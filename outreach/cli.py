@@ -8,6 +8,7 @@ other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import dataclasses
+import io
 import signal
 import sys
 import threading
@@ -31,11 +32,12 @@ from outreach.addresses import AddressError, is_loopback, is_placeholder, valida
 from outreach.checks import SpamChecker, check_campaign
 from outreach.clock import SystemClock
 from outreach.compose import Campaign, compose_each, problems_of
-from outreach.contacts import Contact
+from outreach.contacts import Contact, load_contacts
 from outreach.errors import ConfirmationError, OutreachError, SettingsError
 from outreach.preview import write_previews
+from outreach.report import FORMATS, build_report, to_csv, to_html, to_json, to_renderables
 from outreach.sending import FINAL, Outcome, Plan, Sender, make_plan, refuse_placeholders, send_test
-from outreach.sendlog import SendLog
+from outreach.sendlog import SendLog, read_log
 from outreach.settings import Secret, Settings, load_settings, require_for_sending
 from outreach.sink import start_sink
 from outreach.transport import Server
@@ -410,6 +412,52 @@ def sink(host: str, port: int, folder: Path) -> None:
     finally:
         controller.stop()
         click.echo(f"Stopped; {controller.handler.received} message(s) received.")
+
+
+@cli.command()
+@click.option("--campaign", metavar="NAME", help="The campaign [default: CAMPAIGN, default].")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for the terminal, csv for spreadsheets, json for tools, html for a page.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to this file instead of the terminal.",
+)
+@click.pass_context
+def report(ctx: click.Context, campaign: str | None, format_: str, out: Path | None) -> None:
+    """What became of every contact, from the send log: counts, problems, times, rate."""
+    settings = _settings(ctx)
+    contacts = load_contacts(settings.contacts_file) if settings.contacts_file.exists() else None
+    made = build_report(
+        read_log(settings.send_log), campaign or settings.campaign, settings.send_log, contacts
+    )
+    if format_ == "table":
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=120) if out else Console()
+        console.print(to_renderables(made))
+        text = buffer.getvalue()
+    elif format_ == "csv":
+        text = to_csv(made)
+    elif format_ == "json":
+        text = to_json(made)
+    else:
+        text = to_html(made, datetime.now().astimezone())
+    if out is None:
+        if text:
+            click.echo(text, nl=False)
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8", newline="")
+    except OSError as err:
+        raise OutreachError(f"--out {out}: cannot be written ({err.strerror})") from err
+    click.echo(f"Wrote the report of campaign {made.campaign!r} to {out}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
