@@ -1,0 +1,218 @@
+"""Staff look at the pages in a browser: so do these tests, in headless Chromium.
+
+Chromium is Debian's (``apt-get install chromium``), driven by Playwright;
+no browser is ever downloaded. The tests skip only on a developer machine
+without Chromium; in CI (``CI`` set) a missing Chromium fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, RunCli, Seed
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "out" / "screenshots"
+
+if not CHROMIUM.exists() and not os.environ.get("CI"):
+    pytest.skip(
+        f"{CHROMIUM} is missing: install it with `apt-get install chromium` "
+        "(in CI this is a failure, not a skip)",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), (
+        f"{CHROMIUM} is missing; CI must install it (apt-get install chromium)"
+    )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = context.new_page()
+    outside: list[str] = []
+    opened.on(
+        "request",
+        lambda r: None if r.url.startswith(("file:", "about:", "data:")) else outside.append(r.url),
+    )
+    yield opened
+    context.close()
+    assert outside == [], f"the page fetched from outside: {outside}"
+
+
+def screenshot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The previews of the shipped contacts, written once by the real command."""
+    folder = tmp_path_factory.mktemp("gallery")
+    shutil.copy(ROOT / "contacts.csv", folder / "contacts.csv")
+    shutil.copytree(ROOT / "templates", folder / "templates")
+    environment = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    done = subprocess.run(
+        [sys.executable, "-m", "outreach", "preview"],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return folder / "out" / "preview" / "index.html"
+
+
+def test_gallery_summary_counts_letters_placeholders_and_warnings(
+    page: Page, gallery: Path
+) -> None:
+    page.goto(gallery.as_uri())
+    summary = page.locator("#summary").inner_text()
+    assert "195 letters" in summary
+    assert "195 placeholder addresses" in summary
+    assert "44 warnings" in summary
+    assert page.locator("#letters > li").count() == 195
+
+
+@pytest.mark.parametrize(
+    ("mission_id", "country"),
+    [
+        pytest.param("CHL", "Chile", id="member"),
+        pytest.param("VAT", "Holy See", id="observer"),
+    ],
+)
+def test_choosing_a_letter_shows_both_versions_with_salutation_and_all_signatories(
+    page: Page, gallery: Path, seed: Seed, mission_id: str, country: str
+) -> None:
+    page.goto(gallery.as_uri())
+    page.locator(f'#letters > li[data-id="{mission_id}"] button').click()
+    assert page.locator("#letter-title").inner_text() == f"{country} ({mission_id})"
+
+    html_version = page.frame_locator("#html-version")
+    assert html_version.locator("p.salutation").inner_text() == seed.salutation
+    names = html_version.locator("ol.signatories li").all_inner_texts()
+    assert [" ".join(n.split()) for n in names] == seed.signatories
+
+    text = page.locator("#text-version").inner_text()
+    assert f"\n{seed.salutation}\n" in text
+    for number, name in enumerate(seed.signatories, start=1):
+        assert f"{number}. {name}" in " ".join(text.split())
+    assert page.evaluate("location.hash") == f"#{mission_id}"
+    screenshot(page, f"gallery-{mission_id}")
+
+
+def test_the_letter_frame_is_sandboxed(page: Page, gallery: Path) -> None:
+    page.goto(gallery.as_uri())
+    assert page.locator("#html-version").get_attribute("sandbox") == ""
+
+
+@pytest.mark.parametrize(
+    ("typed", "only_warnings", "expected"),
+    [
+        pytest.param("chile", False, ["CHL"], id="by-country"),
+        pytest.param("bol@", False, ["BOL"], id="by-address"),
+        pytest.param("holy see", False, ["VAT"], id="two-words"),
+        pytest.param("", True, 44, id="only-with-warnings"),
+        pytest.param("language 'fr'", True, 24, id="warning-text"),
+        pytest.param("atlantis", False, [], id="nothing"),
+    ],
+)
+def test_filtering_the_list(
+    page: Page, gallery: Path, typed: str, only_warnings: bool, expected: list[str] | int
+) -> None:
+    page.goto(gallery.as_uri())
+    page.locator("#filter").fill(typed)
+    if only_warnings:
+        page.locator("#only-warnings").check()
+    visible = page.locator("#letters > li:not([hidden])")
+    ids = [visible.nth(i).get_attribute("data-id") for i in range(visible.count())]
+    if isinstance(expected, int):
+        assert len(ids) == expected
+    else:
+        assert ids == expected
+    assert page.locator("#shown").inner_text() == f"{len(ids)} of 195 shown"
+    assert page.locator("#no-match").is_visible() == (not ids)
+    if typed == "chile":
+        screenshot(page, "gallery-filtered")
+
+
+def test_letter_in_the_address_bar_opens_first(page: Page, gallery: Path) -> None:
+    page.goto(gallery.as_uri() + "#BOL")
+    assert page.locator("#letter-title").inner_text().endswith("(BOL)")
+    following = page.locator('#letters > li[data-id="BOL"] + li').get_attribute("data-id")
+    page.locator('#letters > li[data-id="BOL"] button').focus()
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("location.hash") == f"#{following}"
+    assert page.locator("#letter-title").inner_text().endswith(f"({following})")
+
+
+def write_log(path: Path, rows: list[tuple[int, str, str, str, int | None, str]]) -> None:
+    from outreach.sendlog import LogRow, SendLog
+
+    start = datetime(2015, 8, 31, 14, 0, tzinfo=UTC)
+    with SendLog(path) as log:
+        for seconds, contact_id, email, status, code, reply in rows:
+            log.append(
+                LogRow(
+                    time=start + timedelta(seconds=seconds),
+                    campaign="default",
+                    contact_id=contact_id,
+                    email=email,
+                    status=status,
+                    attempt=1,
+                    smtp_code=code,
+                    smtp_reply=reply,
+                    message_id=f"<{contact_id}@outreach.example>",
+                )
+            )
+
+
+def test_report_page_shows_counts_bar_and_problems(
+    page: Page, run_cli: RunCli, project: Path
+) -> None:
+    rows: list[tuple[int, str, str, str, int | None, str]] = []
+    for n, cid in enumerate(["AFG", "ALB", "DZA", "AND", "AGO", "ATG"]):
+        rows.append((n * 2, cid, f"{cid.lower()}@missions.example", "sending", None, ""))
+        rows.append((n * 2 + 1, cid, f"{cid.lower()}@missions.example", "sent", 250, "2.0.0 Ok"))
+    rows.append((20, "ARG", "arg@missions.example", "sending", None, ""))
+    rows.append((21, "ARG", "arg@missions.example", "failed", 550, "5.1.1 <arg@…> unknown"))
+    rows.append((22, "ARM", "arm@missions.example", "deferred", 451, "4.7.1 try later"))
+    rows.append((23, "AUS", "aus@missions.example", "sending", None, ""))
+    write_log(project / "logs" / "send-log.csv", rows)
+    out = project / "out" / "report.html"
+    result = run_cli("report", "--format", "html", "--out", str(out))
+    assert result.code == 0, result.stderr
+    page.goto(out.as_uri())
+    bar = page.locator(".bar > span")
+    labels = bar.evaluate_all("spans => spans.map(s => s.dataset.status + ':' + s.dataset.count)")
+    assert labels == ["sent:6", "deferred:1", "failed:1", "ambiguous:1", "not attempted:186"]
+    problems = page.locator("#problems tbody tr").all_inner_texts()
+    assert any("ARG" in r and "550" in r and "unknown" in r for r in problems)
+    assert any("AUS" in r and "ambiguous" in r for r in problems)
+    screenshot(page, "report")
