@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import premailer
 from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import SandboxedEnvironment
@@ -81,6 +80,10 @@ def _inline_css(html: str) -> str:
     ``@media`` rules stay (the latter in a <style> block, where clients that
     understand them look), and nothing is ever fetched from the network.
     """
+    # Imported here: premailer brings cssutils and requests, a fifth of a
+    # second that commands which never inline (report, --help) need not pay.
+    import premailer
+
     return str(
         premailer.Premailer(
             html,
