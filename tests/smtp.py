@@ -68,6 +68,8 @@ class Handler:
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        with self.lock:
+            self.connections += 1
         return responses
 
     async def handle_MAIL(

@@ -1,0 +1,143 @@
+"""The message on the wire: exactly the expected headers, and nothing injected."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from outreach import Campaign, load_settings
+from outreach.contacts import Contact
+from outreach.errors import MessageError
+from outreach.message import build_letter, message_id_for
+from outreach.render import Rendered
+
+NOW = datetime(2015, 8, 31, 9, 30, tzinfo=UTC)
+SETTINGS = {
+    "MAIL_FROM": "campaigns@coalition.example",
+    "MAIL_FROM_NAME": "Coalition for the Code of Conduct",
+    "MAIL_REPLY_TO": "replies@coalition.example",
+    "CAMPAIGN": "code-of-conduct-2015",
+}
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+@pytest.fixture
+def campaign(project: Path) -> Campaign:
+    return Campaign.open(load_settings(environ=SETTINGS, env_file=None))
+
+
+def test_the_eml_has_exactly_the_expected_headers(campaign: Campaign) -> None:
+    (chile,) = campaign.contacts.select(["CHL"])
+    rendered, letter = campaign.compose(chile, now=lambda: NOW)
+    message = parse(letter.data)
+    assert list(message.keys()) == [
+        "From",
+        "To",
+        "Reply-To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
+    ]
+    assert message["From"] == "Coalition for the Code of Conduct <campaigns@coalition.example>"
+    assert message["To"] == (
+        "Permanent Mission of Chile to the United Nations <chl@missions.example>"
+    )
+    assert message["Reply-To"] == "replies@coalition.example"
+    # The folded Subject starts on its own continuation line; the leading space
+    # is folding whitespace, which mail programs drop.
+    assert message["Subject"].strip() == rendered.subject
+    assert message["Date"] == "Mon, 31 Aug 2015 09:30:00 +0000"
+    assert message["Message-ID"] == message_id_for(
+        "code-of-conduct-2015", "CHL", "coalition.example"
+    )
+    assert message["Message-ID"].endswith("@coalition.example>")
+    assert letter.recipients == ("chl@missions.example",)
+    assert letter.sender == "campaigns@coalition.example"
+
+
+def test_text_first_then_html_both_utf8(campaign: Campaign) -> None:
+    (ivory,) = campaign.contacts.select(["CIV"])
+    rendered, letter = campaign.compose(ivory, now=lambda: NOW)
+    message = parse(letter.data)
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = message.iter_parts()
+    assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    assert text.get_content_charset() == html.get_content_charset() == "utf-8"
+    # On the wire every line ends in CRLF; the content is otherwise unchanged.
+    assert text.get_content().replace("\r\n", "\n") == rendered.text
+    assert html.get_content().replace("\r\n", "\n") == rendered.html
+    assert "government’s" in text.get_content()
+
+
+def test_wire_format_is_crlf_and_no_line_is_too_long(campaign: Campaign) -> None:
+    for contact in campaign.contacts:
+        _, letter = campaign.compose(contact, now=lambda: NOW)
+        lines = letter.data.split(b"\r\n")
+        assert b"\n" not in b"".join(lines), contact.id
+        assert max(len(line) for line in lines) <= 998, contact.id
+
+
+def test_the_message_id_is_the_same_on_every_run(campaign: Campaign) -> None:
+    (chile,) = campaign.contacts.select(["CHL"])
+    first = campaign.compose(chile, now=lambda: NOW)[1]
+    later = campaign.compose(chile, now=lambda: datetime(2015, 9, 1, tzinfo=UTC))[1]
+    assert first.message_id == later.message_id
+
+
+def test_cc_is_a_header_and_an_envelope_recipient(campaign: Campaign) -> None:
+    contact = Contact(
+        id="CHL",
+        country="Chile",
+        to=("chl@missions.example",),
+        cc=("desk@chile.example", "pr@chile.example"),
+        language="en",
+        line=2,
+        fields={"mission": "Permanent Mission of Chile"},
+    )
+    rendered = Rendered(subject="S", text="t", html="<p>h</p>", language="en")
+    letter = build_letter(contact, rendered, campaign.settings, now=NOW)
+    message = parse(letter.data)
+    assert message["Cc"] == "desk@chile.example, pr@chile.example"
+    assert letter.recipients == ("chl@missions.example", "desk@chile.example", "pr@chile.example")
+
+
+INJECTIONS = [
+    pytest.param("Chile\r\nBcc: evil@attacker.example", id="crlf"),
+    pytest.param("Chile\nBcc: evil@attacker.example", id="lf"),
+    pytest.param("Chile\rBcc: evil@attacker.example", id="cr"),
+    pytest.param("Chile\u2028Bcc: evil@attacker.example", id="line-separator"),
+    pytest.param("Chile\u0085Bcc: evil@attacker.example", id="next-line"),
+    pytest.param("=?utf-8?q?Chile=0D=0ABcc=3A_evil=40attacker=2Eexample?=", id="encoded-word"),
+]
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+@pytest.mark.parametrize("where", ["mission", "country", "subject"])
+def test_header_injection_is_refused(campaign: Campaign, value: str, where: str) -> None:
+    # The To display name is the mission, or the country when there is no mission.
+    fields = {"mission": "Permanent Mission of Chile"} if where == "subject" else {}
+    fields[where] = value
+    contact = Contact(
+        id="CHL",
+        country=fields.get("country", "Chile"),
+        to=("chl@missions.example",),
+        cc=(),
+        language="en",
+        line=7,
+        fields={k: v for k, v in fields.items() if k != "subject"},
+    )
+    subject = value if where == "subject" else "Request"
+    rendered = Rendered(subject=subject, text="t", html="<p>h</p>", language="en")
+    with pytest.raises(MessageError, match=r"CHL \(line 7\).*cannot go into a mail header"):
+        build_letter(contact, rendered, campaign.settings, now=NOW)

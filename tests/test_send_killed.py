@@ -1,0 +1,71 @@
+"""A send killed at any moment loses nothing and sends nothing twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from outreach.sendlog import latest_rows, read_log
+from tests.smtp import SmtpServer
+
+FORTY = (
+    "AFG,ALB,DZA,AND,AGO,ATG,ARG,ARM,AUS,AUT,AZE,BHS,BHR,BGD,BRB,BLR,BEL,BLZ,BEN,BTN,"
+    "BOL,BIH,BWA,BRA,BRN,BGR,BFA,BDI,CPV,KHM,CMR,CAN,CAF,TCD,CHL,CHN,COL,COM,COG,CRI"
+)
+
+
+def outreach(project: Path, env: dict[str, str], *, errors: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
+        cwd=project,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
+    )
+
+
+def wait_for_sent(log: Path, count: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and log.read_bytes().count(b",sent,") >= count:
+            return
+        time.sleep(0.005)
+    pytest.fail(f"the send did not reach {count} letters")
+
+
+@pytest.mark.parametrize("kill_after", [1, 9, 23])
+def test_kill_9_then_resume_sends_every_letter_once(
+    project: Path, smtp_server: SmtpServer, kill_after: int
+) -> None:
+    env = smtp_server.env(SEND_RATE_PER_MINUTE="1500")
+    log = project / "logs" / "send-log.csv"
+    first = outreach(project, env, errors=subprocess.DEVNULL)
+    wait_for_sent(log, kill_after, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL
+    before = len(smtp_server.received)
+    assert before < 40
+
+    second = outreach(project, env, errors=subprocess.PIPE)
+    _, errors = second.communicate(timeout=120)
+    assert second.returncode in (0, 1), errors.decode()
+
+    latest = latest_rows(read_log(log), "default")
+    assert set(latest) == set(FORTY.split(","))
+    ambiguous = {cid for cid, row in latest.items() if row.status == "ambiguous"}
+    assert len(ambiguous) <= 1  # only the letter on the wire at the kill can be in doubt
+    assert all(row.status == "sent" for cid, row in latest.items() if cid not in ambiguous)
+
+    received = Counter(str(r.message["Message-ID"]) for r in smtp_server.received)
+    assert max(received.values()) == 1, "a letter was sent twice"
+    by_contact = {row.message_id: cid for cid, row in latest.items()}
+    delivered = {by_contact[mid] for mid in received}
+    assert delivered | ambiguous == set(FORTY.split(","))
