@@ -201,6 +201,11 @@ class Sender:
                 while not self._put(work, letter):
                     if self._stop.is_set():
                         break
+        except BaseException:
+            # Ctrl-C, or a letter that could not be composed: the letters being
+            # sent finish and are logged; the queued ones are left for a rerun.
+            self._stop.set()
+            raise
         finally:
             for _ in workers:
                 self._put(work, None, wait=True)
