@@ -99,9 +99,7 @@ RunCli = Callable[..., Result]
 def run_cli(project: Path) -> RunCli:
     """Run the real ``outreach`` command in a subprocess, as a user would."""
 
-    def run(
-        *args: str, env: Mapping[str, str] | None = None, input: str | None = None
-    ) -> Result:
+    def run(*args: str, env: Mapping[str, str] | None = None, input: str | None = None) -> Result:
         environment = {
             k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "MAIL_", "SEND_"))
         }

@@ -180,14 +180,22 @@ def test_contact_language_with_templates_uses_them(project: Path) -> None:
     )
     renderer = Renderer(project / "templates", "31 August 2015")
     rendered = renderer.render(contact(language="fr"))
-    assert (rendered.subject, rendered.text, rendered.language) == ("Demande", "Excellence,\n", "fr")
+    assert (rendered.subject, rendered.text, rendered.language) == (
+        "Demande",
+        "Excellence,\n",
+        "fr",
+    )
     assert 'lang="fr"' in rendered.html
 
 
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
-        pytest.param("{{ nickname }}", "letter.txt.j2, line 1: 'nickname' is undefined", id="unknown-variable"),
+        pytest.param(
+            "{{ nickname }}",
+            "letter.txt.j2, line 1: 'nickname' is undefined",
+            id="unknown-variable",
+        ),
         pytest.param("Hello\n{% if %}", "letter.txt.j2, line 2: ", id="syntax-error"),
         pytest.param("{{ ''.__class__.__mro__ }}", "letter.txt.j2, line 1", id="python-internals"),
         pytest.param("{{ country.__class__ }}", "letter.txt.j2, line 1", id="attribute-internals"),
