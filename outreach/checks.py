@@ -393,11 +393,14 @@ class CheckResult:
                 f"Spam:      worst score {worst.score:.1f} of {len(self.spam)} letters scored "
                 f"by SpamAssassin (spam from {worst.required:.1f}; aim for 1.0 or less)"
             )
+            # Letters of one kind score alike: one line per distinct result.
+            alike: dict[tuple[float, str], list[str]] = {}
             for score in sorted(self.spam, key=lambda s: -s.score):
-                flag = "  SPAM" if score.is_spam else ""
-                lines.append(
-                    f"           {score.contact_id}: {score.score:.1f}{flag} ({score.rules_text()})"
-                )
+                alike.setdefault((score.score, score.rules_text()), []).append(score.contact_id)
+            for (points, rules), ids in alike.items():
+                flag = "  SPAM" if points >= worst.required else ""
+                who = ", ".join(ids) if len(ids) <= 3 else f"{len(ids)} letters ({ids[0]} …)"
+                lines.append(f"           {who}: {points:.1f}{flag} ({rules})")
         if self.spam_note:
             lines.append(f"Spam:      {self.spam_note}")
         return lines
