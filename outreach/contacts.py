@@ -20,8 +20,12 @@ import pandas as pd
 
 from outreach.addresses import AddressError, is_placeholder, split_addresses, validate_address
 from outreach.errors import ContactsError
+from outreach.headers import unsafe_header_reason
 
 REQUIRED_COLUMNS = ("id", "country", "email")
+#: Columns whose values become a header (the To display name is the mission,
+#: or the country when there is none).
+HEADER_COLUMNS = ("country", "mission")
 DELIMITERS = (",", ";", "\t")
 #: Far above any campaign (20,000 contacts take about 2 MB) and far below
 #: what would exhaust memory: a larger file is refused, not half read.
@@ -243,6 +247,15 @@ def load_contacts(path: Path) -> ContactList:
                 f"{at}, {where['id']}: {fields['id']!r} is not a usable id "
                 "(letters, digits, '.', '_' and '-', at most 64)"
             )
+        for name in HEADER_COLUMNS:
+            # Refused here, where file, line and column are known, so the one
+            # who edits the spreadsheet learns where the line break hides;
+            # message.py refuses them again in case a Contact comes from elsewhere.
+            reason = unsafe_header_reason(fields.get(name, ""))
+            if reason:
+                row_problems.append(
+                    f"{at}, {where[name]}: cannot go into the To header of a mail: it {reason}"
+                )
         language = fields.get("language", "") or "en"
         if not _LANGUAGE.match(language):
             row_problems.append(

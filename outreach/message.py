@@ -59,6 +59,20 @@ def _checked(value: str, what: str) -> str:
     return value
 
 
+def _source(contact: Contact, rendered: Rendered) -> str:
+    """Which column put an unsafe character into the subject, as ' (from …)'.
+
+    The subject template may use any column; the person fixing the
+    spreadsheet needs to know which cell to look at, not only the contact.
+    """
+    columns = [
+        name
+        for name, value in contact.fields.items()
+        if value and value in rendered.subject and unsafe_header_reason(value)
+    ]
+    return f" (from the column {', '.join(columns)})" if columns else ""
+
+
 def _address(display_name: str, address: str, what: str) -> Address:
     _checked(address, what)
     try:
@@ -86,16 +100,19 @@ def build_message(
     domain = settings.sender.rpartition("@")[2]
     message = EmailMessage(policy=WIRE)
     message["From"] = _address(settings.sender_name, settings.sender, "MAIL_FROM_NAME/MAIL_FROM")
+    column = "mission" if contact.fields.get("mission") else "country"
     name = contact.fields.get("mission") or contact.country
     if to is None:
-        message["To"] = [_address(name, a, f"contact {where}, mission/email") for a in contact.to]
+        message["To"] = [_address(name, a, f"contact {where}, {column}") for a in contact.to]
         if contact.cc:
             message["Cc"] = [_address("", a, f"contact {where}, cc") for a in contact.cc]
     else:
         message["To"] = [_address("", a, "the test address") for a in to]
     if settings.mail_reply_to:
         message["Reply-To"] = _address("", settings.mail_reply_to, "MAIL_REPLY_TO")
-    message["Subject"] = _checked(subject_prefix + rendered.subject, f"the subject for {where}")
+    message["Subject"] = _checked(
+        subject_prefix + rendered.subject, f"the subject for {where}{_source(contact, rendered)}"
+    )
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id or message_id_for(settings.campaign, contact.id, domain)
     message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")

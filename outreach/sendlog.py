@@ -9,11 +9,13 @@ sends only what is still owed. Staff read the same file in a spreadsheet.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import errno
 import fcntl
 import io
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -136,9 +138,9 @@ def _parse_row(path: Path, line: int, cells: list[str]) -> LogRow:
 def read_log(path: Path) -> list[LogRow]:
     """Every complete row of the log; no log yet is an empty list.
 
-    A last line without its line end is what a process killed in the middle
-    of a write leaves: it is ignored (the row before it still stands). Any
-    other line that does not parse is an error naming it: a log that cannot
+    A last line cut short is what a process killed in the middle of a write
+    leaves: it is ignored (the row before it still stands); a whole row that
+    only lacks its line end is kept. Any other line that does not parse is an error naming it: a log that cannot
     be trusted must stop the run, never cause letters to be sent again.
     """
     try:
@@ -149,13 +151,59 @@ def read_log(path: Path) -> list[LogRow]:
         raise SendLogError(f"{path}: cannot be read ({err.strerror})") from err
     if not data:
         return []
-    complete = data[: data.rfind(b"\n") + 1]
+    whole = data.rfind(b"\n") + 1
+    keep_last = _unterminated_last_line(path, data) == "row"
+    complete = data if keep_last else data[:whole]
     try:
         text = complete.decode("utf-8")
     except UnicodeDecodeError as err:
         line = complete[: err.start].count(b"\n") + 1
         raise SendLogError(f"{path}, line {line}: not UTF-8 text; the log was damaged") from err
-    return list(_rows(path, text))
+    return list(_rows(path, text + "\n" if keep_last else text))
+
+
+#: The characters of the time column: a row cut short starts with them.
+_TIME_CHARACTERS = re.compile(r"[0-9T:.+\-]*")
+
+
+def _unterminated_last_line(path: Path, data: bytes) -> str:
+    """What the last line of ``data`` is when it has no line end.
+
+    ``""`` when there is none; ``"row"`` for a whole, valid row that only
+    lacks its line end (an editor may drop it; the row is kept, since
+    dropping a ``sending`` row would send that letter again); ``"cut"`` for
+    the start of a row or of the header, which a process killed in the
+    middle of a write leaves (it is dropped). Anything else was written by
+    hand and is an error naming the line: it is never silently cut off.
+    """
+    whole = data.rfind(b"\n") + 1
+    tail = data[whole:]
+    if not tail:
+        return ""
+    line = data[:whole].count(b"\n") + 1
+    try:
+        # A cut may split a multi-byte character: ignore an incomplete end.
+        text = codecs.getincrementaldecoder("utf-8")().decode(tail, final=False)
+    except UnicodeDecodeError as err:
+        raise SendLogError(f"{path}, line {line}: not UTF-8 text; the log was damaged") from err
+    if line == 1:
+        if ",".join(COLUMNS).startswith(text):
+            return "cut"
+    else:
+        try:
+            cells = next(csv.reader([text], strict=True), [])
+            _parse_row(path, line, cells)
+        except (csv.Error, SendLogError):
+            pass
+        else:
+            return "row"
+        if _TIME_CHARACTERS.fullmatch(text.partition(",")[0]):
+            return "cut"
+    raise SendLogError(
+        f"{path}, line {line}: {text[:40]!r} is neither a row of the send log nor one cut "
+        "short by an interrupted run; the send log must not be edited by hand "
+        "(restore it from a backup)"
+    )
 
 
 def _rows(path: Path, text: str) -> Iterator[LogRow]:
@@ -274,7 +322,11 @@ class SendLog:
         lock.write(f"pid {os.getpid()}\n")
         lock.flush()
         self._lock = lock
-        self.repaired = self._drop_partial_last_line()
+        try:
+            self.repaired = self._drop_partial_last_line()
+        except BaseException:
+            self.close()
+            raise
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = self.path.open("a", encoding="utf-8", newline="")
         self._writer = csv.writer(self._file, lineterminator="\n")
@@ -291,7 +343,10 @@ class SendLog:
         try:
             with self.path.open("rb+") as handle:
                 data = handle.read()
-                if not data or data.endswith(b"\n"):
+                kind = _unterminated_last_line(self.path, data)
+                if kind == "row":
+                    handle.write(b"\n")  # a whole row: only its line end was missing
+                if kind != "cut":
                     return False
                 handle.truncate(data.rfind(b"\n") + 1)
                 return True
