@@ -32,6 +32,7 @@ demo: $(STAMP) ## the whole job on this machine: preview, send to a local SMTP s
 	for _ in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$(DEMO_PORT)) 2>/dev/null && break; sleep 0.1; done; \
 	env $(DEMO_ENV) $(BIN)/outreach preview && \
 	env $(DEMO_ENV) $(BIN)/outreach send --yes && \
+	env $(DEMO_ENV) $(BIN)/outreach report && \
 	echo "The letters as received are in out/demo/sink/; the send log is out/demo/logs/send-log.csv."
 
 send: $(STAMP) ## send the letters (asks first; reruns send only what is still owed)

@@ -31,9 +31,10 @@ from rich.progress import (
 from outreach.addresses import AddressError, is_loopback, is_placeholder, validate_address
 from outreach.checks import SpamChecker, check_campaign
 from outreach.clock import SystemClock
-from outreach.compose import Campaign, compose_each, problems_of
+from outreach.compose import Campaign
 from outreach.contacts import Contact, load_contacts
 from outreach.errors import ConfirmationError, OutreachError, SettingsError
+from outreach.pipeline import Composer, sending_processes
 from outreach.preview import write_previews
 from outreach.report import FORMATS, build_report, to_csv, to_html, to_json, to_renderables
 from outreach.sending import FINAL, Outcome, Plan, Sender, make_plan, refuse_placeholders, send_test
@@ -218,16 +219,24 @@ def _sending_campaign(ctx: click.Context) -> Campaign:
 
 
 def _precheck(campaign: Campaign, contacts: list[Contact], console: Console) -> None:
-    """Compose every letter about to be sent; any problem stops the run before it starts."""
-    errors = []
+    """The checks of `outreach check` on every letter about to be sent.
+
+    A letter that cannot be built stops the run before anything is sent;
+    warnings and the spam score are shown above the plan, for the person
+    about to confirm.
+    """
     with _progress(console) as bar:
-        task = bar.add_task("Checking letters", total=len(contacts))
-        for composed in compose_each(campaign, contacts):
-            bar.advance(task)
-            if composed.error is not None:
-                errors.append(composed.error)
-    if errors:
-        raise OutreachError(*problems_of(errors))
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        result = check_campaign(campaign, contacts, spam=SpamChecker.find(), progress=progress)
+    for line in result.summary_lines():
+        if not line.startswith("Addresses:"):
+            click.echo(line)
 
 
 def _print_plan(plan: Plan, settings: Settings) -> None:
@@ -341,7 +350,8 @@ def send(
             resend_ambiguous=resend_ambiguous,
         )
         refuse_placeholders(plan.to_send, Server.from_settings(settings))
-        _precheck(campaign, plan.to_send, stderr)
+        if plan.to_send:
+            _precheck(campaign, plan.to_send, stderr)
         _print_plan(plan, settings)
         if not plan.to_send:
             click.echo("Nothing to send.")
@@ -350,8 +360,9 @@ def send(
         with _progress(stderr) as bar:
             task = bar.add_task("Sending", total=len(plan.to_send))
             sender = Sender(settings, plan, log, clock, progress=lambda _: bar.advance(task))
-            letters = (campaign.compose(c, now=clock.now)[1] for c in plan.to_send)
-            outcome = sender.run(letters)
+            workers = sending_processes(settings, len(plan.to_send))
+            with Composer(campaign, processes=workers) as composer:
+                outcome = sender.run(composer.letters(plan.to_send, now=clock.now))
     _print_outcome(outcome, settings.send_log)
     if not outcome.all_sent:
         ctx.exit(1)

@@ -195,7 +195,10 @@ class Sender:
         try:
             for fed, letter in enumerate(letters):
                 if room is not None and fed >= room:
-                    self._halt(self._daily_limit_reached())
+                    # Stop feeding; the letters already queued are within the quota.
+                    with self._lock:
+                        self.outcome.stopped = self.outcome.stopped or self._daily_limit_reached()
+                    break
                 if self._stop.is_set():
                     break
                 while not self._put(work, letter):
