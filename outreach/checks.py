@@ -325,8 +325,8 @@ def _feed(process: subprocess.Popen[bytes], data: bytes) -> None:
         pass
 
 
-def spam_sample(composed: Iterable[Composed]) -> list[Composed]:
-    """One letter of each shape: what a spam filter could score differently.
+def letter_shape(item: Composed) -> tuple[str, str, frozenset[str]]:
+    """What a spam filter could score differently between two letters.
 
     The letters differ only in the contact's values; the wording around them
     changes with the language written in, the contact's status (member or
@@ -334,13 +334,17 @@ def spam_sample(composed: Iterable[Composed]) -> list[Composed]:
     own salutation). One letter per such shape is enough to judge the
     wording, in a few seconds instead of a minute for 195 letters.
     """
+    assert item.rendered is not None
+    filled = frozenset(k for k, v in item.contact.fields.items() if v)
+    return (item.rendered.language, item.contact.fields.get("status", ""), filled)
+
+
+def spam_sample(composed: Iterable[Composed]) -> list[Composed]:
+    """One letter of each shape (see ``letter_shape``)."""
     shapes: dict[tuple[str, str, frozenset[str]], Composed] = {}
     for item in composed:
-        if item.rendered is None or item.letter is None:
-            continue
-        filled = frozenset(k for k, v in item.contact.fields.items() if v)
-        key = (item.rendered.language, item.contact.fields.get("status", ""), filled)
-        shapes.setdefault(key, item)
+        if item.rendered is not None and item.letter is not None:
+            shapes.setdefault(letter_shape(item), item)
     return list(shapes.values())
 
 
@@ -423,7 +427,10 @@ def check_campaign(
     """
     result = CheckResult()
     errors: list[OutreachError] = []
-    good: list[Composed] = []
+    # Only what the spam score needs is kept, so that a long list of
+    # contacts is checked in constant memory.
+    shapes: dict[tuple[str, str, frozenset[str]], Letter] = {}
+    every: list[Letter] = []
     for done, composed in enumerate(compose_each(campaign, contacts, now=now), start=1):
         progress("Rendering", done, len(contacts))
         if composed.error is not None:
@@ -431,7 +438,6 @@ def check_campaign(
             continue
         assert composed.rendered is not None
         assert composed.letter is not None
-        good.append(composed)
         result.letters += 1
         result.languages[composed.rendered.language] += 1
         result.placeholders.extend(a for a in composed.letter.recipients if is_placeholder(a))
@@ -439,17 +445,20 @@ def check_campaign(
         found = letter_warnings(composed.rendered, composed.letter, composed.contact)
         if found:
             result.warnings[composed.contact.id] = found
+        if spam is not None and spam_all:
+            every.append(composed.letter)
+        elif spam is not None:
+            shapes.setdefault(letter_shape(composed), composed.letter)
     if errors:
         raise OutreachError(*problems_of(errors))
     if spam is None:
         result.spam_note = INSTALL_SPAMASSASSIN
         return result
-    chosen = good if spam_all else spam_sample(good)
-    letters = [c.letter for c in chosen if c.letter is not None]
+    letters = every if spam_all else list(shapes.values())
     result.spam = spam.score(letters, lambda done: progress("Spam score", done, len(letters)))
-    if not spam_all and len(letters) < len(good):
+    if not spam_all and len(letters) < result.letters:
         result.spam_note = (
-            f"scored one letter of each kind ({len(letters)} of {len(good)}); "
+            f"scored one letter of each kind ({len(letters)} of {result.letters}); "
             "--spam-all scores every letter"
         )
     return result
