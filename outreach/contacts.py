@@ -15,12 +15,14 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from outreach.addresses import AddressError, is_placeholder, split_addresses, validate_address
 from outreach.errors import ContactsError
 from outreach.headers import unsafe_header_reason
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REQUIRED_COLUMNS = ("id", "country", "email")
 #: Columns whose values become a header (the To display name is the mission,
@@ -201,6 +203,10 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise ContactsError(*problems)
     if not rows:
         raise ContactsError(f"{path}: only a header line, no contacts")
+    # Imported here: pandas takes half a second to import, which commands that
+    # never read contacts (report, --help) and the worker processes need not pay.
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=[*header, "_line"], dtype="string")
     columns = [c for c in frame.columns if c != "_line"]
     frame[columns] = frame[columns].apply(lambda column: column.str.strip())

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2.utils import htmlsafe_json_dumps
 
 from outreach.addresses import is_placeholder
-from outreach.checks import letter_warnings
-from outreach.compose import Campaign, Clock, compose_each, problems_of, utc_now
+from outreach.compose import Campaign, Clock, problems_of, utc_now
 from outreach.contacts import Contact
 from outreach.errors import OutreachError, TemplateError
+from outreach.pipeline import Composer, Previewed
 
 #: Marks a folder as written by ``outreach preview``, so that it, and only
 #: it, may be replaced by the next preview.
@@ -100,73 +101,110 @@ def write_previews(
     *,
     now: Clock = utc_now,
     progress: Callable[[int], None] = lambda done: None,
+    processes: int | None = None,
 ) -> PreviewResult:
     """Write ``<id>.eml``, ``<id>.html`` and ``<id>.txt`` per contact, and ``index.html``.
 
     The files are written to a new folder beside ``folder`` and moved into
     place at the end, so a failed preview leaves the last good one intact.
+    The letters are composed and checked in worker processes (``processes``;
+    by default one per CPU for a long list, none for a short one) and only
+    one letter at a time is held here: the index page is written from the
+    files, so memory stays flat however long the list.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         entries: list[PreviewEntry] = []
         errors: list[OutreachError] = []
-        for done, composed in enumerate(compose_each(campaign, contacts, now=now), start=1):
-            progress(done)
-            if composed.error is not None:
-                errors.append(composed.error)
-                continue
-            assert composed.rendered is not None
-            assert composed.letter is not None
-            contact, rendered, letter = composed.contact, composed.rendered, composed.letter
-            (built / f"{contact.id}.eml").write_bytes(letter.data)
-            (built / f"{contact.id}.html").write_text(rendered.html, encoding="utf-8")
-            (built / f"{contact.id}.txt").write_text(rendered.text, encoding="utf-8")
-            entries.append(
-                PreviewEntry(
-                    id=contact.id,
-                    country=contact.country,
-                    recipients=list(letter.recipients),
-                    subject=letter.subject,
-                    language=rendered.language,
-                    placeholder=any(is_placeholder(a) for a in letter.recipients),
-                    warnings=letter_warnings(rendered, letter, contact),
-                    placeholder_addresses=sum(1 for a in letter.recipients if is_placeholder(a)),
-                    html=rendered.html,
-                    text=rendered.text,
-                )
-            )
+        with Composer(campaign, processes=processes) as composer:
+            stream = composer.run(contacts, "preview", now=now)
+            for done, composed in enumerate(stream, start=1):
+                progress(done)
+                if composed.error is not None:
+                    errors.append(composed.error)
+                    continue
+                assert isinstance(composed, Previewed)
+                _write_letter(built, composed, entries)
         if errors:
             raise OutreachError(*problems_of(errors))
         result = PreviewResult(folder=folder, entries=entries)
-        page = (
-            _index_environment()
-            .get_template("index.html.j2")
-            .render(
-                result=result,
-                campaign=campaign.settings.campaign,
-                letters=[
-                    {
-                        "id": e.id,
-                        "country": e.country,
-                        "recipients": e.recipients,
-                        "subject": e.subject,
-                        "language": e.language,
-                        "warnings": e.warnings,
-                        "html": e.html,
-                        "text": e.text,
-                    }
-                    for e in entries
-                ],
-            )
-        )
-        (built / "index.html").write_text(page, encoding="utf-8")
-        for entry in entries:
-            # The page holds them now; keeping 195 letters alive helps nobody.
-            entry.html = entry.text = ""
+        _write_index(built, result, campaign.settings.campaign)
         (built / MARKER).write_text("written by outreach preview\n", encoding="utf-8")
         _replace_folder(built, folder)
         return result
     finally:
         if built.exists():
             shutil.rmtree(built)
+
+
+def _write_letter(built: Path, composed: Previewed, entries: list[PreviewEntry]) -> None:
+    """One letter's three files, and its row of the index (without the letter)."""
+    assert composed.rendered is not None
+    assert composed.letter is not None
+    contact, rendered, letter = composed.contact, composed.rendered, composed.letter
+    (built / f"{contact.id}.eml").write_bytes(letter.data)
+    (built / f"{contact.id}.html").write_text(rendered.html, encoding="utf-8")
+    (built / f"{contact.id}.txt").write_text(rendered.text, encoding="utf-8")
+    entries.append(
+        PreviewEntry(
+            id=contact.id,
+            country=contact.country,
+            recipients=list(letter.recipients),
+            subject=letter.subject,
+            language=rendered.language,
+            placeholder=any(is_placeholder(a) for a in letter.recipients),
+            warnings=list(composed.warnings),
+            placeholder_addresses=sum(1 for a in letter.recipients if is_placeholder(a)),
+        )
+    )
+
+
+#: Stands for the letters' data in the page until they are streamed in.
+_DATA_MARK = "\ue000letters\ue001"
+
+
+def _read_back(path: Path) -> str:
+    with path.open(encoding="utf-8", newline="") as handle:  # every \r kept
+        return handle.read()
+
+
+def _letter_data(built: Path, entry: PreviewEntry) -> dict[str, object]:
+    return {
+        "id": entry.id,
+        "country": entry.country,
+        "recipients": entry.recipients,
+        "subject": entry.subject,
+        "language": entry.language,
+        "warnings": entry.warnings,
+        "html": _read_back(built / f"{entry.id}.html"),
+        "text": _read_back(built / f"{entry.id}.txt"),
+    }
+
+
+def _write_index(built: Path, result: PreviewResult, campaign: str) -> None:
+    """``index.html``, with every letter in it, one letter in memory at a time.
+
+    The page is rendered with a mark where the letters' JSON goes; the JSON
+    is then written letter by letter, each exactly as Jinja's ``tojson``
+    writes it (sorted keys, HTML-safe), so the page is the one that
+    rendering it with every letter in memory would give.
+    """
+    environment = _index_environment()
+    page = environment.get_template("index.html.j2").render(
+        result=result, campaign=campaign, letters=[_DATA_MARK]
+    )
+    mark = str(htmlsafe_json_dumps([_DATA_MARK], **environment.policies["json.dumps_kwargs"]))
+    if page.count(mark) != 1:
+        raise TemplateError("index.html.j2: the letters' data must appear once, as letters|tojson")
+    before, after = page.split(mark)
+    dumps_kwargs = environment.policies["json.dumps_kwargs"]
+    with (built / "index.html").open("w", encoding="utf-8") as out:
+        out.write(before)
+        out.write("[")
+        for number, entry in enumerate(result.entries):
+            if number:
+                out.write(", ")
+            out.write(str(htmlsafe_json_dumps(_letter_data(built, entry), **dumps_kwargs)))
+        out.write("]")
+        out.write(after)

@@ -1,0 +1,301 @@
+"""Composing letters in worker processes while the main process sends them.
+
+Rendering a letter and building its message is CPU work in pure Python
+(about 5 ms a letter); sending it is mostly waiting on the server. One
+process doing both leaves the other cores idle, so the letters are composed
+in a small pool of worker processes and handed back **in the order asked
+for**, through a bounded window: never more than a few dozen letters are
+composed ahead of the one being sent, however long the list, so memory
+stays flat. What stays in the main process is everything that decides what
+is sent: the send log, retries, the rate limit, the connections.
+
+Each worker builds its own ``Renderer`` from the same templates and data
+files and composes with the same code (``Campaign.compose``), so a letter
+composed in a worker is byte for byte the letter composed in the main
+process. The time in the ``Date`` header is taken in the main process when
+the letter is asked for. A letter that cannot be composed comes back as its
+``OutreachError`` (which keeps all its problems across the process boundary)
+and is reported exactly as before; any other exception is a bug and is
+raised in the main process.
+
+Small runs (a test send, a handful of letters) are composed in the main
+process: starting a worker costs more than composing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from outreach.checks import letter_warnings
+from outreach.compose import Campaign, Clock, Composed, utc_now
+from outreach.contacts import Contact, ContactList
+from outreach.errors import OutreachError
+from outreach.message import Letter
+from outreach.render import Rendered, Renderer
+from outreach.settings import Secret, Settings
+
+#: What a worker sends back: only the letter for a send, the letter with its
+#: rendered parts and warnings for a preview, nothing but errors for a check.
+Mode = Literal["letter", "preview", "check"]
+
+#: At most this many worker processes: past that, the main process (and the
+#: SMTP server's answers) cannot keep up anyway.
+MAX_PROCESSES = 4
+#: Fewer letters than this are composed in the main process.
+SMALL_RUN = 24
+#: Letters per task: enough to make the cost of crossing processes small,
+#: few enough that the first letter goes out at once.
+CHUNK = 4
+#: Tasks in flight per worker: keeps every worker busy while the main
+#: process waits on one, and bounds how far composing runs ahead of sending.
+TASKS_PER_PROCESS = 3
+
+
+@dataclass(frozen=True)
+class Previewed(Composed):
+    """A composed letter with the warnings ``letter_warnings`` gives it."""
+
+    warnings: tuple[str, ...] = ()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_processes(count: int) -> int:
+    """How many workers for ``count`` letters: none for a small run."""
+    if count < SMALL_RUN:
+        return 0
+    return max(1, min(MAX_PROCESSES, usable_cpus()))
+
+
+def sending_processes(settings: Settings, count: int) -> int:
+    """Workers for a send: none when the rate limit is the bottleneck anyway.
+
+    At a limited rate one process composes far faster than the letters may
+    go, and composing each letter just before it goes keeps its ``Date``
+    close to the time it is sent.
+    """
+    rate = settings.send_rate_per_minute
+    if rate and rate < 3000:
+        return 0
+    return default_processes(count)
+
+
+# -- the worker side ---------------------------------------------------------
+
+_campaign: Campaign | None = None
+
+
+def _start_worker(
+    folder: str,
+    settings: Settings,
+    templates_dir: Path,
+    letter_date: str,
+    data: dict[str, list[dict[str, str]]],
+) -> None:
+    # Ctrl-C goes to the whole process group: the main process decides what
+    # happens (the letters being sent finish); a worker just stops being asked.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The fork server may have started in another folder: work in the main
+    # process's, so relative paths (and the messages naming them) are the same.
+    os.chdir(folder)
+    global _campaign
+    renderer = Renderer(templates_dir, letter_date)
+    renderer.data = data
+    _campaign = Campaign(
+        settings=settings,
+        contacts=ContactList(path=settings.contacts_file, contacts=()),
+        renderer=renderer,
+    )
+
+
+_Result = Letter | tuple[Rendered, Letter, tuple[str, ...]] | None | OutreachError
+
+
+def _compose_chunk(jobs: list[tuple[Contact, datetime]], mode: Mode) -> list[_Result]:
+    campaign = _campaign
+    assert campaign is not None, "worker not started"
+    return [_compose_one(campaign, contact, when, mode) for contact, when in jobs]
+
+
+def _compose_one(campaign: Campaign, contact: Contact, when: datetime, mode: Mode) -> _Result:
+    try:
+        rendered, letter = campaign.compose(contact, now=lambda: when)
+    except OutreachError as err:
+        return err
+    if mode == "letter":
+        return letter
+    if mode == "check":
+        return None
+    return rendered, letter, tuple(letter_warnings(rendered, letter, contact))
+
+
+def _composed(contact: Contact, result: _Result) -> Composed:
+    if isinstance(result, OutreachError):
+        return Composed(contact, None, None, result)
+    if isinstance(result, Letter):
+        return Composed(contact, None, result, None)
+    if result is None:
+        return Composed(contact, None, None, None)
+    rendered, letter, warnings = result
+    return Previewed(contact, rendered, letter, None, warnings)
+
+
+# -- the main side -----------------------------------------------------------
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """A fresh interpreter's fork server where there is one, else spawn.
+
+    Never a plain fork: the main process may be running threads (the SMTP
+    connections, a progress bar, a test's SMTP server), and a forked child
+    would inherit their locks in whatever state they were.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["outreach.pipeline"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+class Composer:
+    """Composes letters for a campaign, in order, in worker processes or here.
+
+    Use it as a context manager; the workers start at the first run that
+    wants them and stop at the end of the ``with`` block.
+    """
+
+    def __init__(self, campaign: Campaign, *, processes: int | None = None) -> None:
+        self.campaign = campaign
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_size = 0
+
+    def __enter__(self) -> Composer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _workers(self, count: int, processes: int | None) -> int:
+        chosen = processes if processes is not None else self.processes
+        return default_processes(count) if chosen is None else chosen
+
+    def _pool_of(self, size: int) -> ProcessPoolExecutor:
+        if self._pool is not None and self._pool_size != size:
+            self.close()
+        if self._pool is None:
+            settings = self.campaign.settings
+            renderer = self.campaign.renderer
+            # A worker never talks to the SMTP server: it does not get the password.
+            settings = dataclasses.replace(settings, smtp_password=Secret(""))
+            self._pool = ProcessPoolExecutor(
+                max_workers=size,
+                mp_context=_context(),
+                initializer=_start_worker,
+                initargs=(
+                    os.getcwd(),
+                    settings,
+                    renderer.templates_dir,
+                    renderer.letter_date,
+                    renderer.data,
+                ),
+            )
+            self._pool_size = size
+        return self._pool
+
+    def run(
+        self,
+        contacts: Sequence[Contact],
+        mode: Mode,
+        *,
+        now: Clock = utc_now,
+        processes: int | None = None,
+    ) -> Iterator[Composed]:
+        """Each contact's outcome, in order; with ``mode="preview"``, ``Previewed``."""
+        workers = self._workers(len(contacts), processes)
+        if workers <= 0:
+            return self._here(contacts, mode, now)
+        return self._in_workers(self._pool_of(workers), contacts, mode, now, workers)
+
+    def _here(self, contacts: Iterable[Contact], mode: Mode, now: Clock) -> Iterator[Composed]:
+        for contact in contacts:
+            yield _composed(contact, _compose_one(self.campaign, contact, now(), mode))
+
+    def _in_workers(
+        self,
+        pool: ProcessPoolExecutor,
+        contacts: Sequence[Contact],
+        mode: Mode,
+        now: Clock,
+        workers: int,
+    ) -> Iterator[Composed]:
+        window = workers * TASKS_PER_PROCESS
+        pending: deque[tuple[list[Contact], Future[list[_Result]]]] = deque()
+        upcoming = iter(range(0, len(contacts), CHUNK))
+
+        def submit() -> bool:
+            start = next(upcoming, None)
+            if start is None:
+                return False
+            chunk = list(contacts[start : start + CHUNK])
+            when = now()
+            jobs = [(contact, when) for contact in chunk]
+            pending.append((chunk, pool.submit(_compose_chunk, jobs, mode)))
+            return True
+
+        try:
+            while len(pending) < window and submit():
+                pass
+            while pending:
+                chunk, future = pending.popleft()
+                results = future.result()
+                submit()
+                for contact, result in zip(chunk, results, strict=True):
+                    yield _composed(contact, result)
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+    def letters(
+        self, contacts: Sequence[Contact], *, now: Clock = utc_now, processes: int | None = None
+    ) -> Iterator[Letter]:
+        """The letters to send, in order; the first that cannot be composed raises."""
+        for composed in self.run(contacts, "letter", now=now, processes=processes):
+            if composed.error is not None:
+                raise composed.error
+            assert composed.letter is not None
+            yield composed.letter
+
+    def errors(
+        self, contacts: Sequence[Contact], *, processes: int | None = None
+    ) -> Iterator[OutreachError | None]:
+        """For each contact, why its letter cannot be composed, or None."""
+        for composed in self.run(contacts, "check", processes=processes):
+            yield composed.error
