@@ -58,5 +58,18 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff format --check outreach tests
 	$(BIN)/mypy
 
+# The benchmark's own environment: outreach plus mailmerge, the peer it is
+# measured against (never a dependency of outreach itself).
+BENCH_VENV := benchmarks/.work/venv
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . 'mailmerge==2.3.*'
+	touch $@
+
+bench: $(BENCH_VENV)/.installed ## throughput, memory and rate accuracy beside mailmerge (about 20 min); writes benchmarks/RESULTS.md
+	$(BENCH_VENV)/bin/python benchmarks/bench.py
+
 clean: ## remove the virtual environment and generated files
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
