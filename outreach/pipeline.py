@@ -18,8 +18,8 @@ the letter is asked for. A letter that cannot be composed comes back as its
 and is reported exactly as before; any other exception is a bug and is
 raised in the main process.
 
-Small runs (a test send, a handful of letters) are composed in the main
-process: starting a worker costs more than composing them.
+Small runs (a test send, the 195 missions) are composed in the main
+process: starting the workers costs more than composing them.
 """
 
 from __future__ import annotations
@@ -52,8 +52,10 @@ Mode = Literal["letter", "preview", "check"]
 #: At most this many worker processes: past that, the main process (and the
 #: SMTP server's answers) cannot keep up anyway.
 MAX_PROCESSES = 4
-#: Fewer letters than this are composed in the main process.
-SMALL_RUN = 24
+#: Fewer letters than this are composed in the main process: starting the
+#: workers (a fresh interpreter importing outreach) costs about as much as
+#: composing a few hundred letters here (measured with ``make bench``).
+SMALL_RUN = 400
 #: Letters per task: enough to make the cost of crossing processes small,
 #: few enough that the first letter goes out at once.
 CHUNK = 4
@@ -115,6 +117,9 @@ def _start_worker(
     # The fork server may have started in another folder: work in the main
     # process's, so relative paths (and the messages naming them) are the same.
     os.chdir(folder)
+    # Composing fills the CPU time that sending leaves: when the cores are
+    # busy, the SMTP connections (which keep the server waiting) go first.
+    os.nice(5)
     global _campaign
     renderer = Renderer(templates_dir, letter_date)
     renderer.data = data

@@ -193,6 +193,7 @@ def test_a_worker_never_gets_the_password(project: Path) -> None:
 
 def test_small_runs_and_slow_rates_compose_here(project: Path) -> None:
     assert default_processes(3) == 0
+    assert default_processes(195) == 0
     assert default_processes(2000) >= 1
     slow = load_settings(environ={"SEND_RATE_PER_MINUTE": "30"}, env_file=None)
     fast = load_settings(environ={"SEND_RATE_PER_MINUTE": "0"}, env_file=None)
