@@ -140,8 +140,9 @@ def read_log(path: Path) -> list[LogRow]:
 
     A last line cut short is what a process killed in the middle of a write
     leaves: it is ignored (the row before it still stands); a whole row that
-    only lacks its line end is kept. Any other line that does not parse is an error naming it: a log that cannot
-    be trusted must stop the run, never cause letters to be sent again.
+    only lacks its line end is kept. Any other line that does not parse is an
+    error naming it: a log that cannot be trusted must stop the run, never
+    cause letters to be sent again.
     """
     try:
         data = path.read_bytes()
