@@ -435,7 +435,7 @@ class Renderer:
         return self._skeleton_environments[language]
 
     def _new_environment(self, language: str, finalize: Any = None) -> SandboxedEnvironment:
-        environment = SandboxedEnvironment(
+        environment = _LimitedSandbox(
             loader=jinja2.FileSystemLoader([self.templates_dir / language, self.templates_dir]),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(
@@ -557,8 +557,11 @@ class Renderer:
             template = self.environment(language).get_template(name)
             return template.render(context)
         except jinja2.TemplateNotFound as err:
+            # err.name is the template that is missing, which may be one that
+            # this one includes or extends.
+            missing = err.name or name
             raise TemplateError(
-                f"{self.templates_dir / language / name}: missing "
+                f"{self.templates_dir / language / missing}: missing "
                 f"(looked in {self.templates_dir / language} and {self.templates_dir})"
             ) from err
         except jinja2.TemplateSyntaxError as err:
@@ -578,6 +581,44 @@ class Renderer:
             ) from err
         except jinja2.TemplateError as err:
             raise TemplateError(f"{_template_position(err, name)}: {err}") from err
+        except (ArithmeticError, TypeError, ValueError, LookupError) as err:
+            # A mistake in the template's own expressions ({{ 1 / 0 }},
+            # {{ 'a' + 1 }}): the person editing it needs the place, not a traceback.
+            raise TemplateError(
+                f"{_template_position(err, name)}: {type(err).__name__}: {err}"
+            ) from err
+
+
+#: Longest string or list a template expression may build with ``*``.
+MAX_REPEAT = 1_000_000
+
+
+class _LimitedSandbox(SandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` bounded.
+
+    Jinja2's sandbox keeps templates away from Python's internals but lets
+    ``{{ 'a' * 10**9 }}`` or ``{{ 9 ** 9 ** 9 }}`` run until memory or
+    patience runs out; a template edited by hand must fail fast instead.
+    """
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int) and abs(right) > 1000:
+                raise SecurityError(f"the power {right} is too large")
+            return left**right
+        for sequence, count in ((left, right), (right, left)):
+            if (
+                isinstance(sequence, str | list | tuple)
+                and isinstance(count, int)
+                and len(sequence) * count > MAX_REPEAT
+            ):
+                raise SecurityError(
+                    f"repeating a value {count} times would make it longer "
+                    f"than {MAX_REPEAT:,} characters"
+                )
+        return left * right
 
 
 def _template_position(err: BaseException, fallback: str) -> str:

@@ -382,3 +382,33 @@ def test_a_template_cannot_reach_python_internals(
         f"templates/en/subject.txt.j2, line 1: not allowed in a template (access to attribute "
         f"{attribute} object is unsafe.)",
     )
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        pytest.param(
+            "'a' * 100000000",
+            "not allowed in a template (repeating a value 100000000 times would make it "
+            "longer than 1,000,000 characters)",
+            id="huge-string",
+        ),
+        pytest.param(
+            "signatories * 10000000", "not allowed in a template (repeating a value", id="huge-list"
+        ),
+        pytest.param("2 ** 100000000", "not allowed in a template (the power", id="huge-power"),
+        pytest.param("range(10**9)|list", "OverflowError: Range too big", id="huge-range"),
+        pytest.param("1 / 0", "ZeroDivisionError: division by zero", id="division-by-zero"),
+        pytest.param("country + 1", "TypeError: can only concatenate str", id="type-error"),
+    ],
+)
+def test_a_runaway_or_broken_expression_fails_fast_with_its_place(
+    story: Story, expression: str, expected: str
+) -> None:
+    (story.project / "templates/en/subject.txt.j2").write_text(f"{{{{ {expression} }}}}\n")
+    story.refused(story.send(), f"templates/en/subject.txt.j2, line 1: {expected}")
+
+
+def test_an_included_template_that_is_missing_is_named(story: Story) -> None:
+    (story.project / "templates/en/letter.txt.j2").write_text("{% include 'closing.txt.j2' %}\n")
+    story.refused(story.send(), "templates/en/closing.txt.j2: missing")
