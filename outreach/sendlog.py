@@ -328,6 +328,9 @@ class SendLog:
         except BaseException:
             self.close()
             raise
+
+    def _open_for_appending(self) -> None:
+        """Open the log file at its first row, so a run that sends nothing leaves no file."""
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = self.path.open("a", encoding="utf-8", newline="")
         self._writer = csv.writer(self._file, lineterminator="\n")
@@ -364,9 +367,12 @@ class SendLog:
         process loses none; ``sending`` rows are also fsynced, so that not
         even a power cut can hide a letter that went out.
         """
-        assert self._file is not None, "the log is not open"
-        assert self._writer is not None
+        assert self._lock is not None, "the log is not open"
         with self._write_lock:
+            if self._file is None:
+                self._open_for_appending()
+            assert self._file is not None
+            assert self._writer is not None
             self._writer.writerow(row.cells())
             if durable:
                 self._sync()

@@ -358,11 +358,14 @@ def test_send_command_plans_sends_and_exits_0(run_cli: RunCli, smtp_server: Smtp
     assert len(smtp_server.received) == 2
 
 
-def test_send_without_a_terminal_or_yes_refuses(run_cli: RunCli, smtp_server: SmtpServer) -> None:
+def test_send_without_a_terminal_or_yes_refuses(
+    run_cli: RunCli, smtp_server: SmtpServer, project: Path
+) -> None:
     result = run_cli("send", "--only", "CHL", env=smtp_server.env())
     assert result.code == 2
     assert "Error: no terminal to confirm on: run `outreach send --yes`" in result.stderr
     assert smtp_server.received == []
+    assert not (project / "logs" / "send-log.csv").exists()  # a run that sent nothing left nothing
 
 
 def test_send_exits_1_when_a_letter_failed(run_cli: RunCli, smtp_server: SmtpServer) -> None:
