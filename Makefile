@@ -41,8 +41,8 @@ send: $(STAMP) ## send the letters (asks first; reruns send only what is still o
 sink: $(STAMP) ## run the local SMTP server that stores messages in out/sink/
 	$(BIN)/outreach sink
 
-test: $(STAMP) ## run the test suite
-	$(BIN)/pytest
+test: $(STAMP) ## run the test suite (on every core)
+	$(BIN)/pytest -n auto
 
 preview: $(STAMP) ## write every letter to out/preview/ to look at
 	$(BIN)/outreach preview

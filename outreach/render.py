@@ -348,10 +348,7 @@ def _written(context: _Context, value: str) -> str | None:
     return value if out in (f"{written}></{tag}>", f"{written}>") else None
 
 
-@functools.lru_cache(maxsize=4096, typed=True)
-def _wrapped_line(
-    line: str, width: int, break_long_words: bool, break_on_hyphens: bool
-) -> tuple[str, ...]:
+def _wrap(line: str, width: int, break_long_words: bool, break_on_hyphens: bool) -> tuple[str, ...]:
     return tuple(
         textwrap.wrap(
             line,
@@ -362,6 +359,9 @@ def _wrapped_line(
             break_on_hyphens=break_on_hyphens,
         )
     )
+
+
+_wrapped_line = functools.lru_cache(maxsize=4096, typed=True)(_wrap)
 
 
 @jinja2.pass_environment
@@ -376,22 +376,16 @@ def _wordwrap(
     """Jinja's ``wordwrap``, remembering how each line wraps.
 
     Most lines are the letter's own paragraphs, the same in every letter.
-    The result is the built-in filter's, byte for byte.
+    The result is the built-in filter's, byte for byte. Only plain strings
+    are remembered: a Markup line must come back as Markup.
     """
     if wrapstring is None:
         wrapstring = environment.newline_sequence
     return wrapstring.join(
         [
             wrapstring.join(
-                _wrapped_line(line, width, break_long_words, break_on_hyphens)
-                if type(line) is str
-                else textwrap.wrap(
-                    line,
-                    width=width,
-                    expand_tabs=False,
-                    replace_whitespace=False,
-                    break_long_words=break_long_words,
-                    break_on_hyphens=break_on_hyphens,
+                (_wrapped_line if type(line) is str else _wrap)(
+                    line, width, break_long_words, break_on_hyphens
                 )
             )
             for line in s.splitlines()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from outreach.contacts import Contact
 from tests.smtp import SmtpServer, run_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,3 +172,29 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def chile(**fields: str) -> Contact:
+    """The Chilean mission's contact as the shipped file has it, with ``fields`` changed."""
+    base = {
+        "id": "CHL",
+        "country": "Chile",
+        "mission": "Permanent Mission of Chile to the United Nations",
+        "title": "",
+        "representative": "",
+        "email": "chl@missions.example",
+        "cc": "",
+        "language": "en",
+        "status": "member",
+        "name_in_text": "Chile",
+        **fields,
+    }
+    return Contact(
+        id=base["id"],
+        country=base["country"],
+        to=(base["email"],),
+        cc=(),
+        language=base["language"],
+        line=2,
+        fields=base,
+    )

@@ -9,10 +9,9 @@ import lxml.html
 import pytest
 
 from outreach import Campaign, load_settings
-from outreach.contacts import Contact
 from outreach.errors import TemplateError
 from outreach.render import Renderer
-from tests.conftest import Seed, squash
+from tests.conftest import Seed, chile, squash
 
 
 def visible_text(html: str) -> str:
@@ -24,29 +23,7 @@ def campaign(project: Path) -> Campaign:
     return Campaign.open(load_settings(environ={}, env_file=None))
 
 
-def contact(**fields: str) -> Contact:
-    base = {
-        "id": "CHL",
-        "country": "Chile",
-        "mission": "Permanent Mission of Chile to the United Nations",
-        "title": "",
-        "representative": "",
-        "email": "chl@missions.example",
-        "cc": "",
-        "language": "en",
-        "status": "member",
-        "name_in_text": "Chile",
-    }
-    base.update(fields)
-    return Contact(
-        id=base["id"],
-        country=base["country"],
-        to=(base["email"],),
-        cc=(),
-        language=base["language"],
-        line=2,
-        fields=base,
-    )
+contact = chile
 
 
 @pytest.mark.parametrize("mission_id", ["CHL", "BOL", "VAT", "CIV"])

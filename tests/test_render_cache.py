@@ -15,6 +15,7 @@ import pytest
 from outreach import Campaign, load_settings
 from outreach.contacts import Contact
 from outreach.render import HTML, TEXT, Renderer, _inline_css
+from tests.conftest import chile
 
 LETTER_DATE = "31 August 2015"
 
@@ -25,29 +26,8 @@ def campaign(project: Path) -> Campaign:
 
 
 def contact(**fields: str) -> Contact:
-    base = {
-        "id": "CHL",
-        "country": "Chile",
-        "mission": "Permanent Mission of Chile to the United Nations",
-        "title": "",
-        "representative": "",
-        "email": "chl@missions.example",
-        "cc": "",
-        "language": "en",
-        "status": "member",
-        "name_in_text": "Chile",
-        "motto": "Por la razon o la fuerza",
-    }
-    base.update(fields)
-    return Contact(
-        id=base["id"],
-        country=base["country"],
-        to=(base["email"],),
-        cc=(),
-        language=base["language"],
-        line=2,
-        fields=base,
-    )
+    """Chile, with an extra column that test templates put in an attribute."""
+    return chile(**{"motto": "Por la razon o la fuerza", **fields})
 
 
 def inlined_in_full(renderer: Renderer, someone: Contact) -> str:
