@@ -28,6 +28,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -56,6 +57,9 @@ MAX_PROCESSES = 4
 #: workers (a fresh interpreter importing outreach) costs about as much as
 #: composing a few hundred letters here (measured with ``make bench``).
 SMALL_RUN = 400
+#: The same, when workers can be forked from a process with no other thread
+#: (``outreach preview`` and ``check``): starting them then takes milliseconds.
+SMALL_FORKED_RUN = 100
 #: Letters per task: enough to make the cost of crossing processes small,
 #: few enough that the first letter goes out at once.
 CHUNK = 4
@@ -81,9 +85,19 @@ def usable_cpus() -> int:
 
 def default_processes(count: int) -> int:
     """How many workers for ``count`` letters: none for a small run."""
-    if count < SMALL_RUN:
+    if count < (SMALL_FORKED_RUN if _can_fork() else SMALL_RUN):
         return 0
     return max(1, min(MAX_PROCESSES, usable_cpus()))
+
+
+def _can_fork() -> bool:
+    """True when workers can be forked from this process as it is.
+
+    A forked worker starts at once, with everything already imported, but it
+    inherits every lock in the state it was in: that is safe only while this
+    process runs no other thread.
+    """
+    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
 
 
 def sending_processes(settings: Settings, count: int) -> int:
@@ -104,13 +118,7 @@ def sending_processes(settings: Settings, count: int) -> int:
 _campaign: Campaign | None = None
 
 
-def _start_worker(
-    folder: str,
-    settings: Settings,
-    templates_dir: Path,
-    letter_date: str,
-    data: dict[str, list[dict[str, str]]],
-) -> None:
+def _settle(folder: str) -> None:
     # Ctrl-C goes to the whole process group: the main process decides what
     # happens (the letters being sent finish); a worker just stops being asked.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -120,6 +128,16 @@ def _start_worker(
     # Composing fills the CPU time that sending leaves: when the cores are
     # busy, the SMTP connections (which keep the server waiting) go first.
     os.nice(5)
+
+
+def _start_worker(
+    folder: str,
+    settings: Settings,
+    templates_dir: Path,
+    letter_date: str,
+    data: dict[str, list[dict[str, str]]],
+) -> None:
+    _settle(folder)
     global _campaign
     renderer = Renderer(templates_dir, letter_date)
     renderer.data = data
@@ -128,6 +146,13 @@ def _start_worker(
         contacts=ContactList(path=settings.contacts_file, contacts=()),
         renderer=renderer,
     )
+
+
+def _adopt_campaign(folder: str, campaign: Campaign) -> None:
+    """A forked worker's start: the campaign, warm, is already in its memory."""
+    _settle(folder)
+    global _campaign
+    _campaign = campaign
 
 
 _Result = Letter | tuple[Rendered, Letter, tuple[str, ...]] | None | OutreachError
@@ -166,12 +191,14 @@ def _composed(contact: Contact, result: _Result) -> Composed:
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    """A fresh interpreter's fork server where there is one, else spawn.
+    """A fork while this process has no other thread, else a fresh interpreter's.
 
-    Never a plain fork: the main process may be running threads (the SMTP
-    connections, a progress bar, a test's SMTP server), and a forked child
-    would inherit their locks in whatever state they were.
+    A plain fork only then: the main process may be running threads (the
+    SMTP connections, a progress bar, a test's SMTP server), and a forked
+    child would inherit their locks in whatever state they were.
     """
+    if _can_fork():
+        return multiprocessing.get_context("fork")
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["outreach.pipeline"])
@@ -220,18 +247,30 @@ class Composer:
             renderer = self.campaign.renderer
             # A worker never talks to the SMTP server: it does not get the password.
             settings = dataclasses.replace(settings, smtp_password=Secret(""))
-            self._pool = ProcessPoolExecutor(
-                max_workers=size,
-                mp_context=_context(),
-                initializer=_start_worker,
-                initargs=(
-                    os.getcwd(),
-                    settings,
-                    renderer.templates_dir,
-                    renderer.letter_date,
-                    renderer.data,
-                ),
-            )
+            context = _context()
+            if context.get_start_method() == "fork":
+                # Nothing is pickled: the worker inherits the campaign, its
+                # templates compiled and its styles inlined once already.
+                campaign = dataclasses.replace(self.campaign, settings=settings)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=size,
+                    mp_context=context,
+                    initializer=_adopt_campaign,
+                    initargs=(os.getcwd(), campaign),
+                )
+            else:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=size,
+                    mp_context=context,
+                    initializer=_start_worker,
+                    initargs=(
+                        os.getcwd(),
+                        settings,
+                        renderer.templates_dir,
+                        renderer.letter_date,
+                        renderer.data,
+                    ),
+                )
             self._pool_size = size
         return self._pool
 
@@ -247,7 +286,20 @@ class Composer:
         workers = self._workers(len(contacts), processes)
         if workers <= 0:
             return self._here(contacts, mode, now)
+        if _can_fork() and self._pool is None:
+            return self._first_here(contacts, mode, now, workers)
         return self._in_workers(self._pool_of(workers), contacts, mode, now, workers)
+
+    def _first_here(
+        self, contacts: Sequence[Contact], mode: Mode, now: Clock, workers: int
+    ) -> Iterator[Composed]:
+        """The first letter here, the rest in workers forked after it.
+
+        Composing one letter first compiles the templates and inlines the
+        styles of the letter's shape, which the forked workers then inherit.
+        """
+        yield from self._here(contacts[:1], mode, now)
+        yield from self._in_workers(self._pool_of(workers), contacts[1:], mode, now, workers)
 
     def _here(self, contacts: Iterable[Contact], mode: Mode, now: Clock) -> Iterator[Composed]:
         for contact in contacts:

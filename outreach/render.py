@@ -33,7 +33,7 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import SandboxedEnvironment
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 
 from outreach.contacts import Contact
 from outreach.errors import TemplateError

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -193,8 +194,17 @@ def test_a_worker_never_gets_the_password(project: Path) -> None:
 
 def test_small_runs_and_slow_rates_compose_here(project: Path) -> None:
     assert default_processes(3) == 0
-    assert default_processes(195) == 0
     assert default_processes(2000) >= 1
+    # With another thread running, workers come from a fork server, which costs
+    # more to start than composing the 195 letters here.
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert default_processes(195) == 0
+    finally:
+        stop.set()
+        other.join()
     slow = load_settings(environ={"SEND_RATE_PER_MINUTE": "30"}, env_file=None)
     fast = load_settings(environ={"SEND_RATE_PER_MINUTE": "0"}, env_file=None)
     assert sending_processes(slow, 2000) == 0
