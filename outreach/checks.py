@@ -424,12 +424,15 @@ def check_campaign(
     spam_all: bool = False,
     now: Clock = utc_now,
     progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
+    composed: Iterable[Composed] | None = None,
 ) -> CheckResult:
     """Compose every letter, check it, and score a sample (or all) for spam.
 
     Raises OutreachError with every problem when a letter cannot be built:
     nothing may be sent then. ``progress`` is told the stage ("Rendering",
-    "Spam score"), how many are done and how many in all.
+    "Spam score"), how many are done and how many in all. ``composed`` is
+    the contacts' letters already being composed elsewhere (in worker
+    processes, with their warnings), in the same order.
     """
     result = CheckResult()
     errors: list[OutreachError] = []
@@ -437,24 +440,27 @@ def check_campaign(
     # contacts is checked in constant memory.
     shapes: dict[tuple[str, str, frozenset[str]], Letter] = {}
     every: list[Letter] = []
-    for done, composed in enumerate(compose_each(campaign, contacts, now=now), start=1):
+    stream = composed if composed is not None else compose_each(campaign, contacts, now=now)
+    for done, item in enumerate(stream, start=1):
         progress("Rendering", done, len(contacts))
-        if composed.error is not None:
-            errors.append(composed.error)
+        if item.error is not None:
+            errors.append(item.error)
             continue
-        assert composed.rendered is not None
-        assert composed.letter is not None
+        assert item.rendered is not None
+        assert item.letter is not None
         result.letters += 1
-        result.languages[composed.rendered.language] += 1
-        result.placeholders.extend(a for a in composed.letter.recipients if is_placeholder(a))
-        result.links.update(links_of(composed.rendered))
-        found = letter_warnings(composed.rendered, composed.letter, composed.contact)
+        result.languages[item.rendered.language] += 1
+        result.placeholders.extend(a for a in item.letter.recipients if is_placeholder(a))
+        result.links.update(links_of(item.rendered))
+        found = getattr(item, "warnings", None)
+        if found is None:
+            found = letter_warnings(item.rendered, item.letter, item.contact)
         if found:
-            result.warnings[composed.contact.id] = found
+            result.warnings[item.contact.id] = list(found)
         if spam is not None and spam_all:
-            every.append(composed.letter)
+            every.append(item.letter)
         elif spam is not None:
-            shapes.setdefault(letter_shape(composed), composed.letter)
+            shapes.setdefault(letter_shape(item), item.letter)
     if errors:
         raise OutreachError(*problems_of(errors))
     if spam is None:

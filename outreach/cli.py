@@ -137,13 +137,16 @@ def check(ctx: click.Context, spam_all: bool) -> None:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
-        result = check_campaign(
-            campaign,
-            list(contacts),
-            spam=SpamChecker.find(),
-            spam_all=spam_all,
-            progress=progress,
-        )
+        chosen = list(contacts)
+        with Composer(campaign) as composer:
+            result = check_campaign(
+                campaign,
+                chosen,
+                spam=SpamChecker.find(),
+                spam_all=spam_all,
+                progress=progress,
+                composed=composer.run(chosen, "preview"),
+            )
     click.echo(f"Contacts:  {len(contacts)} in {contacts.path}")
     by_language = ", ".join(f"{n} in {lang}" for lang, n in sorted(result.languages.items()))
     click.echo(
@@ -233,7 +236,14 @@ def _precheck(campaign: Campaign, contacts: list[Contact], console: Console) -> 
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
-        result = check_campaign(campaign, contacts, spam=SpamChecker.find(), progress=progress)
+        with Composer(campaign) as composer:
+            result = check_campaign(
+                campaign,
+                contacts,
+                spam=SpamChecker.find(),
+                progress=progress,
+                composed=composer.run(contacts, "preview"),
+            )
     for line in result.summary_lines():
         if not line.startswith("Addresses:"):
             click.echo(line)
