@@ -29,7 +29,7 @@ from rich.progress import (
 )
 
 from outreach.addresses import AddressError, is_loopback, is_placeholder, validate_address
-from outreach.checks import SpamChecker, check_campaign
+from outreach.checks import CheckResult, SpamChecker, check_campaign
 from outreach.clock import SystemClock
 from outreach.compose import Campaign
 from outreach.contacts import Contact, load_contacts
@@ -128,25 +128,7 @@ def check(ctx: click.Context, spam_all: bool) -> None:
     campaign = _open(ctx)
     settings = campaign.settings
     contacts = campaign.contacts
-    stderr = Console(stderr=True)
-    with _progress(stderr) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
-        chosen = list(contacts)
-        with Composer(campaign) as composer:
-            result = check_campaign(
-                campaign,
-                chosen,
-                spam=SpamChecker.find(),
-                spam_all=spam_all,
-                progress=progress,
-                composed=composer.run(chosen, "preview"),
-            )
+    result = _run_checks(campaign, list(contacts), Console(stderr=True), spam_all=spam_all)
     click.echo(f"Contacts:  {len(contacts)} in {contacts.path}")
     by_language = ", ".join(f"{n} in {lang}" for lang, n in sorted(result.languages.items()))
     click.echo(
@@ -221,13 +203,10 @@ def _sending_campaign(ctx: click.Context) -> Campaign:
     return dataclasses.replace(campaign, settings=_with_password(campaign.settings))
 
 
-def _precheck(campaign: Campaign, contacts: list[Contact], console: Console) -> None:
-    """The checks of `outreach check` on every letter about to be sent.
-
-    A letter that cannot be built stops the run before anything is sent;
-    warnings and the spam score are shown above the plan, for the person
-    about to confirm.
-    """
+def _run_checks(
+    campaign: Campaign, contacts: list[Contact], console: Console, *, spam_all: bool = False
+) -> CheckResult:
+    """Compose and check every letter on every core, with a progress bar per stage."""
     with _progress(console) as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -237,13 +216,24 @@ def _precheck(campaign: Campaign, contacts: list[Contact], console: Console) -> 
             bar.update(tasks[stage], completed=done)
 
         with Composer(campaign) as composer:
-            result = check_campaign(
+            return check_campaign(
                 campaign,
                 contacts,
                 spam=SpamChecker.find(),
+                spam_all=spam_all,
                 progress=progress,
                 composed=composer.run(contacts, "preview"),
             )
+
+
+def _precheck(campaign: Campaign, contacts: list[Contact], console: Console) -> None:
+    """The checks of `outreach check` on every letter about to be sent.
+
+    A letter that cannot be built stops the run before anything is sent;
+    warnings and the spam score are shown above the plan, for the person
+    about to confirm.
+    """
+    result = _run_checks(campaign, contacts, console)
     for line in result.summary_lines():
         if not line.startswith("Addresses:"):
             click.echo(line)
