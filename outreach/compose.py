@@ -1,7 +1,8 @@
 """From settings to letters: load what a campaign needs, then compose each letter.
 
-``check``, ``preview`` and ``send`` all go through here, so a letter that
-passed the check is byte for byte the letter that is sent.
+``check``, ``preview`` and ``send`` all go through here, so the letter that
+passed the check is the letter that is sent: the same words, headers and
+Message-ID, with only its Date and the MIME boundary made anew.
 """
 
 from __future__ import annotations
