@@ -40,11 +40,13 @@ class PreviewEntry:
     recipients: list[str]
     subject: str
     language: str
-    placeholder: bool
     warnings: list[str] = field(default_factory=list)
     placeholder_addresses: int = 0
-    html: str = field(default="", repr=False)
-    text: str = field(default="", repr=False)
+
+    @property
+    def placeholder(self) -> bool:
+        """Whether any recipient of this letter is on a reserved domain."""
+        return self.placeholder_addresses > 0
 
 
 @dataclass
@@ -153,7 +155,6 @@ def _write_letter(built: Path, composed: Previewed, entries: list[PreviewEntry])
             recipients=list(letter.recipients),
             subject=letter.subject,
             language=rendered.language,
-            placeholder=any(is_placeholder(a) for a in letter.recipients),
             warnings=list(composed.warnings),
             placeholder_addresses=sum(1 for a in letter.recipients if is_placeholder(a)),
         )

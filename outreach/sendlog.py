@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import errno
 import fcntl
 import io
@@ -241,37 +242,32 @@ def latest_rows(rows: Iterable[LogRow], campaign: str) -> dict[str, LogRow]:
             latest[row.contact_id] = row
     for contact_id, row in latest.items():
         if row.status == "sending":
-            latest[contact_id] = LogRow(
-                time=row.time,
-                campaign=row.campaign,
-                contact_id=row.contact_id,
-                email=row.email,
+            latest[contact_id] = dataclasses.replace(
+                row,
                 status="ambiguous",
-                attempt=row.attempt,
                 smtp_code=None,
                 smtp_reply="the run stopped while this letter was being sent",
-                message_id=row.message_id,
-                line=row.line,
             )
     return latest
 
 
-def sent_since(rows: Iterable[LogRow], since: datetime) -> int:
-    """Messages handed to the server since ``since``, in any campaign.
+def _handed_over(rows: Iterable[LogRow], since: datetime) -> list[datetime]:
+    """When each message went to the server after ``since``, in any campaign.
 
     Counted from ``sending`` and ``test`` rows: what the provider counts
     against a daily quota is what went on the wire, delivered or not.
     """
-    return sum(1 for row in rows if row.status in ("sending", "test") and row.time > since)
+    return [row.time for row in rows if row.status in ("sending", "test") and row.time > since]
+
+
+def sent_since(rows: Iterable[LogRow], since: datetime) -> int:
+    """Messages handed to the server since ``since``, in any campaign."""
+    return len(_handed_over(rows, since))
 
 
 def next_free_time(rows: Iterable[LogRow], now: datetime, limit: int) -> datetime:
     """When the 24-hour window will have room again for one more message."""
-    window = sorted(
-        row.time
-        for row in rows
-        if row.status in ("sending", "test") and row.time > now - timedelta(days=1)
-    )
+    window = sorted(_handed_over(rows, now - timedelta(days=1)))
     if len(window) < limit:
         return now
     return window[len(window) - limit] + timedelta(days=1)

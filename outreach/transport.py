@@ -327,6 +327,4 @@ class Connection:
 def _classify(code: int, reply: str) -> Transient | Permanent:
     if 400 <= code < 500:
         return Transient(code, reply, slow_down=code == 421 or reply.startswith("4.7."))
-    if code == 421:
-        return Transient(code, reply, slow_down=True)
     return Permanent(code, reply)
