@@ -12,7 +12,7 @@ import pytest
 from outreach import Campaign, load_settings
 from outreach.contacts import Contact
 from outreach.errors import MessageError
-from outreach.message import build_letter, message_id_for
+from outreach.message import boundary_for, build_letter, message_id_for
 from outreach.render import Rendered
 
 NOW = datetime(2015, 8, 31, 9, 30, tzinfo=UTC)
@@ -110,6 +110,33 @@ def test_cc_is_a_header_and_an_envelope_recipient(campaign: Campaign) -> None:
     message = parse(letter.data)
     assert message["Cc"] == "desk@chile.example, pr@chile.example"
     assert letter.recipients == ("chl@missions.example", "desk@chile.example", "pr@chile.example")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param("{b}", id="the-boundary"),
+        pytest.param(
+            "--{b}\n\nContent-Type: text/html\n\n<p>forged</p>\n--{b}--", id="forged-part"
+        ),
+        pytest.param("=" * 80 + "\n--" + "=" * 40, id="equals-signs"),
+    ],
+)
+def test_a_body_holding_the_boundary_cannot_split_the_letter(campaign: Campaign, body: str) -> None:
+    (chile,) = campaign.contacts.select(["CHL"])
+    message_id = message_id_for(campaign.settings.campaign, "CHL", "coalition.example")
+    text = body.format(b=boundary_for(message_id)) + "\n"
+    html = f"<pre>{text}</pre>\n"
+    rendered = Rendered(subject="S", text=text, html=html, language="en")
+    letter = build_letter(chile, rendered, campaign.settings, now=NOW)
+    assert boundary_for(message_id).encode() in letter.data
+    message = parse(letter.data)
+    plain, html_part = message.iter_parts()
+    assert plain.get_content().replace("\r\n", "\n") == text
+    assert html_part.get_content().replace("\r\n", "\n") == html
+    assert not message.defects
+    assert not plain.defects
+    assert not html_part.defects
 
 
 INJECTIONS = [
