@@ -168,3 +168,30 @@ def test_header_injection_is_refused(campaign: Campaign, value: str, where: str)
     rendered = Rendered(subject=subject, text="t", html="<p>h</p>", language="en")
     with pytest.raises(MessageError, match=r"CHL \(line 7\).*cannot go into a mail header"):
         build_letter(contact, rendered, campaign.settings, now=NOW)
+
+
+SENDER_NAMES = [
+    pytest.param("Coalition for the Code of Conduct", id="plain"),
+    pytest.param("Coalition, Code of Conduct", id="comma"),
+    pytest.param('The "Code of Conduct" Coalition', id="quotes"),
+    pytest.param("Coalición por el Código de Conducta", id="accents"),
+    pytest.param("Coalition (33 organisations) <for> the Code; of Conduct", id="specials"),
+    pytest.param("Coalition for the Code of Conduct " * 4, id="long-folded"),
+    pytest.param("联盟 🕊", id="non-latin"),
+]
+
+
+@pytest.mark.parametrize("name", SENDER_NAMES)
+def test_every_letter_is_byte_for_byte_what_the_stdlib_alone_writes(
+    project: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Header objects are made and folded once per value and then shared: the
+    letters must not differ by a byte from those of the stdlib's own policy."""
+    environ = {**SETTINGS, "MAIL_FROM_NAME": name, "MAIL_REPLY_TO": "r@coalition.example"}
+    campaign = Campaign.open(load_settings(environ=environ, env_file=None))
+    contacts = list(campaign.contacts)
+    ours = [campaign.compose(c, now=lambda: NOW)[1].data for c in contacts]
+    monkeypatch.setattr("outreach.message.WIRE", policy.SMTP)
+    assert [campaign.compose(c, now=lambda: NOW)[1].data for c in contacts] == ours
+    sender = parse(ours[0])["From"].addresses[0]
+    assert (sender.display_name, sender.addr_spec) == (name.strip(), "campaigns@coalition.example")
