@@ -16,9 +16,13 @@ full, as it always was.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
+import hashlib
+import importlib.util
 import logging
+import os
 import re
 import textwrap
 import threading
@@ -84,16 +88,69 @@ def _inline_css(html: str) -> str:
     # second that commands which never inline (report, --help) need not pay.
     import premailer
 
-    return str(
-        premailer.Premailer(
-            html,
-            strip_important=False,
-            allow_network=False,
-            allow_loading_external_files=False,
-            disable_validation=True,
-            cssutils_logging_level=logging.CRITICAL,
-        ).transform()
-    )
+    return str(premailer.Premailer(html, **_INLINE_OPTIONS).transform())
+
+
+_INLINE_OPTIONS: dict[str, Any] = {
+    "strip_important": False,
+    "allow_network": False,
+    "allow_loading_external_files": False,
+    "disable_validation": True,
+    "cssutils_logging_level": logging.CRITICAL,
+}
+
+
+def _inliner_identity() -> str:
+    """What the inlined HTML depends on besides the page: the inliner's own files.
+
+    Their size and time of change, as Python itself keys its bytecode cache:
+    an upgraded premailer, cssutils or lxml makes every cached page stale.
+    Found without importing them, which is what the cache saves.
+    """
+    parts = ["outreach-inline-1", repr(_INLINE_OPTIONS)]
+    for module in ("premailer", "cssutils", "lxml"):
+        spec = importlib.util.find_spec(module)
+        origin = spec.origin if spec else None
+        if origin is None:
+            return ""
+        stat = os.stat(origin)
+        parts.append(f"{origin}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "\0".join(parts)
+
+
+def cache_folder() -> Path:
+    """Where inlined skeletons are kept between runs: $XDG_CACHE_HOME/outreach."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "outreach"
+
+
+def _inline_css_cached(html: str) -> str:
+    """``_inline_css(html)``, from the cache folder when an earlier run inlined it.
+
+    A skeleton holds the letter's wording and markup, never a contact's
+    values. Each entry starts with the SHA-256 of the rest, so a damaged
+    entry is never used; one that cannot be read or written is inlined anew.
+    """
+    identity = _inliner_identity()
+    if not identity:
+        return _inline_css(html)
+    key = hashlib.sha256(f"{identity}\0{html}".encode()).hexdigest()
+    path = cache_folder() / "inlined" / f"{key}.html"
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            digest, _, inlined = handle.read().partition("\n")
+        if hashlib.sha256(inlined.encode()).hexdigest() == digest:
+            return inlined
+    except (OSError, UnicodeDecodeError):
+        pass
+    inlined = _inline_css(html)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        written = path.with_name(f".{key}.{os.getpid()}")
+        with written.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(hashlib.sha256(inlined.encode()).hexdigest() + "\n" + inlined)
+        os.replace(written, path)
+    return inlined
 
 
 #: A value's marker in a skeleton: its index between two private-use characters.
@@ -307,7 +364,7 @@ def _plan_skeleton(skeleton: str, count: int) -> _SkeletonPlan | str:
 
 def _inline_plan(plan: _SkeletonPlan, skeleton: str) -> str | None:
     """Inline the skeleton once; None when its markers do not come out intact."""
-    pieces = _MARKER.split(_inline_css(skeleton))
+    pieces = _MARKER.split(_inline_css_cached(skeleton))
     parts, order = tuple(pieces[0::2]), tuple(int(i) for i in pieces[1::2])
     if sorted(order) != list(range(len(plan.contexts))):
         return "a value not written once in the inlined page"
@@ -407,6 +464,20 @@ class Renderer:
         self._recorder = _Recorder()
         self._plans: OrderedDict[str, _SkeletonPlan | str] = OrderedDict()
         self.inline_stats = InlineStats()
+
+    def warm(self) -> None:
+        """Compile the templates before any letter.
+
+        A worker process started before the contacts are read does this
+        while they are read, so the first letter it gets is not slower than
+        the rest. A template that does not compile is left for the first
+        letter to report, with its contact.
+        """
+        for name in (SUBJECT, TEXT, HTML):
+            with contextlib.suppress(jinja2.TemplateError):
+                self.environment(DEFAULT_LANGUAGE).get_template(name)
+        with contextlib.suppress(jinja2.TemplateError):
+            self._skeleton_environment(DEFAULT_LANGUAGE).get_template(HTML)
 
     def language_for(self, contact: Contact) -> str:
         """The contact's language when its templates exist, else English."""

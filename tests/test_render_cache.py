@@ -7,6 +7,10 @@ inlined in full could not pass.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2.filters
@@ -265,3 +269,81 @@ def test_skeletons_are_inlined_once(campaign: Campaign) -> None:
         renderer.render(someone)
     assert renderer.inline_stats.skeletons == 1
     assert renderer.inline_stats.shared == 20
+
+
+# -- the inlined skeleton kept between runs ------------------------------------
+
+KEPT_BETWEEN_RUNS = """
+import sys
+from pathlib import Path
+from outreach import Campaign, load_settings
+campaign = Campaign.open(load_settings(environ={}, env_file=None))
+for someone in campaign.contacts:
+    sys.stdout.write(campaign.renderer.render(someone).html)
+sys.stderr.write("premailer imported" if "premailer" in sys.modules else "premailer not imported")
+"""
+
+
+def render_all_in_a_new_process(project: Path, cache: Path) -> tuple[str, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", KEPT_BETWEEN_RUNS],
+        cwd=project,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout, done.stderr
+
+
+def test_a_later_run_takes_the_inlined_skeleton_from_the_cache(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    """Same bytes, and premailer is not even imported: its cost is the cache's point."""
+    expected = "".join(inlined_in_full(campaign.renderer, c) for c in campaign.contacts)
+    cache = tmp_path / "cache"
+    first, said = render_all_in_a_new_process(Path.cwd(), cache)
+    assert (first == expected, said) == (True, "premailer imported")
+    kept = list((cache / "outreach" / "inlined").iterdir())
+    assert 1 <= len(kept) <= 4
+    # A contact's values never go into the cache: only the letter's markup.
+    assert not any("Chile" in path.read_text(encoding="utf-8") for path in kept)
+    again, said = render_all_in_a_new_process(Path.cwd(), cache)
+    assert (again == expected, said) == (True, "premailer not imported")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda text: text[: len(text) // 2], id="cut-short"),
+        pytest.param(
+            lambda text: text.replace("<p", "<script>alert(1)</script><p", 1), id="edited"
+        ),
+        pytest.param(lambda text: "", id="empty"),
+    ],
+)
+def test_a_damaged_cache_entry_is_never_used(
+    campaign: Campaign, tmp_path: Path, damage: Callable[[str], str]
+) -> None:
+    expected = "".join(inlined_in_full(campaign.renderer, c) for c in campaign.contacts)
+    cache = tmp_path / "cache"
+    render_all_in_a_new_process(Path.cwd(), cache)
+    for path in (cache / "outreach" / "inlined").iterdir():
+        path.write_text(damage(path.read_text(encoding="utf-8")), encoding="utf-8")
+    again, said = render_all_in_a_new_process(Path.cwd(), cache)
+    assert (again == expected, said) == (True, "premailer imported")
+    # And the entry is whole again for the next run.
+    _, said = render_all_in_a_new_process(Path.cwd(), cache)
+    assert said == "premailer not imported"
+
+
+def test_without_a_usable_cache_folder_letters_are_inlined_as_ever(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    expected = "".join(inlined_in_full(campaign.renderer, c) for c in campaign.contacts)
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder would be")
+    for _ in range(2):
+        got, said = render_all_in_a_new_process(Path.cwd(), not_a_folder)
+        assert (got == expected, said) == (True, "premailer imported")
