@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -97,7 +98,14 @@ def _scheme(link: str) -> str:
 def letter_warnings(
     rendered: Rendered, letter: Letter, contact: Contact | None = None, language: str = ""
 ) -> list[str]:
-    """What is wrong with a letter that rendered, one line each, worst first.
+    """What is wrong with a letter that rendered, one line each, worst first."""
+    return letter_findings(rendered, letter, contact, language)[0]
+
+
+def letter_findings(
+    rendered: Rendered, letter: Letter, contact: Contact | None = None, language: str = ""
+) -> tuple[list[str], list[str]]:
+    """A letter's warnings (see ``letter_warnings``) and its links, from one parse.
 
     None of these stop a send: the letter is readable. They are what a
     careful reader would otherwise have to spot by eye in 195 previews.
@@ -127,7 +135,8 @@ def letter_warnings(
             "hides the rest (the signatories) behind a link"
         )
     facts = _html_facts(rendered.html)
-    for link in links_of(rendered, facts):
+    links = links_of(rendered, facts)
+    for link in links:
         if _scheme(link) not in LINK_SCHEMES:
             warnings.append(
                 f"link {link!r} is not https: or mailto: (mail filters distrust it, "
@@ -143,7 +152,7 @@ def letter_warnings(
         )
     if not letter.recipients:
         warnings.append("the letter has no recipient")
-    return warnings
+    return warnings, links
 
 
 # --- spam score ---------------------------------------------------------------------------
@@ -205,21 +214,16 @@ def parse_spamassassin_report(output: str) -> tuple[float, float, tuple[SpamRule
     return float(status.group(1)), float(status.group(2)), tuple(rules)
 
 
-def _mbox(letters: Sequence[Letter]) -> bytes:
-    """The letters as one mbox, so one SpamAssassin process scores them all.
+def _mbox_entry(number: int, letter: Letter) -> bytes:
+    """One letter as an entry of an mbox, so one SpamAssassin process scores them all.
 
     Starting SpamAssassin takes about two seconds and scoring a letter a
     third of one: one process per letter would make the check ten times
     slower.
     """
-    parts = []
-    for number, letter in enumerate(letters):
-        body = letter.data.replace(b"\r\n", b"\n")
-        body = re.sub(rb"^(>*From )", rb">\1", body, flags=re.M)
-        parts.append(
-            f"{_SEPARATOR}{number}@localhost Thu Jan  1 00:00:00 1970\n".encode() + body + b"\n"
-        )
-    return b"".join(parts)
+    body = letter.data.replace(b"\r\n", b"\n")
+    body = re.sub(rb"^(>*From )", rb">\1", body, flags=re.M)
+    return f"{_SEPARATOR}{number}@localhost Thu Jan  1 00:00:00 1970\n".encode() + body + b"\n"
 
 
 class SpamChecker:
@@ -275,42 +279,67 @@ class SpamChecker:
     def _score_batch(
         self, letters: Sequence[Letter], one_done: Callable[[], None]
     ) -> list[SpamScore]:
+        run = self.start(one_done)
         try:
-            process = subprocess.Popen(
-                self.command(),
+            for letter in letters:
+                run.add(letter)
+            return run.finish()
+        finally:
+            run.close()
+
+    def start(self, one_done: Callable[[], None] = lambda: None) -> SpamRun:
+        """A SpamAssassin process, started now, to be handed letters as they come."""
+        return SpamRun(self, one_done)
+
+
+class SpamRun:
+    """One SpamAssassin process, started before the letters it is to score exist.
+
+    Loading SpamAssassin's rules takes about two seconds: a check starts it
+    first, so that it loads them while the letters are being composed, and
+    hands it each letter to score as soon as it is found.
+    """
+
+    def __init__(self, checker: SpamChecker, one_done: Callable[[], None]) -> None:
+        self.executable = checker.executable
+        try:
+            self._process = subprocess.Popen(
+                checker.command(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
         except OSError as err:
             raise SpamCheckError(f"{self.executable}: cannot be run ({err.strerror})") from err
-        outputs: list[list[str]] = []
-        errors: list[bytes] = []
-        with process:
-            stdout, stderr = process.stdout, process.stderr
-            assert stdout is not None
-            assert stderr is not None
-            # Fed and drained from threads: the mbox may exceed the pipe's
-            # buffer, and stderr must never fill up and stall the process.
-            feeder = threading.Thread(target=_feed, args=(process, _mbox(letters)), daemon=True)
-            reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
-            feeder.start()
-            reader.start()
-            for raw in stdout:
-                line = raw.decode("utf-8", "replace")
-                if line.startswith(_SEPARATOR):
-                    if outputs:
-                        one_done()
-                    outputs.append([])
-                elif outputs:
-                    outputs[-1].append(line)
-            if outputs:
-                one_done()
-            feeder.join()
-            reader.join()
-            code = process.wait()
+        self._letters: list[Letter] = []
+        self._outputs: list[list[str]] = []
+        self._errors: list[bytes] = []
+        self._one_done = one_done
+        # Fed, drained and read from threads: SpamAssassin reads nothing while it
+        # loads its rules, the pipes' buffers are small, and stderr must never
+        # fill up and stall the process.
+        self._entries: queue.Queue[bytes | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._feed, daemon=True),
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_errors, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def add(self, letter: Letter) -> None:
+        self._entries.put(_mbox_entry(len(self._letters), letter))
+        self._letters.append(letter)
+
+    def finish(self) -> list[SpamScore]:
+        """One score per letter added, in order, once SpamAssassin has scored them all."""
+        self._entries.put(None)
+        for thread in self._threads:
+            thread.join()
+        code = self._process.wait()
+        letters, outputs = self._letters, self._outputs
         if code != 0 or len(outputs) != len(letters):
-            detail = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
+            detail = b"".join(self._errors).decode("utf-8", "replace").strip().splitlines()
             raise SpamCheckError(
                 f"{self.executable} scored {len(outputs)} of {len(letters)} letters "
                 f"(exit status {code}): {detail[-1] if detail else 'no message'}"
@@ -321,14 +350,46 @@ class SpamChecker:
             scores.append(SpamScore(letter.contact_id, score, required, rules))
         return scores
 
+    def close(self) -> None:
+        """Stop SpamAssassin if it still runs (the check failed, or was interrupted)."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._entries.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._process.wait()
+        for pipe in (self._process.stdin, self._process.stdout, self._process.stderr):
+            if pipe is not None:
+                pipe.close()
 
-def _feed(process: subprocess.Popen[bytes], data: bytes) -> None:
-    assert process.stdin is not None
-    try:
-        process.stdin.write(data)
-        process.stdin.close()
-    except BrokenPipeError:
-        pass
+    def _feed(self) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            while (entry := self._entries.get()) is not None:
+                stdin.write(entry)
+            stdin.close()
+        except (BrokenPipeError, ValueError):  # it stopped, or was stopped
+            pass
+
+    def _read(self) -> None:
+        stdout = self._process.stdout
+        assert stdout is not None
+        for raw in stdout:
+            line = raw.decode("utf-8", "replace")
+            if line.startswith(_SEPARATOR):
+                if self._outputs:
+                    self._one_done()
+                self._outputs.append([])
+            elif self._outputs:
+                self._outputs[-1].append(line)
+        if self._outputs:
+            self._one_done()
+
+    def _read_errors(self) -> None:
+        stderr = self._process.stderr
+        assert stderr is not None
+        self._errors.append(stderr.read())
 
 
 def letter_shape(item: Composed) -> tuple[str, str, frozenset[str]]:
@@ -438,36 +499,55 @@ def check_campaign(
     errors: list[OutreachError] = []
     # Only what the spam score needs is kept, so that a long list of
     # contacts is checked in constant memory.
-    shapes: dict[tuple[str, str, frozenset[str]], Letter] = {}
+    shapes: set[tuple[str, str, frozenset[str]]] = set()
     every: list[Letter] = []
-    stream = composed if composed is not None else compose_each(campaign, contacts, now=now)
-    for done, item in enumerate(stream, start=1):
-        progress("Rendering", done, len(contacts))
-        if item.error is not None:
-            errors.append(item.error)
-            continue
-        assert item.rendered is not None
-        assert item.letter is not None
-        result.letters += 1
-        result.languages[item.rendered.language] += 1
-        result.placeholders.extend(a for a in item.letter.recipients if is_placeholder(a))
-        result.links.update(links_of(item.rendered))
-        found = getattr(item, "warnings", None)
-        if found is None:
-            found = letter_warnings(item.rendered, item.letter, item.contact)
-        if found:
-            result.warnings[item.contact.id] = list(found)
-        if spam is not None and spam_all:
-            every.append(item.letter)
-        elif spam is not None:
-            shapes.setdefault(letter_shape(item), item.letter)
-    if errors:
-        raise OutreachError(*problems_of(errors))
-    if spam is None:
-        result.spam_note = INSTALL_SPAMASSASSIN
-        return result
-    letters = every if spam_all else list(shapes.values())
-    result.spam = spam.score(letters, lambda done: progress("Spam score", done, len(letters)))
+    scored = 0
+
+    def one_scored() -> None:
+        nonlocal scored
+        scored += 1
+        progress("Spam score", scored, len(shapes))
+
+    # The sample's SpamAssassin starts now and loads its rules while the
+    # letters are composed; each new kind of letter is handed to it at once.
+    sample = spam.start(one_scored) if spam is not None and not spam_all else None
+    try:
+        stream = composed if composed is not None else compose_each(campaign, contacts, now=now)
+        for done, item in enumerate(stream, start=1):
+            progress("Rendering", done, len(contacts))
+            if item.error is not None:
+                errors.append(item.error)
+                continue
+            assert item.rendered is not None
+            assert item.letter is not None
+            result.letters += 1
+            result.languages[item.rendered.language] += 1
+            result.placeholders.extend(a for a in item.letter.recipients if is_placeholder(a))
+            found = getattr(item, "warnings", None)
+            links = getattr(item, "links", None)
+            if found is None or links is None:
+                found, links = letter_findings(item.rendered, item.letter, item.contact)
+            result.links.update(links)
+            if found:
+                result.warnings[item.contact.id] = list(found)
+            if spam_all:
+                every.append(item.letter)
+            elif sample is not None and (shape := letter_shape(item)) not in shapes:
+                shapes.add(shape)
+                sample.add(item.letter)
+        if errors:
+            raise OutreachError(*problems_of(errors))
+        if spam is None:
+            result.spam_note = INSTALL_SPAMASSASSIN
+            return result
+        if sample is not None:
+            result.spam = sample.finish()
+        else:
+            result.spam = spam.score(every, lambda done: progress("Spam score", done, len(every)))
+    finally:
+        if sample is not None:
+            sample.close()
+    letters = every if spam_all else shapes
     if not spam_all and len(letters) < result.letters:
         result.spam_note = (
             f"scored one letter of each kind ({len(letters)} of {result.letters}); "

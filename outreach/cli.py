@@ -7,15 +7,17 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import io
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -31,17 +33,21 @@ from rich.progress import (
 from outreach.addresses import AddressError, is_loopback, is_placeholder, validate_address
 from outreach.checks import CheckResult, SpamChecker, check_campaign
 from outreach.clock import SystemClock
-from outreach.compose import Campaign
-from outreach.contacts import Contact, load_contacts
+from outreach.compose import Campaign, utc_now
+from outreach.contacts import Contact, load_contacts, rough_count
 from outreach.errors import ConfirmationError, OutreachError, SettingsError
-from outreach.pipeline import Composer, sending_processes
+from outreach.pipeline import Composer
 from outreach.preview import write_previews
 from outreach.report import FORMATS, build_report, to_csv, to_html, to_json, to_renderables
-from outreach.sending import FINAL, Outcome, Plan, Sender, make_plan, refuse_placeholders, send_test
-from outreach.sendlog import SendLog, read_log
+from outreach.sendlog import read_log
 from outreach.settings import Secret, Settings, load_settings, require_for_sending
-from outreach.sink import start_sink
-from outreach.transport import Server
+
+if TYPE_CHECKING:
+    from outreach.sending import Outcome, Plan
+    from outreach.spool import Spool
+
+# What only sending needs (smtplib, ssl, tenacity, asyncio for the sink) is
+# imported by the commands that send: `preview` and `check` start faster.
 
 
 class OutreachGroup(click.Group):
@@ -67,11 +73,33 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def _open(ctx: click.Context) -> Campaign:
-    campaign = Campaign.open(_settings(ctx))
-    for warning in campaign.contacts.warnings:
-        click.echo(f"Warning: {warning}", err=True)
-    return campaign
+@contextlib.contextmanager
+def _opened(
+    ctx: click.Context,
+    *,
+    only: str | None = None,
+    limit: int | None = None,
+    sending: bool = False,
+) -> Iterator[tuple[Campaign, Composer]]:
+    """The campaign, and a composer whose workers start before the contacts are read.
+
+    Reading the contacts (pandas) and readying the workers (templates, the
+    CSS inliner) then happen at the same time, on different cores.
+    """
+    settings = _settings(ctx)
+    if sending:
+        require_for_sending(settings)
+    campaign = Campaign.prepare(settings)
+    with Composer(campaign) as composer:
+        ids = _ids(only)
+        expected = len(ids) if ids else rough_count(settings.contacts_file)
+        composer.start(min(expected, limit) if limit else expected)
+        campaign = campaign.with_contacts()
+        for warning in campaign.contacts.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+        if sending:
+            campaign = dataclasses.replace(campaign, settings=_with_password(settings))
+        yield campaign, composer
 
 
 def _progress(console: Console) -> Progress:
@@ -125,10 +153,12 @@ def check(ctx: click.Context, spam_all: bool) -> None:
     and a subject too long for an inbox. When SpamAssassin is installed, it
     scores one letter of each kind (local tests only, no network).
     """
-    campaign = _open(ctx)
+    with _opened(ctx) as (campaign, composer):
+        contacts = campaign.contacts
+        result = _run_checks(
+            campaign, composer, list(contacts), Console(stderr=True), spam_all=spam_all
+        )
     settings = campaign.settings
-    contacts = campaign.contacts
-    result = _run_checks(campaign, list(contacts), Console(stderr=True), spam_all=spam_all)
     click.echo(f"Contacts:  {len(contacts)} in {contacts.path}")
     by_language = ", ".join(f"{n} in {lang}" for lang, n in sorted(result.languages.items()))
     click.echo(
@@ -164,15 +194,19 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
 
     Nothing is sent and no network connection is opened.
     """
-    campaign = _open(ctx)
-    chosen = campaign.contacts.select(_ids(only), limit)
-    folder = out or campaign.settings.preview_dir
-    stderr = Console(stderr=True)
-    with _progress(stderr) as bar:
-        task = bar.add_task("Previewing", total=len(chosen))
-        result = write_previews(
-            campaign, chosen, folder, progress=lambda done: bar.update(task, completed=done)
-        )
+    with _opened(ctx, only=only, limit=limit) as (campaign, composer):
+        chosen = campaign.contacts.select(_ids(only), limit)
+        folder = out or campaign.settings.preview_dir
+        stderr = Console(stderr=True)
+        with _progress(stderr) as bar:
+            task = bar.add_task("Previewing", total=len(chosen))
+            result = write_previews(
+                campaign,
+                chosen,
+                folder,
+                progress=lambda done: bar.update(task, completed=done),
+                composer=composer,
+            )
     click.echo(f"Wrote {len(result.entries)} letters to {folder}/ (open {folder / 'index.html'})")
     if result.placeholders:
         click.echo(f"{result.placeholders} of them go to placeholder addresses (.example …).")
@@ -197,16 +231,20 @@ def _with_password(settings: Settings) -> Settings:
     return dataclasses.replace(settings, smtp_password=Secret(password))
 
 
-def _sending_campaign(ctx: click.Context) -> Campaign:
-    campaign = _open(ctx)
-    require_for_sending(campaign.settings)
-    return dataclasses.replace(campaign, settings=_with_password(campaign.settings))
-
-
 def _run_checks(
-    campaign: Campaign, contacts: list[Contact], console: Console, *, spam_all: bool = False
+    campaign: Campaign,
+    composer: Composer,
+    contacts: list[Contact],
+    console: Console,
+    *,
+    spam_all: bool = False,
+    now: Callable[[], datetime] = utc_now,
+    spool: Spool | None = None,
 ) -> CheckResult:
-    """Compose and check every letter on every core, with a progress bar per stage."""
+    """Compose and check every letter on every core, with a progress bar per stage.
+
+    With a ``spool``, each letter composed is also kept there, to be sent.
+    """
     with _progress(console) as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -215,25 +253,32 @@ def _run_checks(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
-        with Composer(campaign) as composer:
-            return check_campaign(
-                campaign,
-                contacts,
-                spam=SpamChecker.find(),
-                spam_all=spam_all,
-                progress=progress,
-                composed=composer.run(contacts, "preview"),
-            )
+        composed = composer.run(contacts, "preview", now=now)
+        return check_campaign(
+            campaign,
+            contacts,
+            spam=SpamChecker.find(),
+            spam_all=spam_all,
+            progress=progress,
+            composed=spool.keeping(composed) if spool is not None else composed,
+        )
 
 
-def _precheck(campaign: Campaign, contacts: list[Contact], console: Console) -> None:
+def _precheck(
+    campaign: Campaign,
+    composer: Composer,
+    contacts: list[Contact],
+    console: Console,
+    clock: SystemClock,
+    spool: Spool | None,
+) -> None:
     """The checks of `outreach check` on every letter about to be sent.
 
     A letter that cannot be built stops the run before anything is sent;
     warnings and the spam score are shown above the plan, for the person
     about to confirm.
     """
-    result = _run_checks(campaign, contacts, console)
+    result = _run_checks(campaign, composer, contacts, console, now=clock.now, spool=spool)
     for line in result.summary_lines():
         if not line.startswith("Addresses:"):
             click.echo(line)
@@ -290,6 +335,8 @@ def _confirm(yes: bool, count: int) -> None:
 
 
 def _print_outcome(outcome: Outcome, log: Path) -> None:
+    from outreach.sending import FINAL
+
     counts = ", ".join(f"{outcome.counts[s]} {s}" for s in FINAL if outcome.counts[s])
     click.echo(f"Done: {counts or 'nothing sent'}.")
     if outcome.first and outcome.last and outcome.attempted > 1:
@@ -328,41 +375,56 @@ def send(
     attempted was sent, 1 when any failed, was deferred or is ambiguous, 2
     for a problem with the settings or the input (nothing sent).
     """
-    campaign = _sending_campaign(ctx)
-    settings = campaign.settings
+    from outreach.sending import Sender, make_plan, refuse_placeholders
+    from outreach.sendlog import SendLog
+    from outreach.spool import Spool, worth_spooling
+    from outreach.transport import Server
+
     clock = SystemClock()
     stderr = Console(stderr=True)
-    chosen = campaign.contacts.select(_ids(only))
-    with SendLog(settings.send_log) as log:
-        if log.repaired:
-            click.echo(
-                f"Warning: {settings.send_log}: the last line was cut short by an interrupted "
-                "run and was dropped",
-                err=True,
+    with (
+        _opened(ctx, only=only, limit=limit, sending=True) as (campaign, composer),
+        Spool() as spool,
+    ):
+        settings = campaign.settings
+        chosen = campaign.contacts.select(_ids(only))
+        with SendLog(settings.send_log) as log:
+            if log.repaired:
+                click.echo(
+                    f"Warning: {settings.send_log}: the last line was cut short by an "
+                    "interrupted run and was dropped",
+                    err=True,
+                )
+            plan = make_plan(
+                chosen,
+                log.rows(),
+                settings,
+                now=clock.now(),
+                limit=limit,
+                retry_failed=retry_failed,
+                resend_ambiguous=resend_ambiguous,
             )
-        plan = make_plan(
-            chosen,
-            log.rows(),
-            settings,
-            now=clock.now(),
-            limit=limit,
-            retry_failed=retry_failed,
-            resend_ambiguous=resend_ambiguous,
-        )
-        refuse_placeholders(plan.to_send, Server.from_settings(settings))
-        if plan.to_send:
-            _precheck(campaign, plan.to_send, stderr)
-        _print_plan(plan, settings)
-        if not plan.to_send:
-            click.echo("Nothing to send.")
-            return
-        _confirm(yes, len(plan.to_send))
-        with _progress(stderr) as bar:
-            task = bar.add_task("Sending", total=len(plan.to_send))
-            sender = Sender(settings, plan, log, clock, progress=lambda _: bar.advance(task))
-            workers = sending_processes(settings, len(plan.to_send))
-            with Composer(campaign, processes=workers) as composer:
-                outcome = sender.run(composer.letters(plan.to_send, now=clock.now))
+            refuse_placeholders(plan.to_send, Server.from_settings(settings))
+            spooled = worth_spooling(settings, len(plan.to_send))
+            if plan.to_send:
+                _precheck(
+                    campaign, composer, plan.to_send, stderr, clock, spool if spooled else None
+                )
+            composer.close()
+            _print_plan(plan, settings)
+            if not plan.to_send:
+                click.echo("Nothing to send.")
+                return
+            _confirm(yes, len(plan.to_send))
+            letters = (
+                spool.letters()
+                if spooled
+                else composer.letters(plan.to_send, now=clock.now, processes=0)
+            )
+            with _progress(stderr) as bar:
+                task = bar.add_task("Sending", total=len(plan.to_send))
+                sender = Sender(settings, plan, log, clock, progress=lambda _: bar.advance(task))
+                outcome = sender.run(letters)
     _print_outcome(outcome, settings.send_log)
     if not outcome.all_sent:
         ctx.exit(1)
@@ -377,7 +439,12 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
 
     It is logged with status `test` and does not count as that contact's letter.
     """
-    campaign = _sending_campaign(ctx)
+    from outreach.sending import send_test
+    from outreach.sendlog import SendLog
+    from outreach.transport import Server
+
+    with _opened(ctx, only=only, sending=True) as (campaign, _):
+        pass
     settings = campaign.settings
     try:
         address = validate_address(to)
@@ -412,6 +479,8 @@ def sink(host: str, port: int, folder: Path) -> None:
     For trying a send on this machine: set SMTP_HOST=127.0.0.1, SMTP_PORT=2525,
     SMTP_SECURITY=none. Stop it with Ctrl-C.
     """
+    from outreach.sink import start_sink
+
     controller = start_sink(host, port, folder)
     click.echo(f"Listening on {host}:{port}; storing messages in {folder}/ (Ctrl-C to stop)")
     stopped = threading.Event()
@@ -472,4 +541,9 @@ def report(ctx: click.Context, campaign: str | None, format_: str, out: Path | N
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="outreach")
+    try:
+        cli.main(args=argv, prog_name="outreach")
+    finally:
+        # The process ends here. Its objects (pandas' among them) need no
+        # last garbage collection on the way out, which would delay the exit.
+        gc.freeze()

@@ -8,7 +8,7 @@ Message-ID, with only its Date and the MIME boundary made anew.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from outreach.contacts import Contact, ContactList, load_contacts
@@ -34,11 +34,24 @@ class Campaign:
 
     @classmethod
     def open(cls, settings: Settings) -> Campaign:
+        return cls.prepare(settings).with_contacts()
+
+    @classmethod
+    def prepare(cls, settings: Settings) -> Campaign:
+        """The campaign with its templates but no contacts read yet.
+
+        Worker processes are started from it (``Composer.start``) while the
+        contacts are read.
+        """
         return cls(
             settings=settings,
-            contacts=load_contacts(settings.contacts_file),
+            contacts=ContactList(path=settings.contacts_file, contacts=()),
             renderer=Renderer(settings.templates_dir, settings.letter_date),
         )
+
+    def with_contacts(self) -> Campaign:
+        """The same campaign with the contacts of CONTACTS_FILE, read and checked."""
+        return replace(self, contacts=load_contacts(self.settings.contacts_file))
 
     def compose(
         self, contact: Contact, *, now: Clock = utc_now, test_to: str | None = None

@@ -1,30 +1,31 @@
-"""Composing letters in worker processes while the main process sends them.
+"""Composing letters in worker processes, on every core, in order.
 
 Rendering a letter and building its message is CPU work in pure Python
-(about 5 ms a letter); sending it is mostly waiting on the server. One
-process doing both leaves the other cores idle, so the letters are composed
-in a small pool of worker processes and handed back **in the order asked
-for**, through a bounded window: never more than a few dozen letters are
-composed ahead of the one being sent, however long the list, so memory
-stays flat. What stays in the main process is everything that decides what
-is sent: the send log, retries, the rate limit, the connections.
+(about 4 ms a letter), and every letter of a preview, a check or a send is
+composed. One process leaves the other cores idle, so the letters are
+composed in a small pool of worker processes and handed back **in the order
+asked for**, through a bounded window: never more than a few dozen letters
+are composed ahead of the one being used, however long the list, so memory
+stays flat.
 
-Each worker builds its own ``Renderer`` from the same templates and data
-files and composes with the same code (``Campaign.compose``), so a letter
-composed in a worker is byte for byte the letter composed in the main
-process. The time in the ``Date`` header is taken in the main process when
-the letter is asked for. A letter that cannot be composed comes back as its
-``OutreachError`` (which keeps all its problems across the process boundary)
-and is reported exactly as before; any other exception is a bug and is
-raised in the main process.
+Each worker composes with the same code (``Campaign.compose``) from the
+same templates and data files, so a letter composed in a worker is byte for
+byte the letter composed in the main process. The time in the ``Date``
+header is taken in the main process when the letter is asked for. A letter
+that cannot be composed comes back as its ``OutreachError`` (which keeps all
+its problems across the process boundary) and is reported exactly as
+before; any other exception is a bug and is raised in the main process.
 
-Small runs (a test send, the 195 missions) are composed in the main
-process: starting the workers costs more than composing them.
+The commands start the workers before they read the contacts
+(``Composer.start``), so that reading them and readying the workers overlap.
+A few letters (a test send, ``--only``) are composed in the main process:
+starting workers would cost more than composing them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import multiprocessing
 import os
 import signal
@@ -38,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from outreach.checks import letter_warnings
+from outreach.checks import letter_findings
 from outreach.compose import Campaign, Clock, Composed, utc_now
 from outreach.contacts import Contact, ContactList
 from outreach.errors import OutreachError
@@ -70,9 +71,10 @@ TASKS_PER_PROCESS = 3
 
 @dataclass(frozen=True)
 class Previewed(Composed):
-    """A composed letter with the warnings ``letter_warnings`` gives it."""
+    """A composed letter with the warnings and links ``letter_findings`` gives it."""
 
     warnings: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()
 
 
 def usable_cpus() -> int:
@@ -98,19 +100,6 @@ def _can_fork() -> bool:
     process runs no other thread.
     """
     return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-
-
-def sending_processes(settings: Settings, count: int) -> int:
-    """Workers for a send: none when the rate limit is the bottleneck anyway.
-
-    At a limited rate one process composes far faster than the letters may
-    go, and composing each letter just before it goes keeps its ``Date``
-    close to the time it is sent.
-    """
-    rate = settings.send_rate_per_minute
-    if rate and rate < 3000:
-        return 0
-    return default_processes(count)
 
 
 # -- the worker side ---------------------------------------------------------
@@ -141,6 +130,7 @@ def _start_worker(
     global _campaign
     renderer = Renderer(templates_dir, letter_date)
     renderer.data = data
+    renderer.warm()
     _campaign = Campaign(
         settings=settings,
         contacts=ContactList(path=settings.contacts_file, contacts=()),
@@ -149,13 +139,18 @@ def _start_worker(
 
 
 def _adopt_campaign(folder: str, campaign: Campaign) -> None:
-    """A forked worker's start: the campaign, warm, is already in its memory."""
+    """A forked worker's start: the campaign is already in its memory."""
     _settle(folder)
     global _campaign
     _campaign = campaign
+    campaign.renderer.warm()
 
 
-_Result = Letter | tuple[Rendered, Letter, tuple[str, ...]] | None | OutreachError
+def _started() -> None:
+    """A task that does nothing: submitting it makes the pool start its workers."""
+
+
+_Result = Letter | tuple[Rendered, Letter, tuple[str, ...], tuple[str, ...]] | None | OutreachError
 
 
 def _compose_chunk(jobs: list[tuple[Contact, datetime]], mode: Mode) -> list[_Result]:
@@ -173,7 +168,8 @@ def _compose_one(campaign: Campaign, contact: Contact, when: datetime, mode: Mod
         return letter
     if mode == "check":
         return None
-    return rendered, letter, tuple(letter_warnings(rendered, letter, contact))
+    warnings, links = letter_findings(rendered, letter, contact)
+    return rendered, letter, tuple(warnings), tuple(links)
 
 
 def _composed(contact: Contact, result: _Result) -> Composed:
@@ -183,8 +179,8 @@ def _composed(contact: Contact, result: _Result) -> Composed:
         return Composed(contact, None, result, None)
     if result is None:
         return Composed(contact, None, None, None)
-    rendered, letter, warnings = result
-    return Previewed(contact, rendered, letter, None, warnings)
+    rendered, letter, warnings, links = result
+    return Previewed(contact, rendered, letter, None, warnings, links)
 
 
 # -- the main side -----------------------------------------------------------
@@ -274,6 +270,23 @@ class Composer:
             self._pool_size = size
         return self._pool
 
+    def start(self, count: int) -> None:
+        """Start the workers now, for a run of about ``count`` letters.
+
+        Called before the contacts are read: the workers, forked from this
+        process while it is still small, compile the templates and import
+        the inliner on the other cores while this one reads the contacts.
+        Nothing is started for a small run, or when they could not be forked.
+        """
+        workers = self._workers(count, None)
+        if workers > 0 and self._pool is None and _can_fork():
+            # What exists now is shared with the workers; kept out of the
+            # garbage collector's reach, its pages are never copied for them.
+            gc.freeze()
+            pool = self._pool_of(workers)
+            for _ in range(workers):
+                pool.submit(_started)
+
     def run(
         self,
         contacts: Sequence[Contact],
@@ -283,6 +296,11 @@ class Composer:
         processes: int | None = None,
     ) -> Iterator[Composed]:
         """Each contact's outcome, in order; with ``mode="preview"``, ``Previewed``."""
+        if self._pool is not None and processes is None:
+            # Started already (so no longer forkable: the pool runs threads here).
+            if len(contacts) < SMALL_FORKED_RUN:
+                return self._here(contacts, mode, now)
+            return self._in_workers(self._pool, contacts, mode, now, self._pool_size)
         workers = self._workers(len(contacts), processes)
         if workers <= 0:
             return self._here(contacts, mode, now)
