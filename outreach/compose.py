@@ -1,8 +1,9 @@
 """From settings to letters: load what a campaign needs, then compose each letter.
 
 ``check``, ``preview`` and ``send`` all go through here, so the letter that
-passed the check is the letter that is sent: the same words, headers and
-Message-ID, with only its Date and the MIME boundary made anew.
+passed the check is the letter that is sent: the very bytes when the send
+takes its letters from the check (``spool.py``), else the same words,
+headers, MIME boundary and Message-ID with only the Date made anew.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from outreach.checks import (
     links_of,
     parse_spamassassin_report,
 )
+from outreach.errors import OutreachError
 from outreach.message import build_letter
 from outreach.render import Rendered
 from tests.conftest import RunCli
@@ -189,6 +190,51 @@ def test_shipped_letter_scores_well_under_the_spam_line(campaign: Campaign) -> N
         assert score.required == 5.0
         assert score.score <= 1.0, score.rules_text()
         assert {r.name for r in score.rules} >= {"HTML_MESSAGE"}
+
+
+def spamassassin_children() -> list[int]:
+    """Processes started by this one that are still a SpamAssassin."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0")) == os.getpid() and b"spamassassin" in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+@needs_spamassassin
+def test_the_sample_scored_while_composing_is_the_sample_scored_after(
+    campaign: Campaign,
+) -> None:
+    """SpamAssassin starts with the check and is handed each kind of letter as it
+    comes: the scores are those of the same letters scored at the end."""
+    checker = SpamChecker.find()
+    assert checker is not None
+    contacts = campaign.contacts.select(["AFG", "VAT", "CHL", "PSE"])
+    result = check_campaign(campaign, contacts, spam=checker, now=lambda: NOW)
+    assert [s.contact_id for s in result.spam] == ["AFG", "VAT"]  # one member, one observer
+    sample = [c for c in contacts if c.id in ("AFG", "VAT")]
+    letters = [campaign.compose(c, now=lambda: NOW)[1] for c in sample]
+    assert result.spam == checker.score(letters)
+    assert spamassassin_children() == []
+
+
+@needs_spamassassin
+def test_a_failed_check_stops_its_spamassassin(project: Path) -> None:
+    text = project / "templates" / "en" / "letter.txt.j2"
+    text.write_text("{% if country == 'Chile' %}{{ nickname }}{% endif %}\n", encoding="utf-8")
+    campaign = Campaign.open(load_settings(environ={}, env_file=None))
+    checker = SpamChecker.find()
+    assert checker is not None
+    with pytest.raises(OutreachError, match="'nickname' is undefined"):
+        check_campaign(campaign, campaign.contacts.select(["AFG", "CHL"]), spam=checker)
+    assert spamassassin_children() == []
 
 
 @needs_spamassassin
