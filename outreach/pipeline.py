@@ -214,6 +214,7 @@ class Composer:
         self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
         self._pool_size = 0
+        self._frozen = False
 
     def __enter__(self) -> Composer:
         return self
@@ -230,6 +231,9 @@ class Composer:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.shutdown(wait=True, cancel_futures=True)
+        if self._frozen:
+            self._frozen = False
+            gc.unfreeze()
 
     def _workers(self, count: int, processes: int | None) -> int:
         chosen = processes if processes is not None else self.processes
@@ -281,8 +285,10 @@ class Composer:
         workers = self._workers(count, None)
         if workers > 0 and self._pool is None and _can_fork():
             # What exists now is shared with the workers; kept out of the
-            # garbage collector's reach, its pages are never copied for them.
+            # garbage collector's reach (until ``close``), its pages are never
+            # copied for them.
             gc.freeze()
+            self._frozen = True
             pool = self._pool_of(workers)
             for _ in range(workers):
                 pool.submit(_started)
