@@ -40,6 +40,9 @@ HTML_LIMIT_BYTES = 100 * 1024
 SUBJECT_LIMIT = 78
 #: SpamAssassin's default spam line; the shipped letter aims at 1.0 or less.
 SPAM_LINE = 5.0
+#: The kinds of letter found in this many letters are scored while the rest
+#: are composed (see ``check_campaign``).
+SPAM_EARLY_LETTERS = 200
 INSTALL_SPAMASSASSIN = (
     "SpamAssassin is not installed, so the letters have no spam score; "
     "install it with: sudo apt-get install spamassassin"
@@ -86,8 +89,16 @@ def links_of(rendered: Rendered, facts: _HtmlFacts | None = None) -> list[str]:
     Links in the text part count too: mail clients make them clickable.
     """
     facts = facts or _html_facts(rendered.html)
-    found = facts.links + [u.rstrip(".,;:!?") for u in _TEXT_URL.findall(rendered.text)]
+    found = facts.links + [u.rstrip(".,;:!?") for u in _text_links(rendered.text)]
     return list(dict.fromkeys(link for link in found if link and not link.startswith("#")))
+
+
+def _text_links(text: str) -> list[str]:
+    # The pattern tries every word of the letter; most letters hold no link
+    # at all, which two plain searches tell far sooner.
+    if "://" not in text and "mailto:" not in text.lower():
+        return []
+    return _TEXT_URL.findall(text)
 
 
 def _scheme(link: str) -> str:
@@ -319,6 +330,7 @@ class SpamRun:
         # loads its rules, the pipes' buffers are small, and stderr must never
         # fill up and stall the process.
         self._entries: queue.Queue[bytes | None] = queue.Queue()
+        self._input_closed = False
         self._threads = [
             threading.Thread(target=self._feed, daemon=True),
             threading.Thread(target=self._read, daemon=True),
@@ -331,9 +343,18 @@ class SpamRun:
         self._entries.put(_mbox_entry(len(self._letters), letter))
         self._letters.append(letter)
 
+    def close_input(self) -> None:
+        """No more letters: SpamAssassin reads all its input before it scores any."""
+        if not self._input_closed:
+            self._input_closed = True
+            self._entries.put(None)
+
     def finish(self) -> list[SpamScore]:
         """One score per letter added, in order, once SpamAssassin has scored them all."""
-        self._entries.put(None)
+        self.close_input()
+        if not self._letters:
+            self.close()
+            return []
         for thread in self._threads:
             thread.join()
         code = self._process.wait()
@@ -354,7 +375,7 @@ class SpamRun:
         """Stop SpamAssassin if it still runs (the check failed, or was interrupted)."""
         if self._process.poll() is None:
             self._process.kill()
-        self._entries.put(None)
+        self.close_input()
         for thread in self._threads:
             thread.join()
         self._process.wait()
@@ -510,7 +531,15 @@ def check_campaign(
 
     # The sample's SpamAssassin starts now and loads its rules while the
     # letters are composed; each new kind of letter is handed to it at once.
-    sample = spam.start(one_scored) if spam is not None and not spam_all else None
+    # It scores nothing before its input ends, so the input ends after the
+    # first SPAM_EARLY_LETTERS letters (whose kinds are nearly always all
+    # there are): those are scored while the rest are composed, and a kind
+    # found later goes to a SpamAssassin of its own.
+    sampling = spam is not None and not spam_all
+    runs: list[SpamRun] = []
+    sample = spam.start(one_scored) if spam is not None and sampling else None
+    if sample is not None:
+        runs.append(sample)
     try:
         stream = composed if composed is not None else compose_each(campaign, contacts, now=now)
         for done, item in enumerate(stream, start=1):
@@ -532,21 +561,27 @@ def check_campaign(
                 result.warnings[item.contact.id] = list(found)
             if spam_all:
                 every.append(item.letter)
-            elif sample is not None and (shape := letter_shape(item)) not in shapes:
+            elif spam is not None and (shape := letter_shape(item)) not in shapes:
                 shapes.add(shape)
+                if sample is None:
+                    sample = spam.start(one_scored)
+                    runs.append(sample)
                 sample.add(item.letter)
+            if sample is not None and done == SPAM_EARLY_LETTERS:
+                sample.close_input()
+                sample = None
         if errors:
             raise OutreachError(*problems_of(errors))
         if spam is None:
             result.spam_note = INSTALL_SPAMASSASSIN
             return result
-        if sample is not None:
-            result.spam = sample.finish()
+        if sampling:
+            result.spam = [score for run in runs for score in run.finish()]
         else:
             result.spam = spam.score(every, lambda done: progress("Spam score", done, len(every)))
     finally:
-        if sample is not None:
-            sample.close()
+        for run in runs:
+            run.close()
     letters = every if spam_all else shapes
     if not spam_all and len(letters) < result.letters:
         result.spam_note = (

@@ -130,6 +130,25 @@ def test_links_are_listed_once_each_from_both_parts() -> None:
     assert links_of(rendered) == ["https://act.example/code", "mailto:act@coalition.example"]
 
 
+@pytest.mark.parametrize(
+    ("text", "links"),
+    [
+        pytest.param(
+            "Write to MAILTO:Act@Coalition.example today.", ["MAILTO:Act@Coalition.example"]
+        ),
+        pytest.param("See HTTP://act.example/code, please.", ["HTTP://act.example/code"]),
+        pytest.param(
+            "ftp://files.example/x and https://a.example",
+            ["ftp://files.example/x", "https://a.example"],
+        ),
+        pytest.param("No link: only a colon, and mailto without one.", []),
+    ],
+)
+def test_links_in_the_text_part_alone_are_found(text: str, links: list[str]) -> None:
+    rendered = Rendered("Request", text + "\n", html_page("<p>No link here.</p>"), "en")
+    assert links_of(rendered) == links
+
+
 def test_shipped_letter_has_no_links_and_no_warnings_in_its_own_language(
     campaign: Campaign,
 ) -> None:
@@ -222,6 +241,24 @@ def test_the_sample_scored_while_composing_is_the_sample_scored_after(
     sample = [c for c in contacts if c.id in ("AFG", "VAT")]
     letters = [campaign.compose(c, now=lambda: NOW)[1] for c in sample]
     assert result.spam == checker.score(letters)
+    assert spamassassin_children() == []
+
+
+@needs_spamassassin
+@pytest.mark.parametrize("early", [1, 2, 3, 200], ids=lambda n: f"early-{n}")
+def test_a_kind_of_letter_found_late_is_scored_all_the_same(
+    campaign: Campaign, monkeypatch: pytest.MonkeyPatch, early: int
+) -> None:
+    """The kinds in the first letters are scored while the rest are composed; a
+    kind first seen later (here the observer, 4th) gets a SpamAssassin of its own."""
+    monkeypatch.setattr("outreach.checks.SPAM_EARLY_LETTERS", early)
+    checker = SpamChecker.find()
+    assert checker is not None
+    contacts = campaign.contacts.select(["AFG", "CHL", "FRA", "VAT", "PSE"])
+    assert [c.id for c in contacts] == ["AFG", "CHL", "FRA", "VAT", "PSE"]
+    result = check_campaign(campaign, contacts, spam=checker, now=lambda: NOW)
+    sample = [c for c in contacts if c.id in ("AFG", "VAT")]
+    assert result.spam == checker.score([campaign.compose(c, now=lambda: NOW)[1] for c in sample])
     assert spamassassin_children() == []
 
 
