@@ -443,20 +443,19 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
     from outreach.sendlog import SendLog
     from outreach.transport import Server
 
-    with _opened(ctx, only=only, sending=True) as (campaign, _):
-        pass
-    settings = campaign.settings
-    try:
-        address = validate_address(to)
-    except AddressError as err:
-        raise OutreachError(f"--to {to!r} is not a valid address: {err}") from err
-    contacts = campaign.contacts.select(_ids(only))[:1] if only else list(campaign.contacts)[:1]
-    clock = SystemClock()
-    server = Server.from_settings(settings)
-    if is_placeholder(address) and not is_loopback(server.host):
-        raise OutreachError(f"--to {address}: a reserved domain, which no server can deliver")
-    with SendLog(settings.send_log) as log:
-        row = send_test(campaign, contacts[0], address, log, clock)
+    # One letter: no worker is started, the letter is composed here.
+    with _opened(ctx, only=only, limit=1, sending=True) as (campaign, _):
+        settings = campaign.settings
+        try:
+            address = validate_address(to)
+        except AddressError as err:
+            raise OutreachError(f"--to {to!r} is not a valid address: {err}") from err
+        contacts = campaign.contacts.select(_ids(only), 1)
+        server = Server.from_settings(settings)
+        if is_placeholder(address) and not is_loopback(server.host):
+            raise OutreachError(f"--to {address}: a reserved domain, which no server can deliver")
+        with SendLog(settings.send_log) as log:
+            row = send_test(campaign, contacts[0], address, log, SystemClock())
     click.echo(
         f"Sent the letter for {row.contact_id} to {address} ({row.smtp_code} {row.smtp_reply})"
     )
