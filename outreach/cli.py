@@ -382,13 +382,10 @@ def send(
 
     clock = SystemClock()
     stderr = Console(stderr=True)
-    with (
-        _opened(ctx, only=only, limit=limit, sending=True) as (campaign, composer),
-        Spool() as spool,
-    ):
+    with _opened(ctx, only=only, limit=limit, sending=True) as (campaign, composer):
         settings = campaign.settings
         chosen = campaign.contacts.select(_ids(only))
-        with SendLog(settings.send_log) as log:
+        with SendLog(settings.send_log) as log, Spool(settings.send_log.parent) as spool:
             if log.repaired:
                 click.echo(
                     f"Warning: {settings.send_log}: the last line was cut short by an "

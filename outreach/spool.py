@@ -7,9 +7,9 @@ when the letters will all go out soon after the check, the check keeps each
 one here and the send takes them back, in the same order: the very bytes
 that were checked are the bytes that are sent.
 
-The letters are written to an anonymous temporary file (no name in any
-folder, readable by this process only, gone when it ends, however it
-ends), one at a time, so memory stays flat however long the list.
+The letters are written to an anonymous file beside the send log (no name
+in any folder, readable by this process only, gone when it ends, however
+it ends), one at a time, so memory stays flat however long the list.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import IO
 
@@ -40,9 +41,11 @@ def worth_spooling(settings: Settings, count: int) -> bool:
 class Spool:
     """Composed letters, written in order and read back in the same order."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
+        # In ``folder`` (the send log's, on disk), not in a temporary folder
+        # that may be memory: a long campaign's letters take hundreds of MB.
         # Closed by close() or the with block, like the file object it wraps.
-        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="outreach-spool-")  # noqa: SIM115
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix=".outreach-spool-", dir=folder)  # noqa: SIM115
         self.count = 0
 
     def __enter__(self) -> Spool:

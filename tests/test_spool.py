@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -38,14 +39,17 @@ def test_the_spool_gives_back_every_letter_in_order() -> None:
         assert list(spool.letters()) == kept  # and again, for a second pass
 
 
-def test_the_spool_has_no_name_on_disk() -> None:
-    """Nobody else can open it, and it is gone with the process however it ends."""
-    with Spool() as spool:
+def test_the_spool_lies_beside_the_send_log_with_no_name(tmp_path: Path) -> None:
+    """On the send log's disk (a temporary folder may be memory), yet nobody else
+    can open it, and it is gone with the process however it ends."""
+    with Spool(tmp_path) as spool:
         spool.keep(letters(1)[0])
         descriptor = spool._file.fileno()
         target = os.readlink(f"/proc/self/fd/{descriptor}")
+        assert target.startswith(str(tmp_path)), target
         assert target.endswith("(deleted)"), target
         assert os.stat(descriptor).st_mode & 0o077 == 0
+        assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture
