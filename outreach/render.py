@@ -144,12 +144,15 @@ def _inline_css_cached(html: str) -> str:
     except (OSError, UnicodeDecodeError):
         pass
     inlined = _inline_css(html)
-    with contextlib.suppress(OSError):
+    written = path.with_name(f".{key}.{os.getpid()}")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        written = path.with_name(f".{key}.{os.getpid()}")
         with written.open("w", encoding="utf-8", newline="") as handle:
             handle.write(hashlib.sha256(inlined.encode()).hexdigest() + "\n" + inlined)
         os.replace(written, path)
+    except OSError:  # a full disk, a read-only home: the next run inlines again
+        with contextlib.suppress(OSError):
+            written.unlink()
     return inlined
 
 
