@@ -83,8 +83,8 @@ def _opened(
 ) -> Iterator[tuple[Campaign, Composer]]:
     """The campaign, and a composer whose workers start before the contacts are read.
 
-    Reading the contacts (pandas) and readying the workers (templates, the
-    CSS inliner) then happen at the same time, on different cores.
+    Reading the contacts (pandas) and readying the workers (compiling the
+    templates) then happen at the same time, on different cores.
     """
     settings = _settings(ctx)
     if sending:
