@@ -353,8 +353,7 @@ class SpamRun:
         """One score per letter added, in order, once SpamAssassin has scored them all."""
         self.close_input()
         if not self._letters:
-            self.close()
-            return []
+            return []  # nothing to wait for; ``close`` stops the process
         for thread in self._threads:
             thread.join()
         code = self._process.wait()
@@ -535,11 +534,8 @@ def check_campaign(
     # first SPAM_EARLY_LETTERS letters (whose kinds are nearly always all
     # there are): those are scored while the rest are composed, and a kind
     # found later goes to a SpamAssassin of its own.
-    sampling = spam is not None and not spam_all
-    runs: list[SpamRun] = []
-    sample = spam.start(one_scored) if spam is not None and sampling else None
-    if sample is not None:
-        runs.append(sample)
+    sample = spam.start(one_scored) if spam is not None and not spam_all else None
+    runs = [sample] if sample is not None else []
     try:
         stream = composed if composed is not None else compose_each(campaign, contacts, now=now)
         for done, item in enumerate(stream, start=1):
@@ -575,17 +571,16 @@ def check_campaign(
         if spam is None:
             result.spam_note = INSTALL_SPAMASSASSIN
             return result
-        if sampling:
-            result.spam = [score for run in runs for score in run.finish()]
-        else:
+        if spam_all:
             result.spam = spam.score(every, lambda done: progress("Spam score", done, len(every)))
+        else:
+            result.spam = [score for run in runs for score in run.finish()]
     finally:
         for run in runs:
             run.close()
-    letters = every if spam_all else shapes
-    if not spam_all and len(letters) < result.letters:
+    if not spam_all and len(shapes) < result.letters:
         result.spam_note = (
-            f"scored one letter of each kind ({len(letters)} of {result.letters}); "
+            f"scored one letter of each kind ({len(shapes)} of {result.letters}); "
             "--spam-all scores every letter"
         )
     return result

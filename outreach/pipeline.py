@@ -278,8 +278,8 @@ class Composer:
         """Start the workers now, for a run of about ``count`` letters.
 
         Called before the contacts are read: the workers, forked from this
-        process while it is still small, compile the templates and import
-        the inliner on the other cores while this one reads the contacts.
+        process while it is still small, compile the templates on the other
+        cores while this one reads the contacts.
         Nothing is started for a small run, or when they could not be forked.
         """
         workers = self._workers(count, None)
