@@ -109,6 +109,24 @@ class Result:
 RunCli = Callable[..., Result]
 
 
+def run_python(script: str, cwd: Path, **env: str) -> Result:
+    """Run ``script`` in a Python process of its own, in ``cwd``, with ``env`` added.
+
+    For what must happen in a process with no other thread (the test
+    runner's has some), or in a fresh interpreter.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
 @pytest.fixture
 def run_cli(project: Path) -> RunCli:
     """Run the real ``outreach`` command in a subprocess, as a user would."""

@@ -8,8 +8,6 @@ byte the letter composed in the main process.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +24,7 @@ from outreach.preview import _index_environment, write_previews
 from outreach.sending import Sender, make_plan
 from outreach.sendlog import SendLog, read_log
 from outreach.spool import worth_spooling
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, run_python
 from tests.smtp import SmtpServer
 
 FIXED = datetime(2015, 8, 31, 9, 30, tzinfo=UTC)
@@ -238,15 +236,8 @@ def test_workers_started_before_the_contacts_are_read(project: Path) -> None:
     In a process of its own: workers are forked only from a process with no
     other thread, and the test runner's has some.
     """
-    done = subprocess.run(
-        [sys.executable, "-c", WORKERS_STARTED_FIRST],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(WORKERS_STARTED_FIRST, project)
+    assert done.code == 0, done.stderr
     assert done.stdout == "ok 195\n"
 
 

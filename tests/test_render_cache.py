@@ -7,9 +7,6 @@ inlined in full could not pass.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pytest
 from outreach import Campaign, load_settings
 from outreach.contacts import Contact
 from outreach.render import HTML, TEXT, Renderer, _inline_css
-from tests.conftest import chile
+from tests.conftest import chile, run_python
 
 LETTER_DATE = "31 August 2015"
 
@@ -284,16 +281,14 @@ sys.stderr.write("premailer imported" if "premailer" in sys.modules else "premai
 """
 
 
+def every_page_inlined_in_full(campaign: Campaign) -> str:
+    """What ``KEPT_BETWEEN_RUNS`` must print: every letter's HTML by the plain path."""
+    return "".join(inlined_in_full(campaign.renderer, c) for c in campaign.contacts)
+
+
 def render_all_in_a_new_process(project: Path, cache: Path) -> tuple[str, str]:
-    done = subprocess.run(
-        [sys.executable, "-c", KEPT_BETWEEN_RUNS],
-        cwd=project,
-        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = run_python(KEPT_BETWEEN_RUNS, project, XDG_CACHE_HOME=str(cache))
+    assert done.code == 0, done.stderr
     return done.stdout, done.stderr
 
 
@@ -301,7 +296,7 @@ def test_a_later_run_takes_the_inlined_skeleton_from_the_cache(
     campaign: Campaign, tmp_path: Path
 ) -> None:
     """Same bytes, and premailer is not even imported: its cost is the cache's point."""
-    expected = "".join(inlined_in_full(campaign.renderer, c) for c in campaign.contacts)
+    expected = every_page_inlined_in_full(campaign)
     cache = tmp_path / "cache"
     first, said = render_all_in_a_new_process(Path.cwd(), cache)
     assert (first == expected, said) == (True, "premailer imported")
@@ -326,7 +321,7 @@ def test_a_later_run_takes_the_inlined_skeleton_from_the_cache(
 def test_a_damaged_cache_entry_is_never_used(
     campaign: Campaign, tmp_path: Path, damage: Callable[[str], str]
 ) -> None:
-    expected = "".join(inlined_in_full(campaign.renderer, c) for c in campaign.contacts)
+    expected = every_page_inlined_in_full(campaign)
     cache = tmp_path / "cache"
     render_all_in_a_new_process(Path.cwd(), cache)
     for path in (cache / "outreach" / "inlined").iterdir():
@@ -341,7 +336,7 @@ def test_a_damaged_cache_entry_is_never_used(
 def test_without_a_usable_cache_folder_letters_are_inlined_as_ever(
     campaign: Campaign, tmp_path: Path
 ) -> None:
-    expected = "".join(inlined_in_full(campaign.renderer, c) for c in campaign.contacts)
+    expected = every_page_inlined_in_full(campaign)
     not_a_folder = tmp_path / "cache"
     not_a_folder.write_text("a file where the cache folder would be")
     for _ in range(2):
