@@ -7,6 +7,7 @@ value that could break out of its header line, before the stdlib sees it.
 
 from __future__ import annotations
 
+import binascii
 import functools
 import hashlib
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.policy import Policy
 from email.utils import format_datetime, make_msgid
 from typing import Any
@@ -179,10 +180,29 @@ def build_message(
     message["Date"] = format_datetime(now)
     message_id = message_id or message_id_for(settings.campaign, contact.id, domain)
     message["Message-ID"] = message_id
-    message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.make_alternative(boundary=boundary_for(message_id))
-    message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    message["MIME-Version"] = "1.0"
+    message["Content-Type"] = f'multipart/alternative; boundary="{boundary_for(message_id)}"'
+    message.attach(_text_part(rendered.text, "plain"))
+    message.attach(_text_part(rendered.html, "html"))
     return message
+
+
+def _text_part(text: str, subtype: str) -> MIMEPart:
+    """One version of the letter: UTF-8, quoted-printable, lines ending as on the wire.
+
+    The headers are set as ``set_content`` would set them, and shared by
+    every letter (``_Headers``); the body is encoded by ``binascii`` rather
+    than ``set_content``'s pure-Python encoder, which cost a third of the
+    time of building a letter. Its lines keep to the 76 characters RFC 2045
+    asks of quoted-printable, and a line holding a lone dot is encoded.
+    """
+    part = MIMEPart(policy=WIRE)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    # Line ends as set_content makes them: each of LF, CR and CRLF ends a line.
+    body = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    part.set_payload(binascii.b2a_qp(body, istext=True).decode("ascii"))
+    return part
 
 
 def build_letter(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -137,6 +138,42 @@ def test_a_body_holding_the_boundary_cannot_split_the_letter(campaign: Campaign,
     assert not message.defects
     assert not plain.defects
     assert not html_part.defects
+
+
+AWKWARD_BODIES = [
+    pytest.param("", id="empty"),
+    pytest.param("no newline at the end", id="no-final-newline"),
+    pytest.param("trailing space \nand a tab\t\n  \n", id="trailing-whitespace"),
+    pytest.param(".\n..\n. \nend\n.", id="lone-dots"),
+    pytest.param("=" * 200 + "\n=\n==3D\n", id="equals-signs"),
+    pytest.param("x" * 2000 + "\n", id="one-long-word"),
+    pytest.param("é" * 300 + "\n" + "a" * 75 + "é\n", id="long-accented"),
+    pytest.param("🕊 " * 100 + "\n", id="non-bmp"),
+    pytest.param("one\r\ntwo\rthree\nfour\r\n", id="mixed-line-ends"),
+    pytest.param("From the desk\n>From\nFrom \n", id="from-lines"),
+    pytest.param("page\x0cbreak\x0bvertical\x00nul\x7fdel\n", id="control-characters"),
+    pytest.param(" " * 80 + "\n\t" * 40 + "\n", id="only-whitespace"),
+]
+
+
+@pytest.mark.parametrize("body", AWKWARD_BODIES)
+def test_each_version_reads_back_exactly_as_written(campaign: Campaign, body: str) -> None:
+    """Whatever the text holds, a mail reader decodes the very text, line ends aside,
+    from quoted-printable lines no longer than the 76 characters RFC 2045 allows."""
+    (chile,) = campaign.contacts.select(["CHL"])
+    rendered = Rendered(subject="S", text=body, html=body, language="en")
+    letter = build_letter(chile, rendered, campaign.settings, now=NOW)
+    message = parse(letter.data)
+    expected = re.sub(r"\r\n|\r", "\n", body)
+    expected = expected if expected.endswith("\n") else expected + "\n"
+    for part in message.iter_parts():
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert part.get_content().replace("\r\n", "\n") == expected
+        assert not part.defects
+        encoded = part.get_payload(decode=False)
+        assert max(len(line) for line in encoded.split("\r\n")) <= 76
+        assert "\r\n.\r\n" not in encoded  # a lone dot would end the SMTP data early
+    assert not message.defects
 
 
 INJECTIONS = [
