@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
-from email.message import EmailMessage, MIMEPart
+from email.message import EmailMessage
 from email.policy import Policy
 from email.utils import format_datetime, make_msgid
 from typing import Any
@@ -187,7 +187,7 @@ def build_message(
     return message
 
 
-def _text_part(text: str, subtype: str) -> MIMEPart:
+def _text_part(text: str, subtype: str) -> EmailMessage:
     """One version of the letter: UTF-8, quoted-printable, lines ending as on the wire.
 
     The headers are set as ``set_content`` would set them, and shared by
@@ -196,7 +196,7 @@ def _text_part(text: str, subtype: str) -> MIMEPart:
     time of building a letter. Its lines keep to the 76 characters RFC 2045
     asks of quoted-printable, and a line holding a lone dot is encoded.
     """
-    part = MIMEPart(policy=WIRE)
+    part = EmailMessage(policy=WIRE)
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
     part["Content-Transfer-Encoding"] = "quoted-printable"
     # Line ends as set_content makes them: each of LF, CR and CRLF ends a line.
