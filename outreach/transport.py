@@ -11,7 +11,6 @@ dot and before the server's answer).
 from __future__ import annotations
 
 import base64
-import re
 import smtplib
 import socket
 import ssl
@@ -23,8 +22,6 @@ from outreach.addresses import is_loopback
 from outreach.errors import DeliveryError
 from outreach.message import Letter
 from outreach.settings import Secret, Settings
-
-_DOT_STUFF = re.compile(rb"(?m)^\.")
 
 
 class Transient(Exception):
@@ -115,26 +112,51 @@ def _reply_text(reply: bytes | str) -> str:
     return " ".join(text.split())
 
 
-def _send_data(smtp: smtplib.SMTP, msg: bytes, phase: list[bool]) -> tuple[int, bytes]:
-    """smtplib's DATA, noting in ``phase`` when the final dot has gone out.
+def _send_data(
+    smtp: smtplib.SMTP, msg: bytes, before_data: Callable[[], object], phase: list[bool]
+) -> tuple[int, bytes]:
+    """smtplib's DATA, with ``before_data`` run while the server answers it,
+    noting in ``phase`` when the final dot has gone out.
 
     smtplib's own ``data()`` cannot tell a connection lost while the message
     was being sent (the server cannot have it: retry) from one lost while
     waiting for the answer (it may have it: do not send it again blindly).
+    ``before_data`` (the send log's ``sending`` row, made durable) overlaps the
+    server's answer to DATA: nothing can be delivered before the final dot,
+    and no byte of the message goes out before ``before_data`` has returned.
     """
     smtp.putcmd("data")
+    try:
+        before_data()
+    except BaseException:
+        # The server now waits for a message that will not come; without the
+        # final dot it delivers nothing. Hang up rather than wait on QUIT.
+        smtp.close()
+        raise
     code, reply = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
-    payload = _DOT_STUFF.sub(b"..", msg)
-    if not payload.endswith(b"\r\n"):
-        payload += b"\r\n"
-    smtp.send(payload + b".\r\n")
+    smtp.send(_dot_stuffed(msg) + b".\r\n")
     phase.append(True)
     code, reply = smtp.getreply()
     if code != 250:
         raise smtplib.SMTPDataError(code, reply)
     return code, reply
+
+
+def _dot_stuffed(msg: bytes) -> bytes:
+    """The message as SMTP carries it: every line that starts with a dot gets
+    another (RFC 5321, 4.5.2), and the last line ends in CRLF.
+
+    Lines end in CRLF, as the server reads them: a dot after a bare LF is
+    inside a line, and a dot added there would reach the mission.
+    """
+    payload = msg.replace(b"\r\n.", b"\r\n..")
+    if payload.startswith(b"."):
+        payload = b"." + payload
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    return payload
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -303,9 +325,8 @@ class Connection:
             temporary = [r for r in refused.values() if r[0] < 500]
             code, text = (temporary or list(refused.values()))[0]
             raise _classify(code, text)
-        before_data()
         try:
-            code, reply = _send_data(smtp, letter.data, phase)
+            code, reply = _send_data(smtp, letter.data, before_data, phase)
         except smtplib.SMTPDataError as err:
             raise _classify(err.smtp_code, scrub(_reply_text(err.smtp_error))) from None
         return Delivered(code=code, reply=scrub(_reply_text(reply)), refused=refused)

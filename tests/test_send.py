@@ -7,6 +7,7 @@ what that server received and at the send log, never at mocks.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from pathlib import Path
 
@@ -14,10 +15,12 @@ import pytest
 
 from outreach import Campaign, load_settings
 from outreach.errors import DeliveryError, SendLogError
+from outreach.message import Letter
 from outreach.ratelimit import WINDOW_SECONDS, RateLimiter
 from outreach.sending import Outcome, Sender, make_plan
 from outreach.sendlog import LogRow, SendLog, read_log
-from tests.conftest import FakeClock, RunCli
+from outreach.transport import Connection, Server
+from tests.conftest import FakeClock, RunCli, run_python
 from tests.smtp import DROP, PASSWORD, USERNAME, SmtpServer
 
 THREE = ["CHL", "FRA", "KEN"]
@@ -256,6 +259,72 @@ def test_connection_lost_after_the_final_dot_is_ambiguous_and_not_resent(
     assert resent.counts["sent"] == 1
     ids = received_ids(smtp_server)
     assert ids[0] == ids[2]  # the same Message-ID, so the mission can tell it is the same letter
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"Subject: dots\r\n\r\n.\r\n..\r\n.hidden\r\nend\r\n", id="dot-lines"),
+        pytest.param(b".first line\r\n\r\nbody", id="first-byte-and-no-final-crlf"),
+        pytest.param(b"Subject: x\r\n\r\nline\n.bare-lf\r\n", id="after-a-bare-lf"),
+    ],
+)
+def test_lines_that_start_with_a_dot_arrive_as_written(
+    project: Path, smtp_server: SmtpServer, data: bytes
+) -> None:
+    """A line holding only a dot would end the message early (RFC 5321, 4.5.2)."""
+    settings = load_settings(environ=smtp_server.env(), env_file=None)
+    letter = Letter(
+        "CHL", "campaign@coalition.example", ("chl@missions.example",), "<x@y>", "", data
+    )
+    connection = Connection(Server.from_settings(settings))
+    try:
+        delivered = connection.send(letter, lambda: None)
+    finally:
+        connection.close()
+    assert delivered.code == 250
+    (received,) = smtp_server.received
+    expected = data if data.endswith(b"\r\n") else data + b"\r\n"
+    assert received.data == expected
+
+
+LOG_CANNOT_GROW = """
+import json, os, resource, signal
+from outreach import Campaign, load_settings
+from outreach.clock import SystemClock
+from outreach.errors import SendLogError
+from outreach.sending import Sender, make_plan
+from outreach.sendlog import SendLog
+
+settings = load_settings(environ=json.loads(os.environ["SERVER"]), env_file=None)
+campaign = Campaign.open(settings)
+chosen = campaign.contacts.select(["CHL"])
+letters = [campaign.compose(contact)[1] for contact in chosen]
+# From here no file of this process may grow past 10 bytes: the send log's
+# first row cannot be written (EFBIG rather than a signal).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))
+log = SendLog(settings.send_log).__enter__()
+plan = make_plan(chosen, [], settings, now=SystemClock().now())
+try:
+    Sender(settings, plan, log, SystemClock()).run(letters)
+except SendLogError as err:
+    print(err)
+"""
+
+
+def test_a_send_log_that_cannot_be_written_stops_the_letter_before_its_data(
+    project: Path, smtp_server: SmtpServer
+) -> None:
+    """The ``sending`` row is written while the server answers DATA; when it
+    cannot be, the run stops and the server, never given the final dot,
+    delivers nothing."""
+    server = json.dumps(smtp_server.env())
+    done = run_python(LOG_CANNOT_GROW, project, SERVER=server)
+    assert done.code == 0, done.stderr
+    assert "cannot be written (File too large)" in done.stdout
+    assert "no letter goes out unrecorded" in done.stdout
+    assert smtp_server.received == []
 
 
 def test_some_recipients_refused_the_rest_get_the_letter(
