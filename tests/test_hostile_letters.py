@@ -341,6 +341,15 @@ def test_an_unknown_variable_names_it_and_where_it_is(story: Story) -> None:
     )
 
 
+def test_an_unknown_column_of_a_data_file_names_it(story: Story) -> None:
+    edit(story, "en/letter.txt.j2", lambda t: "{{ signatories[0].website }}\n" + t)
+    story.refused(
+        story.send(),
+        "templates/en/letter.txt.j2, line 1: 'dict object' has no attribute 'website' (the "
+        "variables are",
+    )
+
+
 def test_a_missing_template_file_is_named(story: Story) -> None:
     (story.project / "templates/en/letter.txt.j2").unlink()
     story.refused(
@@ -371,6 +380,10 @@ def test_a_missing_templates_folder_names_the_setting(story: Story) -> None:
             id="template-context",
         ),
         pytest.param("signatories.__len__()", "'__len__' of 'list'", id="dunder-method"),
+        pytest.param("signatories[0].__class__", "'__class__' of 'dict'", id="class-of-a-row"),
+        pytest.param(
+            "signatories[0].__init__.__globals__", "'__init__' of 'dict'", id="row-method-globals"
+        ),
     ],
 )
 def test_a_template_cannot_reach_python_internals(
