@@ -9,6 +9,10 @@ all say the same thing about the same letter.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
 import math
 import os
 import queue
@@ -20,10 +24,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lxml.html
 
 from outreach.addresses import is_placeholder
+from outreach.cache import keep, recall
 from outreach.compose import Campaign, Clock, Composed, compose_each, problems_of, utc_now
 from outreach.contacts import Contact
 from outreach.errors import OutreachError
@@ -43,10 +49,28 @@ SPAM_LINE = 5.0
 #: The kinds of letter found in this many letters are scored while the rest
 #: are composed (see ``check_campaign``).
 SPAM_EARLY_LETTERS = 200
+#: A sample letter's spam score is remembered this long, for the same letter
+#: scored by the same SpamAssassin: ``make send`` after ``make check`` does
+#: not wait for SpamAssassin again.
+SPAM_MEMORY_SECONDS = 24 * 60 * 60
+#: Where SpamAssassin keeps its rules, its settings and its compiled rules
+#: (Debian's folders and the other usual ones): a remembered score stands
+#: only while none of their files has changed.
+SPAM_RULE_FOLDERS = (
+    Path("/usr/share/spamassassin"),
+    Path("/usr/local/share/spamassassin"),
+    Path("/var/lib/spamassassin"),
+    Path("/etc/spamassassin"),
+    Path("/etc/mail/spamassassin"),
+    Path("/usr/local/etc/mail/spamassassin"),
+    Path("~/.spamassassin"),
+)
+_RULE_FILES = (".cf", ".pre", ".pm", ".so", "user_prefs")
 INSTALL_SPAMASSASSIN = (
     "SpamAssassin is not installed, so the letters have no spam score; "
     "install it with: sudo apt-get install spamassassin"
 )
+_DATE_HEADER = re.compile(rb"^Date: [^\r\n]*\r\n", re.MULTILINE)
 _TEXT_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|mailto:)[^\s<>\"')\]]+", re.IGNORECASE)
 _TEMPLATE_LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 
@@ -245,9 +269,16 @@ class SpamChecker:
     off because an untrained database only adds noise.
     """
 
-    def __init__(self, executable: str, *, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        executable: str,
+        *,
+        workers: int | None = None,
+        rule_folders: Sequence[Path] = SPAM_RULE_FOLDERS,
+    ) -> None:
         self.executable = executable
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.rule_folders = tuple(rule_folders)
 
     @classmethod
     def find(cls) -> SpamChecker | None:
@@ -264,6 +295,49 @@ class SpamChecker:
             "--cf=use_bayes 0",
             "--cf=bayes_auto_learn 0",
         ]
+
+    @functools.cached_property
+    def identity(self) -> str:
+        """What a score depends on besides the letter: this command and the
+        size and time of change of SpamAssassin's own files."""
+        parts = [*self.command()]
+        for place in (Path(self.executable), *self.rule_folders):
+            place = place.expanduser()
+            found = [place] if place.is_file() else sorted(place.rglob("*"))
+            for path in found:
+                if path == place or path.name.endswith(_RULE_FILES):
+                    with contextlib.suppress(OSError):
+                        stat = path.stat()
+                        parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+        return "\0".join(parts)
+
+    def _memory_name(self, letter: Letter) -> str:
+        # The Date is the only part of a letter that changes from one run to
+        # the next (its Message-ID and MIME boundary are the contact's own).
+        head, blank, body = letter.data.partition(b"\r\n\r\n")
+        head = _DATE_HEADER.sub(b"", head, count=1)
+        digest = hashlib.sha256(self.identity.encode() + b"\0" + head + blank + body)
+        return digest.hexdigest() + ".json"
+
+    def remembered(self, letter: Letter) -> SpamScore | None:
+        """The score this letter got in a check within ``SPAM_MEMORY_SECONDS``, if any."""
+        kept = recall("spam", self._memory_name(letter), max_age=SPAM_MEMORY_SECONDS)
+        if kept is None:
+            return None
+        try:
+            found = json.loads(kept)
+            rules = tuple(SpamRule(str(n), float(p), str(d)) for n, p, d in found["rules"])
+            return SpamScore(
+                letter.contact_id, float(found["score"]), float(found["required"]), rules
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def remember(self, letter: Letter, score: SpamScore) -> None:
+        """Keep the score for a later check of the very same letter."""
+        rules = [[r.name, r.points, r.description] for r in score.rules]
+        kept = {"score": score.score, "required": score.required, "rules": rules}
+        keep("spam", self._memory_name(letter), json.dumps(kept))
 
     def score(
         self, letters: Sequence[Letter], progress: Callable[[int], None] = lambda done: None
@@ -528,14 +602,17 @@ def check_campaign(
         scored += 1
         progress("Spam score", scored, len(shapes))
 
-    # The sample's SpamAssassin starts now and loads its rules while the
-    # letters are composed; each new kind of letter is handed to it at once.
-    # It scores nothing before its input ends, so the input ends after the
-    # first SPAM_EARLY_LETTERS letters (whose kinds are nearly always all
-    # there are): those are scored while the rest are composed, and a kind
-    # found later goes to a SpamAssassin of its own.
-    sample = spam.start(one_scored) if spam is not None and not spam_all else None
-    runs = [sample] if sample is not None else []
+    # A kind of letter scored in an earlier check, unchanged since, keeps its
+    # score. Any other is handed at once to a SpamAssassin started for it,
+    # which loads its rules while the letters are composed. It scores nothing
+    # before its input ends, so the input ends after the first
+    # SPAM_EARLY_LETTERS letters (whose kinds are nearly always all there
+    # are): those are scored while the rest are composed, and a kind found
+    # later goes to a SpamAssassin of its own.
+    kinds: list[Letter] = []
+    scores: dict[int, SpamScore] = {}
+    runs: list[tuple[SpamRun, list[int]]] = []
+    sample: tuple[SpamRun, list[int]] | None = None
     try:
         stream = composed if composed is not None else compose_each(campaign, contacts, now=now)
         for done, item in enumerate(stream, start=1):
@@ -559,12 +636,18 @@ def check_campaign(
                 every.append(item.letter)
             elif spam is not None and (shape := letter_shape(item)) not in shapes:
                 shapes.add(shape)
-                if sample is None:
-                    sample = spam.start(one_scored)
-                    runs.append(sample)
-                sample.add(item.letter)
+                kinds.append(item.letter)
+                if (remembered := spam.remembered(item.letter)) is not None:
+                    scores[len(kinds) - 1] = remembered
+                    one_scored()
+                else:
+                    if sample is None:
+                        sample = (spam.start(one_scored), [])
+                        runs.append(sample)
+                    sample[0].add(item.letter)
+                    sample[1].append(len(kinds) - 1)
             if sample is not None and done == SPAM_EARLY_LETTERS:
-                sample.close_input()
+                sample[0].close_input()
                 sample = None
         if errors:
             raise OutreachError(*problems_of(errors))
@@ -574,9 +657,13 @@ def check_campaign(
         if spam_all:
             result.spam = spam.score(every, lambda done: progress("Spam score", done, len(every)))
         else:
-            result.spam = [score for run in runs for score in run.finish()]
+            for run, indices in runs:
+                for index, score in zip(indices, run.finish(), strict=True):
+                    scores[index] = score
+                    spam.remember(kinds[index], score)
+            result.spam = [scores[index] for index in range(len(kinds))]
     finally:
-        for run in runs:
+        for run, _ in runs:
             run.close()
     if not spam_all and len(shapes) < result.letters:
         result.spam_note = (

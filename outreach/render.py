@@ -39,6 +39,7 @@ from jinja2.nodes import EvalContext
 from jinja2.sandbox import SandboxedEnvironment
 from lxml import etree
 
+from outreach.cache import keep, recall
 from outreach.contacts import Contact
 from outreach.errors import TemplateError
 
@@ -118,41 +119,19 @@ def _inliner_identity() -> str:
     return "\0".join(parts)
 
 
-def cache_folder() -> Path:
-    """Where inlined skeletons are kept between runs: $XDG_CACHE_HOME/outreach."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "outreach"
-
-
 def _inline_css_cached(html: str) -> str:
     """``_inline_css(html)``, from the cache folder when an earlier run inlined it.
 
-    A skeleton holds the letter's wording and markup, never a contact's
-    values. Each entry starts with the SHA-256 of the rest, so a damaged
-    entry is never used; one that cannot be read or written is inlined anew.
+    A skeleton holds the letter's wording and markup, never a contact's values.
     """
     identity = _inliner_identity()
     if not identity:
         return _inline_css(html)
-    key = hashlib.sha256(f"{identity}\0{html}".encode()).hexdigest()
-    path = cache_folder() / "inlined" / f"{key}.html"
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            digest, _, inlined = handle.read().partition("\n")
-        if hashlib.sha256(inlined.encode()).hexdigest() == digest:
-            return inlined
-    except (OSError, UnicodeDecodeError):
-        pass
-    inlined = _inline_css(html)
-    written = path.with_name(f".{key}.{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with written.open("w", encoding="utf-8", newline="") as handle:
-            handle.write(hashlib.sha256(inlined.encode()).hexdigest() + "\n" + inlined)
-        os.replace(written, path)
-    except OSError:  # a full disk, a read-only home: the next run inlines again
-        with contextlib.suppress(OSError):
-            written.unlink()
+    name = hashlib.sha256(f"{identity}\0{html}".encode()).hexdigest() + ".html"
+    inlined = recall("inlined", name)
+    if inlined is None:
+        inlined = _inline_css(html)
+        keep("inlined", name, inlined)
     return inlined
 
 

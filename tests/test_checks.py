@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +35,12 @@ needs_spamassassin = pytest.mark.skipif(
 @pytest.fixture
 def campaign(project: Path) -> Campaign:
     return Campaign.open(load_settings(environ={}, env_file=None))
+
+
+@pytest.fixture
+def no_remembered_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache folder of its own: every sample letter is scored by SpamAssassin."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 def html_page(body: str) -> str:
@@ -228,6 +235,7 @@ def spamassassin_children() -> list[int]:
 
 
 @needs_spamassassin
+@pytest.mark.usefixtures("no_remembered_scores")
 def test_the_sample_scored_while_composing_is_the_sample_scored_after(
     campaign: Campaign,
 ) -> None:
@@ -246,6 +254,7 @@ def test_the_sample_scored_while_composing_is_the_sample_scored_after(
 
 @needs_spamassassin
 @pytest.mark.parametrize("early", [1, 2, 3, 200], ids=lambda n: f"early-{n}")
+@pytest.mark.usefixtures("no_remembered_scores")
 def test_a_kind_of_letter_found_late_is_scored_all_the_same(
     campaign: Campaign, monkeypatch: pytest.MonkeyPatch, early: int
 ) -> None:
@@ -262,7 +271,81 @@ def test_a_kind_of_letter_found_late_is_scored_all_the_same(
     assert spamassassin_children() == []
 
 
+def counting_spamassassin(folder: Path) -> tuple[SpamChecker, Path]:
+    """The real SpamAssassin behind a script that notes each time it is started;
+    its rule files, as far as remembering scores goes, are those in ``folder/rules``."""
+    real = shutil.which("spamassassin")
+    assert real is not None
+    (folder / "rules").mkdir(exist_ok=True)
+    started = folder / "started"
+    script = folder / "spamassassin"
+    script.write_text(f'#!/bin/sh\necho started >> "{started}"\nexec "{real}" "$@"\n')
+    script.chmod(0o755)
+    return SpamChecker(str(script), rule_folders=[folder / "rules"]), started
+
+
+def times_started(started: Path) -> int:
+    return len(started.read_text().splitlines()) if started.exists() else 0
+
+
 @needs_spamassassin
+@pytest.mark.usefixtures("no_remembered_scores")
+def test_an_unchanged_letter_keeps_its_score_from_the_last_check(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    """``make send`` after ``make check``: the same letters (only their Date is
+    new) are not scored again."""
+    checker, started = counting_spamassassin(tmp_path)
+    contacts = campaign.contacts.select(["AFG", "VAT", "CHL"])
+    first = check_campaign(campaign, contacts, spam=checker)
+    assert times_started(started) == 1
+    later = SpamChecker(checker.executable, rule_folders=checker.rule_folders)
+    again = check_campaign(campaign, contacts, spam=later, now=lambda: NOW)
+    assert times_started(started) == 1
+    assert again.spam == first.spam
+    assert [s.contact_id for s in again.spam] == ["AFG", "VAT"]
+
+
+def reword(project: Path, tmp_path: Path) -> None:
+    text = project / "templates" / "en" / "letter.txt.j2"
+    text.write_text(text.read_text() + "One more sentence.\n")
+
+
+def update_rules(project: Path, tmp_path: Path) -> None:
+    (tmp_path / "rules" / "72_active.cf").write_text("# updated by sa-update\n")
+
+
+def age_a_day(project: Path, tmp_path: Path) -> None:
+    for entry in (tmp_path / "cache" / "outreach" / "spam").iterdir():
+        os.utime(entry, (entry.stat().st_atime, entry.stat().st_mtime - 25 * 3600))
+
+
+def damage(project: Path, tmp_path: Path) -> None:
+    for entry in (tmp_path / "cache" / "outreach" / "spam").iterdir():
+        entry.write_text(entry.read_text().replace("score", "scare"))
+
+
+@needs_spamassassin
+@pytest.mark.usefixtures("no_remembered_scores")
+@pytest.mark.parametrize("change", [reword, update_rules, age_a_day, damage])
+def test_a_score_is_worked_out_again_when_anything_it_rests_on_changed(
+    project: Path, tmp_path: Path, change: Callable[[Path, Path], None]
+) -> None:
+    contacts = ["AFG"]
+    campaign = Campaign.open(load_settings(environ={}, env_file=None))
+    checker, started = counting_spamassassin(tmp_path)
+    check_campaign(campaign, campaign.contacts.select(contacts), spam=checker)
+    change(project, tmp_path)
+    campaign = Campaign.open(load_settings(environ={}, env_file=None))
+    checker = SpamChecker(checker.executable, rule_folders=checker.rule_folders)
+    (score,) = check_campaign(campaign, campaign.contacts.select(contacts), spam=checker).spam
+    assert times_started(started) == 2
+    letter = campaign.compose(campaign.contacts.select(contacts)[0])[1]
+    assert [score] == checker.score([letter])
+
+
+@needs_spamassassin
+@pytest.mark.usefixtures("no_remembered_scores")
 def test_a_failed_check_stops_its_spamassassin(project: Path) -> None:
     text = project / "templates" / "en" / "letter.txt.j2"
     text.write_text("{% if country == 'Chile' %}{{ nickname }}{% endif %}\n", encoding="utf-8")
