@@ -310,7 +310,7 @@ def check(size: int) -> None:
     """``outreach check`` of the letters to ``size`` contacts, unmeasured."""
     done = subprocess.run(
         [str(BIN / "outreach"), "check"],
-        env=environment(make_contacts(size)),
+        env=environment(make_contacts(size), CAMPAIGN=f"bench-{size}"),
         cwd=WORK,
         capture_output=True,
         text=True,
