@@ -378,11 +378,12 @@ class SpamChecker:
 
 
 class SpamRun:
-    """One SpamAssassin process, started before the letters it is to score exist.
+    """One SpamAssassin process, started with the first letter it is to score.
 
     Loading SpamAssassin's rules takes about two seconds: a check starts it
-    first, so that it loads them while the letters are being composed, and
-    hands it each letter to score as soon as it is found.
+    at the first letter that needs a score, so that it loads them while the
+    other letters are being composed, and hands it each further letter to
+    score as soon as it is found.
     """
 
     def __init__(self, checker: SpamChecker, one_done: Callable[[], None]) -> None:
