@@ -702,8 +702,9 @@ def write_results(
         "letter on every core, its warnings, and a SpamAssassin score of one letter of each "
         "kind when SpamAssassin is installed), keeping each composed letter in a spool "
         "file, then sends those very letters, writing the send log (a `sending` row "
-        "fsynced before each DATA) and retrying. *Sending alone* is the rate from the "
-        "first message's arrival at the sink to the last's: what the ceiling measures.",
+        "fsynced before each letter's final dot) and retrying. *Sending alone* is the "
+        "rate from the first message's arrival at the sink to the last's: what the "
+        "ceiling measures.",
         "- As staff run `make check` before `make send`, the benchmark runs `outreach "
         "check` once before the sends: the spam score of each kind of letter is then "
         "remembered (the same letters, the same SpamAssassin) and SpamAssassin is not "

@@ -266,7 +266,38 @@ class Sender:
         smtp_reply: str = "",
         email: str | None = None,
     ) -> LogRow:
-        row = LogRow(
+        row = self._row(letter, status, attempt, smtp_code, smtp_reply, email)
+        try:
+            self.log.append(row)
+        except OSError as err:
+            raise self._unwritable(err) from err
+        return row
+
+    def _record_sending(self, letter: Letter, attempt: int) -> Callable[[], None]:
+        """The ``sending`` row, written; returns what waits until it is on the disk."""
+        try:
+            syncing = self.log.append_syncing(self._row(letter, "sending", attempt, None, "", None))
+        except OSError as err:
+            raise self._unwritable(err) from err
+
+        def on_disk() -> None:
+            try:
+                syncing()
+            except OSError as err:
+                raise self._unwritable(err) from err
+
+        return on_disk
+
+    def _row(
+        self,
+        letter: Letter,
+        status: str,
+        attempt: int,
+        smtp_code: int | None,
+        smtp_reply: str,
+        email: str | None,
+    ) -> LogRow:
+        return LogRow(
             time=self.clock.now(),
             campaign=self.plan.campaign,
             contact_id=letter.contact_id,
@@ -277,14 +308,12 @@ class Sender:
             smtp_reply=smtp_reply,
             message_id=letter.message_id,
         )
-        try:
-            self.log.append(row, durable=status == "sending")
-        except OSError as err:
-            raise SendLogError(
-                f"{self.log.path}: cannot be written ({err.strerror}); stopped so that "
-                "no letter goes out unrecorded"
-            ) from err
-        return row
+
+    def _unwritable(self, err: OSError) -> SendLogError:
+        return SendLogError(
+            f"{self.log.path}: cannot be written ({err.strerror}); stopped so that "
+            "no letter goes out unrecorded"
+        )
 
     def _deliver(self, connection: Connection, letter: Letter) -> None:
         attempt = self.plan.previous_attempts.get(letter.contact_id, 0)
@@ -295,7 +324,7 @@ class Sender:
             self.limiter.acquire()
             if self._stop.is_set():
                 raise _Stopped
-            return connection.send(letter, lambda: self._record(letter, "sending", attempt))
+            return connection.send(letter, lambda: self._record_sending(letter, attempt))
 
         def before_retry(state: RetryCallState) -> None:
             assert state.outcome is not None
@@ -351,6 +380,10 @@ class Sender:
         self.progress(status)
 
 
+def _nothing_to_wait_for() -> None:
+    """A test letter is logged once the server has answered."""
+
+
 class _Stopped(Exception):
     """The run was stopped while this letter waited for its turn."""
 
@@ -367,7 +400,7 @@ def send_test(
     connection = Connection(server)
     try:
         connection.open()
-        delivered = connection.send(letter, lambda: None)
+        delivered = connection.send(letter, lambda: _nothing_to_wait_for)
     except (Transient, Permanent, Ambiguous) as err:
         code = getattr(err, "code", None)
         raise DeliveryError(

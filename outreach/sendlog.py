@@ -18,7 +18,8 @@ import io
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -288,6 +289,7 @@ class SendLog:
         self._writer: csv.Writer | None = None  # type: ignore[name-defined]
         self.repaired = False
         self._write_lock = threading.Lock()
+        self._syncer: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> SendLog:
         self.open()
@@ -363,17 +365,37 @@ class SendLog:
         process loses none; ``sending`` rows are also fsynced, so that not
         even a power cut can hide a letter that went out.
         """
-        assert self._lock is not None, "the log is not open"
         with self._write_lock:
-            if self._file is None:
-                self._open_for_appending()
-            assert self._file is not None
-            assert self._writer is not None
-            self._writer.writerow(row.cells())
+            self._write(row)
             if durable:
                 self._sync()
-            else:
-                self._file.flush()
+
+    def append_syncing(self, row: LogRow) -> Callable[[], None]:
+        """Write one row and start putting it on the disk, on a thread of its own.
+
+        Returns what waits until the row is on the disk (and raises OSError
+        if it cannot be put there). A letter's ``sending`` row is written so:
+        the fsync runs while the server takes in the letter, and the final
+        dot, from which the server may deliver it, waits for it
+        (``transport.py``).
+        """
+        with self._write_lock:
+            self._write(row)
+            assert self._file is not None
+            descriptor = self._file.fileno()
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="send-log")
+            syncing = self._syncer.submit(os.fsync, descriptor)
+        return syncing.result
+
+    def _write(self, row: LogRow) -> None:
+        assert self._lock is not None, "the log is not open"
+        if self._file is None:
+            self._open_for_appending()
+        assert self._file is not None
+        assert self._writer is not None
+        self._writer.writerow(row.cells())
+        self._file.flush()
 
     def _sync(self) -> None:
         assert self._file is not None
@@ -381,6 +403,10 @@ class SendLog:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
+        if self._syncer is not None:
+            # No fsync may outlive the file it was started on.
+            self._syncer.shutdown(wait=True)
+            self._syncer = None
         if self._file is not None:
             self._sync()
             self._file.close()

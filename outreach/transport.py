@@ -11,17 +11,21 @@ dot and before the server's answer).
 from __future__ import annotations
 
 import base64
+import contextlib
 import smtplib
 import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from outreach.addresses import is_loopback
 from outreach.errors import DeliveryError
 from outreach.message import Letter
 from outreach.settings import Secret, Settings
+
+_T = TypeVar("_T")
 
 
 class Transient(Exception):
@@ -113,35 +117,48 @@ def _reply_text(reply: bytes | str) -> str:
 
 
 def _send_data(
-    smtp: smtplib.SMTP, msg: bytes, before_data: Callable[[], object], phase: list[bool]
+    smtp: smtplib.SMTP,
+    msg: bytes,
+    before_data: Callable[[], Callable[[], object]],
+    phase: list[bool],
 ) -> tuple[int, bytes]:
-    """smtplib's DATA, with ``before_data`` run while the server answers it,
-    noting in ``phase`` when the final dot has gone out.
+    """smtplib's DATA, with the send log's row written on the way, noting in
+    ``phase`` when the final dot has gone out.
 
     smtplib's own ``data()`` cannot tell a connection lost while the message
     was being sent (the server cannot have it: retry) from one lost while
     waiting for the answer (it may have it: do not send it again blindly).
-    ``before_data`` (the send log's ``sending`` row, made durable) overlaps the
-    server's answer to DATA: nothing can be delivered before the final dot,
-    and no byte of the message goes out before ``before_data`` has returned.
+    ``before_data`` writes the ``sending`` row as DATA goes out and returns
+    what waits until the row is on the disk. The server delivers nothing
+    before the final dot: so the message goes out while the row is being
+    made durable, and only the final dot waits for it.
     """
     smtp.putcmd("data")
-    try:
-        before_data()
-    except BaseException:
-        # The server now waits for a message that will not come; without the
-        # final dot it delivers nothing. Hang up rather than wait on QUIT.
-        smtp.close()
-        raise
+    on_disk = _unless_failing(smtp, before_data)
     code, reply = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
-    smtp.send(_dot_stuffed(msg) + b".\r\n")
+    smtp.send(_dot_stuffed(msg))
+    _unless_failing(smtp, on_disk)
+    smtp.send(b".\r\n")
     phase.append(True)
     code, reply = smtp.getreply()
     if code != 250:
         raise smtplib.SMTPDataError(code, reply)
     return code, reply
+
+
+def _unless_failing(smtp: smtplib.SMTP, step: Callable[[], _T]) -> _T:
+    """``step()``; if it fails, hang up before raising.
+
+    The server is then in the middle of a message: without the final dot
+    it delivers nothing, and QUIT would only be taken as part of the text.
+    """
+    try:
+        return step()
+    except BaseException:
+        smtp.close()
+        raise
 
 
 def _dot_stuffed(msg: bytes) -> bytes:
@@ -196,6 +213,12 @@ class Connection:
             else:
                 smtp = smtplib.SMTP(server.host, server.port, timeout=server.timeout)
             self._smtp = smtp
+            # Commands are small and each waits for its answer; the last
+            # piece of a letter (its final dot) must not wait for the
+            # acknowledgement of the piece before it (Nagle's algorithm).
+            if smtp.sock is not None:
+                with contextlib.suppress(OSError):
+                    smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if server.security == "starttls":
                 if not smtp.has_extn("starttls"):
@@ -264,11 +287,12 @@ class Connection:
         except (smtplib.SMTPException, OSError):
             smtp.close()
 
-    def send(self, letter: Letter, before_data: Callable[[], object]) -> Delivered:
+    def send(self, letter: Letter, before_data: Callable[[], Callable[[], object]]) -> Delivered:
         """Hand one letter to the server.
 
-        ``before_data`` runs after the recipients were accepted and before the
-        message data goes out: the send log's ``sending`` row is written there.
+        ``before_data`` runs after the recipients were accepted, as DATA goes
+        out: the send log's ``sending`` row is written there. It returns what
+        waits until the row is on the disk, which runs before the final dot.
         """
         if self._smtp is None:
             self.open()
@@ -307,7 +331,7 @@ class Connection:
         self,
         smtp: smtplib.SMTP,
         letter: Letter,
-        before_data: Callable[[], object],
+        before_data: Callable[[], Callable[[], object]],
         phase: list[bool],
     ) -> Delivered:
         scrub = self.server.scrub

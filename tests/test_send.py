@@ -279,7 +279,7 @@ def test_lines_that_start_with_a_dot_arrive_as_written(
     )
     connection = Connection(Server.from_settings(settings))
     try:
-        delivered = connection.send(letter, lambda: None)
+        delivered = connection.send(letter, lambda: lambda: None)
     finally:
         connection.close()
     assert delivered.code == 250
