@@ -23,6 +23,13 @@ def cache_folder() -> Path:
     return Path(base) / "outreach"
 
 
+def file_stamp(path: Path) -> str:
+    """A file's path, size and time of change: what a kept entry that depends
+    on the file is filed under, as Python itself keys its bytecode cache."""
+    stat = path.stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def recall(kind: str, name: str, *, max_age: float | None = None) -> str | None:
     """The text kept as ``kind/name``, when it is there, whole, and recent enough."""
     path = cache_folder() / kind / name

@@ -29,7 +29,7 @@ from pathlib import Path
 import lxml.html
 
 from outreach.addresses import is_placeholder
-from outreach.cache import keep, recall
+from outreach.cache import file_stamp, keep, recall
 from outreach.compose import Campaign, Clock, Composed, compose_each, problems_of, utc_now
 from outreach.contacts import Contact
 from outreach.errors import OutreachError
@@ -307,8 +307,7 @@ class SpamChecker:
             for path in found:
                 if path == place or path.name.endswith(_RULE_FILES):
                     with contextlib.suppress(OSError):
-                        stat = path.stat()
-                        parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+                        parts.append(file_stamp(path))
         return "\0".join(parts)
 
     def _memory_name(self, letter: Letter) -> str:

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import importlib.util
 import logging
-import os
 import re
 import textwrap
 import threading
@@ -39,7 +38,7 @@ from jinja2.nodes import EvalContext
 from jinja2.sandbox import SandboxedEnvironment
 from lxml import etree
 
-from outreach.cache import keep, recall
+from outreach.cache import file_stamp, keep, recall
 from outreach.contacts import Contact
 from outreach.errors import TemplateError
 
@@ -104,8 +103,8 @@ _INLINE_OPTIONS: dict[str, Any] = {
 def _inliner_identity() -> str:
     """What the inlined HTML depends on besides the page: the inliner's own files.
 
-    Their size and time of change, as Python itself keys its bytecode cache:
-    an upgraded premailer, cssutils or lxml makes every cached page stale.
+    Their size and time of change (``file_stamp``): an upgraded premailer,
+    cssutils or lxml makes every cached page stale.
     Found without importing them, which is what the cache saves.
     """
     parts = ["outreach-inline-1", repr(_INLINE_OPTIONS)]
@@ -114,8 +113,7 @@ def _inliner_identity() -> str:
         origin = spec.origin if spec else None
         if origin is None:
             return ""
-        stat = os.stat(origin)
-        parts.append(f"{origin}:{stat.st_size}:{stat.st_mtime_ns}")
+        parts.append(file_stamp(Path(origin)))
     return "\0".join(parts)
 
 
