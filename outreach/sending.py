@@ -8,10 +8,11 @@ became of it, so that however the run ends, the next one knows.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -266,25 +267,21 @@ class Sender:
         smtp_reply: str = "",
         email: str | None = None,
     ) -> LogRow:
-        row = self._row(letter, status, attempt, smtp_code, smtp_reply, email)
-        try:
+        row = self._row(
+            letter, status, attempt, smtp_code=smtp_code, smtp_reply=smtp_reply, email=email
+        )
+        with self._writing_log():
             self.log.append(row)
-        except OSError as err:
-            raise self._unwritable(err) from err
         return row
 
     def _record_sending(self, letter: Letter, attempt: int) -> Callable[[], None]:
         """The ``sending`` row, written; returns what waits until it is on the disk."""
-        try:
-            syncing = self.log.append_syncing(self._row(letter, "sending", attempt, None, "", None))
-        except OSError as err:
-            raise self._unwritable(err) from err
+        with self._writing_log():
+            syncing = self.log.append_syncing(self._row(letter, "sending", attempt))
 
         def on_disk() -> None:
-            try:
+            with self._writing_log():
                 syncing()
-            except OSError as err:
-                raise self._unwritable(err) from err
 
         return on_disk
 
@@ -293,9 +290,10 @@ class Sender:
         letter: Letter,
         status: str,
         attempt: int,
-        smtp_code: int | None,
-        smtp_reply: str,
-        email: str | None,
+        *,
+        smtp_code: int | None = None,
+        smtp_reply: str = "",
+        email: str | None = None,
     ) -> LogRow:
         return LogRow(
             time=self.clock.now(),
@@ -309,11 +307,16 @@ class Sender:
             message_id=letter.message_id,
         )
 
-    def _unwritable(self, err: OSError) -> SendLogError:
-        return SendLogError(
-            f"{self.log.path}: cannot be written ({err.strerror}); stopped so that "
-            "no letter goes out unrecorded"
-        )
+    @contextlib.contextmanager
+    def _writing_log(self) -> Iterator[None]:
+        """A send log that cannot be written stops the run, saying so."""
+        try:
+            yield
+        except OSError as err:
+            raise SendLogError(
+                f"{self.log.path}: cannot be written ({err.strerror}); stopped so that "
+                "no letter goes out unrecorded"
+            ) from err
 
     def _deliver(self, connection: Connection, letter: Letter) -> None:
         attempt = self.plan.previous_attempts.get(letter.contact_id, 0)
