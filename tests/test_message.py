@@ -172,7 +172,7 @@ def test_each_version_reads_back_exactly_as_written(campaign: Campaign, body: st
         assert not part.defects
         encoded = part.get_payload(decode=False)
         assert max(len(line) for line in encoded.split("\r\n")) <= 76
-        assert "\r\n.\r\n" not in encoded  # a lone dot would end the SMTP data early
+        assert "\r\n.\r\n" not in encoded  # a lone dot is encoded, not left to dot-stuffing
     assert not message.defects
 
 
