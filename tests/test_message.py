@@ -13,7 +13,14 @@ import pytest
 from outreach import Campaign, load_settings
 from outreach.contacts import Contact
 from outreach.errors import MessageError
-from outreach.message import boundary_for, build_letter, message_id_for
+from outreach.message import (
+    WIRE,
+    boundary_for,
+    build_letter,
+    build_message,
+    message_id_for,
+    wire_bytes,
+)
 from outreach.render import Rendered
 
 NOW = datetime(2015, 8, 31, 9, 30, tzinfo=UTC)
@@ -163,6 +170,8 @@ def test_each_version_reads_back_exactly_as_written(campaign: Campaign, body: st
     (chile,) = campaign.contacts.select(["CHL"])
     rendered = Rendered(subject="S", text=body, html=body, language="en")
     letter = build_letter(chile, rendered, campaign.settings, now=NOW)
+    built = build_message(chile, rendered, campaign.settings, now=NOW)
+    assert letter.data == built.as_bytes(policy=WIRE)  # as the stdlib's generator writes it
     message = parse(letter.data)
     expected = re.sub(r"\r\n|\r", "\n", body)
     expected = expected if expected.endswith("\n") else expected + "\n"
@@ -174,6 +183,33 @@ def test_each_version_reads_back_exactly_as_written(campaign: Campaign, body: st
         assert max(len(line) for line in encoded.split("\r\n")) <= 76
         assert "\r\n.\r\n" not in encoded  # a lone dot is encoded, not left to dot-stuffing
     assert not message.defects
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("one\ntwo\n", id="lf"),
+        pytest.param("one\ntwo", id="no-final-line-end"),
+        pytest.param("\n\n\n", id="only-line-ends"),
+        pytest.param("one\r\ntwo\rthree\nfour\r", id="crlf-cr-lf"),
+        pytest.param("\r", id="lone-cr"),
+        pytest.param("From here\n.\n", id="from-and-dot"),
+    ],
+)
+def test_bodies_are_written_as_the_stdlib_writes_them(payload: str) -> None:
+    """Any body, whatever its line ends, comes out with the stdlib's bytes; the
+    letters' own bodies never hold a CR, so those are put here directly."""
+    message = EmailMessage(policy=WIRE)
+    message["Subject"] = "s"
+    message.set_payload(payload)
+    multipart = EmailMessage(policy=WIRE)
+    multipart["Content-Type"] = 'multipart/alternative; boundary="b=="'
+    multipart.attach(message)
+    multipart.preamble = payload
+    multipart.epilogue = payload
+    for each in (message, multipart):
+        assert wire_bytes(each) == each.as_bytes(policy=WIRE)
 
 
 INJECTIONS = [
@@ -229,6 +265,7 @@ def test_every_letter_is_byte_for_byte_what_the_stdlib_alone_writes(
     contacts = list(campaign.contacts)
     ours = [campaign.compose(c, now=lambda: NOW)[1].data for c in contacts]
     monkeypatch.setattr("outreach.message.WIRE", policy.SMTP)
+    monkeypatch.setattr("outreach.message.wire_bytes", lambda m: m.as_bytes(policy=policy.SMTP))
     assert [campaign.compose(c, now=lambda: NOW)[1].data for c in contacts] == ours
     sender = parse(ours[0])["From"].addresses[0]
     assert (sender.display_name, sender.addr_spec) == (name.strip(), "campaigns@coalition.example")
