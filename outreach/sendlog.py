@@ -1,7 +1,7 @@
 """The send log: one CSV row per event, appended, never rewritten.
 
 It is what makes a send exactly-once. A ``sending`` row is flushed and
-fsynced before the message data goes on the wire, so after any crash the log
+fsynced before the end of the message goes on the wire, so after any crash the log
 tells which contacts may have their letter (``sending`` with nothing after it
 counts as ``ambiguous``) and which certainly do not. A rerun reads it and
 sends only what is still owed. Staff read the same file in a spreadsheet.
@@ -375,9 +375,9 @@ class SendLog:
 
         Returns what waits until the row is on the disk (and raises OSError
         if it cannot be put there). A letter's ``sending`` row is written so:
-        the fsync runs while the server takes in the letter, and the final
-        dot, from which the server may deliver it, waits for it
-        (``transport.py``).
+        the fsync runs while the server takes in the recipients and the
+        letter, and the final dot, from which the server may deliver it,
+        waits for it (``transport.py``).
         """
         with self._write_lock:
             self._write(row)

@@ -119,22 +119,20 @@ def _reply_text(reply: bytes | str) -> str:
 def _send_data(
     smtp: smtplib.SMTP,
     msg: bytes,
-    before_data: Callable[[], Callable[[], object]],
+    on_disk: Callable[[], object],
     phase: list[bool],
 ) -> tuple[int, bytes]:
-    """smtplib's DATA, with the send log's row written on the way, noting in
-    ``phase`` when the final dot has gone out.
+    """smtplib's DATA, with the final dot held until the ``sending`` row is on
+    the disk, noting in ``phase`` when the final dot has gone out.
 
     smtplib's own ``data()`` cannot tell a connection lost while the message
     was being sent (the server cannot have it: retry) from one lost while
     waiting for the answer (it may have it: do not send it again blindly).
-    ``before_data`` writes the ``sending`` row as DATA goes out and returns
-    what waits until the row is on the disk. The server delivers nothing
-    before the final dot: so the message goes out while the row is being
-    made durable, and only the final dot waits for it.
+    The server delivers nothing before the final dot: so the message goes
+    out while the row is being made durable, and only the final dot waits
+    for ``on_disk``.
     """
     smtp.putcmd("data")
-    on_disk = _unless_failing(smtp, before_data)
     code, reply = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
@@ -287,12 +285,14 @@ class Connection:
         except (smtplib.SMTPException, OSError):
             smtp.close()
 
-    def send(self, letter: Letter, before_data: Callable[[], Callable[[], object]]) -> Delivered:
+    def send(self, letter: Letter, begin: Callable[[], Callable[[], object]]) -> Delivered:
         """Hand one letter to the server.
 
-        ``before_data`` runs after the recipients were accepted, as DATA goes
-        out: the send log's ``sending`` row is written there. It returns what
-        waits until the row is on the disk, which runs before the final dot.
+        ``begin`` runs once the server has accepted the sender: the send
+        log's ``sending`` row is written there. It returns what waits until
+        the row is on the disk, which runs before the final dot. The row is
+        made durable while the recipients and DATA go back and forth, rather
+        than holding back the final dot.
         """
         if self._smtp is None:
             self.open()
@@ -300,7 +300,7 @@ class Connection:
         assert smtp is not None
         phase: list[bool] = []
         try:
-            return self._transaction(smtp, letter, before_data, phase)
+            return self._transaction(smtp, letter, begin, phase)
         except (Transient, Ambiguous):
             self.close()
             raise
@@ -331,13 +331,14 @@ class Connection:
         self,
         smtp: smtplib.SMTP,
         letter: Letter,
-        before_data: Callable[[], Callable[[], object]],
+        begin: Callable[[], Callable[[], object]],
         phase: list[bool],
     ) -> Delivered:
         scrub = self.server.scrub
         code, reply = smtp.mail(letter.sender)
         if code != 250:
             self._refusal(code, scrub(_reply_text(reply)), sender=letter.sender)
+        on_disk = _unless_failing(smtp, begin)
         refused: dict[str, tuple[int, str]] = {}
         for recipient in letter.recipients:
             code, reply = smtp.rcpt(recipient)
@@ -350,7 +351,7 @@ class Connection:
             code, text = (temporary or list(refused.values()))[0]
             raise _classify(code, text)
         try:
-            code, reply = _send_data(smtp, letter.data, before_data, phase)
+            code, reply = _send_data(smtp, letter.data, on_disk, phase)
         except smtplib.SMTPDataError as err:
             raise _classify(err.smtp_code, scrub(_reply_text(err.smtp_error))) from None
         return Delivered(code=code, reply=scrub(_reply_text(reply)), refused=refused)

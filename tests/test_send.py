@@ -200,6 +200,22 @@ def test_421_slows_every_connection_and_reconnects(
     assert sum(1 for s in clock.sleeps if 0.9 <= s <= 1.0 + 1e-9) >= 1
 
 
+def test_a_refused_sender_stops_the_run_with_the_letter_still_owed(
+    project: Path, smtp_server: SmtpServer, clock: FakeClock
+) -> None:
+    """Nothing began: no `sending` row, so the next run sends the letter
+    rather than counting it as perhaps delivered."""
+    smtp_server.script.mail.append("553 5.7.1 Sender address rejected")
+    with pytest.raises(DeliveryError, match="refused the sender MAIL_FROM="):
+        send(smtp_server, clock, ["CHL", "FRA"])
+    settings = load_settings(environ=smtp_server.env(), env_file=None)
+    assert not settings.send_log.exists() or statuses(read_log(settings.send_log), "CHL") == []
+    outcome, rows = send(smtp_server, clock, ["CHL", "FRA"])
+    assert outcome.counts["sent"] == 2
+    assert statuses(rows, "CHL") == ["sending", "sent"]
+    assert len(smtp_server.received) == 2
+
+
 def test_permanent_refusal_fails_that_letter_only(
     project: Path, smtp_server: SmtpServer, clock: FakeClock
 ) -> None:
@@ -213,7 +229,8 @@ def test_permanent_refusal_fails_that_letter_only(
         550,
         "5.1.1 No such user",
     )
-    assert statuses(rows, "FRA") == ["failed"]
+    # The attempt began once the sender was accepted; the recipient was refused.
+    assert statuses(rows, "FRA") == ["sending", "failed"]
     again, _ = send(smtp_server, clock)
     assert again.attempted == 0
     retried, _ = send(smtp_server, clock, retry_failed=True)
@@ -227,8 +244,8 @@ def test_attempts_exhausted_defers_the_letter_to_the_next_run(
         smtp_server.script.rcpt["chl@missions.example"].append("452 4.2.2 Mailbox full")
     outcome, rows = send(smtp_server, clock, ["CHL"], SEND_MAX_ATTEMPTS="3")
     assert outcome.counts["deferred"] == 1
-    assert statuses(rows, "CHL") == ["retry", "retry", "deferred"]
-    assert [r.attempt for r in rows if r.contact_id == "CHL"] == [1, 2, 3]
+    assert statuses(rows, "CHL") == ["sending", "retry"] * 2 + ["sending", "deferred"]
+    assert [r.attempt for r in rows if r.contact_id == "CHL"] == [1, 1, 2, 2, 3, 3]
     outcome, rows = send(smtp_server, clock, ["CHL"])
     assert outcome.counts["sent"] == 1
     assert [r.attempt for r in rows if r.contact_id == "CHL"][-2:] == [4, 4]
@@ -240,7 +257,7 @@ def test_connection_lost_before_the_data_is_retried(
     smtp_server.script.any_rcpt.append(DROP)
     outcome, rows = send(smtp_server, clock, ["CHL"])
     assert outcome.counts["sent"] == 1
-    assert statuses(rows, "CHL") == ["retry", "sending", "sent"]
+    assert statuses(rows, "CHL") == ["sending", "retry", "sending", "sent"]
     assert len(smtp_server.received) == 1
 
 
