@@ -133,7 +133,8 @@ def read_env_file(path: Path) -> dict[str, str]:
     """The settings in a ``.env`` file; a line that does not parse is an error.
 
     python-dotenv only warns about such a line and goes on without it, which
-    would silently drop (say) the password the user meant to set.
+    would silently drop (say) the password the user meant to set. ``NAME=``
+    sets an empty value; ``NAME`` alone is refused.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -147,7 +148,9 @@ def read_env_file(path: Path) -> dict[str, str]:
         f"{path}, line {binding.original.line}: cannot read "
         f"{binding.original.string.strip()[:40]!r} (write it as NAME=value)"
         for binding in parse_stream(io.StringIO(text))
-        if binding.error
+        # A name alone on its line (python-dotenv reads it as a name with no
+        # value) is as much a mistake: a password meant to follow, a stray word.
+        if binding.error or (binding.key is not None and binding.value is None)
     ]
     if problems:
         raise SettingsError(*problems)

@@ -147,6 +147,16 @@ ENV_FILES = [
         id="missing-equals-sign",
     ),
     pytest.param(
+        "SMTP_HOST=127.0.0.1\nSMTP_PASSWORD\nMAIL_FROM=a@coalition.example\n",
+        ".env, line 2: cannot read 'SMTP_PASSWORD' (write it as NAME=value)",
+        id="a-name-alone",
+    ),
+    pytest.param(
+        "export\nSMTP_HOST=127.0.0.1\n",
+        ".env, line 1: cannot read 'export' (write it as NAME=value)",
+        id="a-stray-word",
+    ),
+    pytest.param(
         "SMTP_HOST=127.0.0.1\nSMTP_PASSWORD='open quote\nMAIL_FROM=a@coalition.example\n",
         ".env, line 2: cannot read",
         id="unterminated-quote",
