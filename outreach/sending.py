@@ -2,9 +2,9 @@
 
 The send log decides what is owed: a contact whose latest row is ``sent``,
 ``failed`` or ``ambiguous`` is not sent again unless the user asks. Each
-attempt the server accepts the sender of writes ``sending`` (on the disk
-before the end of the letter goes out) and then what became of it, so that
-however the run ends, the next one knows.
+attempt writes ``sending`` once the server has accepted the sender (on the
+disk before the end of the letter goes out) and then what became of it, so
+that however the run ends, the next one knows.
 """
 
 from __future__ import annotations
