@@ -258,19 +258,8 @@ class Sender:
         finally:
             connection.close()
 
-    def _record(
-        self,
-        letter: Letter,
-        status: str,
-        attempt: int,
-        *,
-        smtp_code: int | None = None,
-        smtp_reply: str = "",
-        email: str | None = None,
-    ) -> LogRow:
-        row = self._row(
-            letter, status, attempt, smtp_code=smtp_code, smtp_reply=smtp_reply, email=email
-        )
+    def _record(self, row: LogRow) -> LogRow:
+        """Write ``row`` (made by ``_row``) to the send log."""
         with self._writing_log():
             self.log.append(row)
         return row
@@ -335,7 +324,9 @@ class Sender:
             assert state.next_action is not None
             error = state.outcome.exception()
             assert isinstance(error, Transient)
-            self._record(letter, "retry", attempt, smtp_code=error.code, smtp_reply=error.reply)
+            self._record(
+                self._row(letter, "retry", attempt, smtp_code=error.code, smtp_reply=error.reply)
+            )
             if error.slow_down:
                 self.limiter.slow_down(state.next_action.sleep)
 
@@ -367,14 +358,16 @@ class Sender:
         else:
             for address, (code, reply) in delivered.refused.items():
                 self._record(
-                    letter, "refused", attempt, email=address, smtp_code=code, smtp_reply=reply
+                    self._row(
+                        letter, "refused", attempt, email=address, smtp_code=code, smtp_reply=reply
+                    )
                 )
             self._finish(letter, "sent", attempt, delivered.code, delivered.reply)
 
     def _finish(
         self, letter: Letter, status: str, attempt: int, code: int | None, reply: str
     ) -> None:
-        row = self._record(letter, status, attempt, smtp_code=code, smtp_reply=reply)
+        row = self._record(self._row(letter, status, attempt, smtp_code=code, smtp_reply=reply))
         with self._lock:
             self.outcome.counts[status] += 1
             if status != "sent":
