@@ -1,10 +1,11 @@
 """The send log: one CSV row per event, appended, never rewritten.
 
 It is what makes a send exactly-once. A ``sending`` row is flushed and
-fsynced before the end of the message goes on the wire, so after any crash the log
-tells which contacts may have their letter (``sending`` with nothing after it
-counts as ``ambiguous``) and which certainly do not. A rerun reads it and
-sends only what is still owed. Staff read the same file in a spreadsheet.
+fsynced before the end of the message goes on the wire, so after any crash
+the log tells which contacts may have their letter (``sending`` with nothing
+after it counts as ``ambiguous``) and which certainly do not. A rerun reads
+it and sends only what is still owed. Staff read the same file in a
+spreadsheet.
 """
 
 from __future__ import annotations

@@ -149,8 +149,9 @@ def _send_data(
 def _unless_failing(smtp: smtplib.SMTP, step: Callable[[], _T]) -> _T:
     """``step()``; if it fails, hang up before raising.
 
-    The server is then in the middle of a message: without the final dot
-    it delivers nothing, and QUIT would only be taken as part of the text.
+    The server is then in the middle of a transaction, perhaps of a message:
+    without the final dot it delivers nothing, and QUIT would only be taken
+    as part of the text.
     """
     try:
         return step()

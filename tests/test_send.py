@@ -333,8 +333,8 @@ except SendLogError as err:
 def test_a_send_log_that_cannot_be_written_stops_the_letter_before_its_data(
     project: Path, smtp_server: SmtpServer
 ) -> None:
-    """The ``sending`` row is written while the server answers DATA; when it
-    cannot be, the run stops and the server, never given the final dot,
+    """The ``sending`` row is written once the server has accepted the sender;
+    when it cannot be, the run stops and the server, never given the message,
     delivers nothing."""
     server = json.dumps(smtp_server.env())
     done = run_python(LOG_CANNOT_GROW, project, SERVER=server)
