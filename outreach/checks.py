@@ -312,7 +312,7 @@ class SpamChecker:
 
     def _memory_name(self, letter: Letter) -> str:
         # The Date is the only part of a letter that changes from one run to
-        # the next (its Message-ID and MIME boundary are the contact's own).
+        # the next (its Message-ID is the contact's, its MIME boundary the campaign's).
         head, blank, body = letter.data.partition(b"\r\n\r\n")
         head = _DATE_HEADER.sub(b"", head, count=1)
         digest = hashlib.sha256(self.identity.encode() + b"\0" + head + blank + body)

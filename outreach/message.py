@@ -129,15 +129,18 @@ def message_id_for(campaign: str, contact_id: str, domain: str) -> str:
     return f"<{digest}.outreach@{domain}>"
 
 
-def boundary_for(message_id: str) -> str:
-    """The MIME boundary of a letter: the stdlib's form, derived from its Message-ID.
+def boundary_for(campaign: str) -> str:
+    """The MIME boundary of a campaign's letters: the stdlib's form, derived from its name.
 
-    The stdlib otherwise makes a random one and compiles a regular
-    expression to search every body for it. Both bodies are quoted-printable,
-    in which ``=`` only ever starts an escape (``=3D``) or ends a line, so
-    ``==`` never occurs in them: a boundary holding ``==`` cannot collide.
+    The stdlib otherwise makes a random one for every letter and compiles a
+    regular expression to search every body for it; one boundary for the
+    whole campaign also makes the ``Content-Type`` header the same in every
+    letter, parsed and folded once (``_Headers``). Both bodies are
+    quoted-printable, in which ``=`` only ever starts an escape (``=3D``) or
+    ends a line, so ``==`` never occurs in them: a boundary holding ``==``
+    cannot collide with a body, whatever the campaign.
     """
-    digest = hashlib.sha256(message_id.encode()).digest()
+    digest = hashlib.sha256(campaign.encode()).digest()
     return "=" * 15 + f"{int.from_bytes(digest[:8], 'big'):019d}=="
 
 
@@ -209,7 +212,8 @@ def build_message(
     message_id = message_id or message_id_for(settings.campaign, contact.id, domain)
     message["Message-ID"] = message_id
     message["MIME-Version"] = "1.0"
-    message["Content-Type"] = f'multipart/alternative; boundary="{boundary_for(message_id)}"'
+    boundary = boundary_for(settings.campaign)
+    message["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
     message.attach(_text_part(rendered.text, "plain"))
     message.attach(_text_part(rendered.html, "html"))
     return message
