@@ -4,9 +4,9 @@ Rendering a letter and building its message is CPU work in pure Python
 (about 4 ms a letter), and every letter of a preview, a check or a send is
 composed. One process leaves the other cores idle, so the letters are
 composed in a small pool of worker processes and handed back **in the order
-asked for**, through a bounded window: never more than a few dozen letters
-are composed ahead of the one being used, however long the list, so memory
-stays flat.
+asked for**, through a bounded window: never more than about a hundred
+letters are composed ahead of the one being used, however long the list, so
+memory stays flat.
 
 Each worker composes with the same code (``Campaign.compose``) from the
 same templates and data files, so a letter composed in a worker is byte for
@@ -61,9 +61,15 @@ SMALL_RUN = 400
 #: The same, when workers can be forked from a process with no other thread
 #: (``outreach preview`` and ``check``): starting them then takes milliseconds.
 SMALL_FORKED_RUN = 100
-#: Letters per task: enough to make the cost of crossing processes small,
-#: few enough that the first letter goes out at once.
-CHUNK = 4
+#: Letters per task, at first and at the end of a run: few, so that the first
+#: letters come back at once and the workers finish together.
+MIN_CHUNK = 4
+#: Letters per task in the middle of a long run. Each task costs the main
+#: process about a millisecond of its own (the pool's threads and pipes),
+#: time taken from the workers on a machine with few cores: with four
+#: letters a task that was a fifth of composing 2,000 letters on two cores
+#: (measured with ``make bench``).
+MAX_CHUNK = 16
 #: Tasks in flight per worker: keeps every worker busy while the main
 #: process waits on one, and bounds how far composing runs ahead of sending.
 TASKS_PER_PROCESS = 3
@@ -184,6 +190,21 @@ def _composed(contact: Contact, result: _Result) -> Composed:
 
 
 # -- the main side -----------------------------------------------------------
+
+
+def chunks(count: int, workers: int) -> Iterator[tuple[int, int]]:
+    """Where each task of a run of ``count`` letters starts and ends.
+
+    Tasks start at ``MIN_CHUNK`` letters and double up to ``MAX_CHUNK``; near
+    the end they shrink again, to what is left shared among the workers,
+    so that no worker is left with a long task while the others idle.
+    """
+    start, size = 0, MIN_CHUNK
+    while start < count:
+        share = (count - start) // (2 * workers)
+        end = min(count, start + max(MIN_CHUNK, min(size, share)))
+        yield start, end
+        start, size = end, min(2 * size, MAX_CHUNK)
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -339,13 +360,13 @@ class Composer:
     ) -> Iterator[Composed]:
         window = workers * TASKS_PER_PROCESS
         pending: deque[tuple[list[Contact], Future[list[_Result]]]] = deque()
-        upcoming = iter(range(0, len(contacts), CHUNK))
+        upcoming = chunks(len(contacts), workers)
 
         def submit() -> bool:
-            start = next(upcoming, None)
-            if start is None:
+            start, end = next(upcoming, (0, 0))
+            if start == end:
                 return False
-            chunk = list(contacts[start : start + CHUNK])
+            chunk = list(contacts[start:end])
             when = now()
             jobs = [(contact, when) for contact in chunk]
             pending.append((chunk, pool.submit(_compose_chunk, jobs, mode)))

@@ -19,7 +19,7 @@ from outreach.checks import letter_warnings
 from outreach.compose import compose_each
 from outreach.errors import OutreachError, TemplateError
 from outreach.message import Letter
-from outreach.pipeline import Composer, Previewed, default_processes
+from outreach.pipeline import MAX_CHUNK, MIN_CHUNK, Composer, Previewed, chunks, default_processes
 from outreach.preview import _index_environment, write_previews
 from outreach.sending import Sender, make_plan
 from outreach.sendlog import SendLog, read_log
@@ -252,3 +252,19 @@ def test_a_templates_folder_copied_elsewhere_renders_the_same(
     with Composer(campaign, processes=1) as composer:
         got = list(composer.letters(contacts, now=fixed))
     assert got == [campaign.compose(c, now=fixed)[1] for c in contacts]
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 5, 17, 195, 2000, 20_000])
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_tasks_cover_every_letter_once_small_at_both_ends(count: int, workers: int) -> None:
+    tasks = list(chunks(count, workers))
+    assert [start for start, _ in tasks] == [0] + [end for _, end in tasks[:-1]]
+    assert tasks[-1][1] == count
+    sizes = [end - start for start, end in tasks]
+    assert all(0 < size <= MAX_CHUNK for size in sizes)
+    # The first letters come back at once; no worker is left with a long
+    # last task while the others wait.
+    assert sizes[0] <= MIN_CHUNK
+    assert all(size <= MIN_CHUNK for size in sizes[-workers:])
+    if count >= 1000:
+        assert len(tasks) < count / (MAX_CHUNK / 2)
