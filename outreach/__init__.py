@@ -1,11 +1,15 @@
 """outreach: one letter, personalised, to every contact, sent exactly once.
 
-The pipeline is one module per stage: ``settings`` → ``contacts`` →
-``render`` → ``message`` → (``preview`` | sending). The command line in
-``cli`` is a thin layer over these.
+The library is ``outreach.campaign``: open a ``Campaign`` from the
+settings, then ``check``, ``preview``, ``plan`` and ``send`` it, and
+``report`` on it afterwards. The pipeline underneath is one module per
+stage: ``settings`` → ``contacts`` → ``render`` → ``message`` →
+``checks`` / ``preview`` / ``sending`` (over ``transport``, into
+``sendlog``) → ``report``. The command line in ``cli`` is a thin layer
+over ``campaign``.
 """
 
-from outreach.compose import Campaign
+from outreach.campaign import Campaign, Composed, report
 from outreach.contacts import Contact, ContactList, load_contacts
 from outreach.errors import OutreachError
 from outreach.message import Letter, build_letter
@@ -14,6 +18,7 @@ from outreach.settings import Settings, load_settings
 
 __all__ = [
     "Campaign",
+    "Composed",
     "Contact",
     "ContactList",
     "Letter",
@@ -24,4 +29,5 @@ __all__ = [
     "build_letter",
     "load_contacts",
     "load_settings",
+    "report",
 ]

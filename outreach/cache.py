@@ -1,8 +1,9 @@
 """Work kept between runs in the user's cache folder: never needed, always checked.
 
 What is kept is what a run would otherwise work out again from the same
-input: a letter's inlined skeleton (``render.py``), the spam score of a
-letter that has not changed (``checks.py``). Each entry starts with the
+input: the spam score of a letter that has not changed (``checks.py``), so
+that ``make send`` right after ``make check`` does not wait for
+SpamAssassin a second time. Each entry starts with the
 SHA-256 of the rest, so a damaged or half-written entry is never used; an
 entry that cannot be read or written is simply worked out again. Deleting
 the folder loses nothing but time.

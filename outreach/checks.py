@@ -15,26 +15,27 @@ import hashlib
 import json
 import math
 import os
-import queue
 import re
 import shutil
 import subprocess
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lxml.html
 
 from outreach.addresses import is_placeholder
 from outreach.cache import file_stamp, keep, recall
-from outreach.compose import Campaign, Clock, Composed, compose_each, problems_of, utc_now
 from outreach.contacts import Contact
-from outreach.errors import OutreachError
+from outreach.errors import OutreachError, problems_of
 from outreach.message import Letter
 from outreach.render import Rendered
+
+if TYPE_CHECKING:
+    from outreach.campaign import Composed
 
 #: Schemes a letter may link to: anything else (http:, javascript:, data:,
 #: file:) is either insecure or a mark of phishing to mail filters.
@@ -46,9 +47,6 @@ HTML_LIMIT_BYTES = 100 * 1024
 SUBJECT_LIMIT = 78
 #: SpamAssassin's default spam line; the shipped letter aims at 1.0 or less.
 SPAM_LINE = 5.0
-#: The kinds of letter found in this many letters are scored while the rest
-#: are composed (see ``check_campaign``).
-SPAM_EARLY_LETTERS = 200
 #: A sample letter's spam score is remembered this long, for the same letter
 #: scored by the same SpamAssassin: ``make send`` after ``make check`` does
 #: not wait for SpamAssassin again.
@@ -71,6 +69,7 @@ INSTALL_SPAMASSASSIN = (
     "install it with: sudo apt-get install spamassassin"
 )
 _DATE_HEADER = re.compile(rb"^Date: [^\r\n]*\r\n", re.MULTILINE)
+_BOUNDARY = re.compile(rb'boundary="([^"]+)"')
 _TEXT_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|mailto:)[^\s<>\"')\]]+", re.IGNORECASE)
 _TEMPLATE_LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 
@@ -250,7 +249,7 @@ def parse_spamassassin_report(output: str) -> tuple[float, float, tuple[SpamRule
 
 
 def _mbox_entry(number: int, letter: Letter) -> bytes:
-    """One letter as an entry of an mbox, so one SpamAssassin process scores them all.
+    """One letter as an entry of an mbox, so one SpamAssassin process scores many.
 
     Starting SpamAssassin takes about two seconds and scoring a letter a
     third of one: one process per letter would make the check ten times
@@ -261,12 +260,21 @@ def _mbox_entry(number: int, letter: Letter) -> bytes:
     return f"{_SEPARATOR}{number}@localhost Thu Jan  1 00:00:00 1970\n".encode() + body + b"\n"
 
 
+def _without_date_and_boundary(data: bytes) -> bytes:
+    """A letter's bytes less what changes each time it is built: its Date and MIME boundary."""
+    head, blank, body = data.partition(b"\r\n\r\n")
+    head = _DATE_HEADER.sub(b"", head, count=1)
+    boundary = _BOUNDARY.search(head)
+    whole = head + blank + body
+    return whole.replace(boundary.group(1), b"BOUNDARY") if boundary else whole
+
+
 class SpamChecker:
     """Scores letters with a local SpamAssassin: no network test, no learning.
 
-    ``-L`` keeps every test local (no DNS blocklists, no Razor or Pyzor),
-    so a check neither leaks the letter nor depends on the network; Bayes is
-    off because an untrained database only adds noise.
+    ``--local`` keeps every test local (no DNS blocklists, no Razor or
+    Pyzor), so a check neither leaks the letter nor depends on the network;
+    Bayes is off because an untrained database only adds noise.
     """
 
     def __init__(
@@ -311,12 +319,8 @@ class SpamChecker:
         return "\0".join(parts)
 
     def _memory_name(self, letter: Letter) -> str:
-        # The Date is the only part of a letter that changes from one run to
-        # the next (its Message-ID is the contact's, its MIME boundary the campaign's).
-        head, blank, body = letter.data.partition(b"\r\n\r\n")
-        head = _DATE_HEADER.sub(b"", head, count=1)
-        digest = hashlib.sha256(self.identity.encode() + b"\0" + head + blank + body)
-        return digest.hexdigest() + ".json"
+        data = _without_date_and_boundary(letter.data)
+        return hashlib.sha256(self.identity.encode() + b"\0" + data).hexdigest() + ".json"
 
     def remembered(self, letter: Letter) -> SpamScore | None:
         """The score this letter got in a check within ``SPAM_MEMORY_SECONDS``, if any."""
@@ -341,149 +345,51 @@ class SpamChecker:
     def score(
         self, letters: Sequence[Letter], progress: Callable[[int], None] = lambda done: None
     ) -> list[SpamScore]:
-        """One score per letter, in order; letters are split over a few processes."""
-        if not letters:
-            return []
-        chunks = min(self.workers, math.ceil(len(letters) / 8))
-        size = math.ceil(len(letters) / chunks)
-        batches = [letters[i : i + size] for i in range(0, len(letters), size)]
-        lock = threading.Lock()
-        done = 0
+        """One score per letter, in order: remembered ones first, the rest by SpamAssassin.
 
-        def one_done() -> None:
-            nonlocal done
-            with lock:
-                done += 1
-                progress(done)
+        The letters to score are split over a few SpamAssassin processes that
+        run at once, one per core.
+        """
+        scores: dict[int, SpamScore] = {}
+        for index, letter in enumerate(letters):
+            if (remembered := self.remembered(letter)) is not None:
+                scores[index] = remembered
+        todo = [i for i in range(len(letters)) if i not in scores]
+        if todo:
+            size = math.ceil(len(todo) / min(self.workers, math.ceil(len(todo) / 8)))
+            batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+            with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+                found = pool.map(lambda b: self._run([letters[i] for i in b]), batches)
+                for batch, batch_scores in zip(batches, found, strict=True):
+                    for index, score in zip(batch, batch_scores, strict=True):
+                        scores[index] = score
+                        self.remember(letters[index], score)
+                        progress(len(scores))
+        return [scores[index] for index in range(len(letters))]
 
-        with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-            results = list(pool.map(lambda batch: self._score_batch(batch, one_done), batches))
-        return [score for batch in results for score in batch]
-
-    def _score_batch(
-        self, letters: Sequence[Letter], one_done: Callable[[], None]
-    ) -> list[SpamScore]:
-        run = self.start(one_done)
+    def _run(self, letters: Sequence[Letter]) -> list[SpamScore]:
+        """One SpamAssassin process scoring ``letters``, given to it as one mbox."""
+        mbox = b"".join(_mbox_entry(number, letter) for number, letter in enumerate(letters))
         try:
-            for letter in letters:
-                run.add(letter)
-            return run.finish()
-        finally:
-            run.close()
-
-    def start(self, one_done: Callable[[], None] = lambda: None) -> SpamRun:
-        """A SpamAssassin process, started now, to be handed letters as they come."""
-        return SpamRun(self, one_done)
-
-
-class SpamRun:
-    """One SpamAssassin process, started with the first letter it is to score.
-
-    Loading SpamAssassin's rules takes about two seconds: a check starts it
-    at the first letter that needs a score, so that it loads them while the
-    other letters are being composed, and hands it each further letter to
-    score as soon as it is found.
-    """
-
-    def __init__(self, checker: SpamChecker, one_done: Callable[[], None]) -> None:
-        self.executable = checker.executable
-        try:
-            self._process = subprocess.Popen(
-                checker.command(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+            done = subprocess.run(
+                self.command(), input=mbox, capture_output=True, timeout=600, check=False
             )
         except OSError as err:
             raise SpamCheckError(f"{self.executable}: cannot be run ({err.strerror})") from err
-        self._letters: list[Letter] = []
-        self._outputs: list[list[str]] = []
-        self._errors: list[bytes] = []
-        self._one_done = one_done
-        # Fed, drained and read from threads: SpamAssassin reads nothing while it
-        # loads its rules, the pipes' buffers are small, and stderr must never
-        # fill up and stall the process.
-        self._entries: queue.Queue[bytes | None] = queue.Queue()
-        self._input_closed = False
-        self._threads = [
-            threading.Thread(target=self._feed, daemon=True),
-            threading.Thread(target=self._read, daemon=True),
-            threading.Thread(target=self._read_errors, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def add(self, letter: Letter) -> None:
-        self._entries.put(_mbox_entry(len(self._letters), letter))
-        self._letters.append(letter)
-
-    def close_input(self) -> None:
-        """No more letters: SpamAssassin reads all its input before it scores any."""
-        if not self._input_closed:
-            self._input_closed = True
-            self._entries.put(None)
-
-    def finish(self) -> list[SpamScore]:
-        """One score per letter added, in order, once SpamAssassin has scored them all."""
-        self.close_input()
-        if not self._letters:
-            return []  # nothing to wait for; ``close`` stops the process
-        for thread in self._threads:
-            thread.join()
-        code = self._process.wait()
-        letters, outputs = self._letters, self._outputs
-        if code != 0 or len(outputs) != len(letters):
-            detail = b"".join(self._errors).decode("utf-8", "replace").strip().splitlines()
+        except subprocess.TimeoutExpired as err:
+            raise SpamCheckError(f"{self.executable} gave no score within 10 minutes") from err
+        outputs = done.stdout.decode("utf-8", "replace").split(_SEPARATOR)[1:]
+        if done.returncode != 0 or len(outputs) != len(letters):
+            detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
             raise SpamCheckError(
                 f"{self.executable} scored {len(outputs)} of {len(letters)} letters "
-                f"(exit status {code}): {detail[-1] if detail else 'no message'}"
+                f"(exit status {done.returncode}): {detail[-1] if detail else 'no message'}"
             )
         scores = []
-        for letter, lines in zip(letters, outputs, strict=True):
-            score, required, rules = parse_spamassassin_report("".join(lines))
+        for letter, output in zip(letters, outputs, strict=True):
+            score, required, rules = parse_spamassassin_report(output)
             scores.append(SpamScore(letter.contact_id, score, required, rules))
         return scores
-
-    def close(self) -> None:
-        """Stop SpamAssassin if it still runs (the check failed, or was interrupted)."""
-        if self._process.poll() is None:
-            self._process.kill()
-        self.close_input()
-        for thread in self._threads:
-            thread.join()
-        self._process.wait()
-        for pipe in (self._process.stdin, self._process.stdout, self._process.stderr):
-            if pipe is not None:
-                pipe.close()
-
-    def _feed(self) -> None:
-        stdin = self._process.stdin
-        assert stdin is not None
-        try:
-            while (entry := self._entries.get()) is not None:
-                stdin.write(entry)
-            stdin.close()
-        except (BrokenPipeError, ValueError):  # it stopped, or was stopped
-            pass
-
-    def _read(self) -> None:
-        stdout = self._process.stdout
-        assert stdout is not None
-        for raw in stdout:
-            line = raw.decode("utf-8", "replace")
-            if line.startswith(_SEPARATOR):
-                if self._outputs:
-                    self._one_done()
-                self._outputs.append([])
-            elif self._outputs:
-                self._outputs[-1].append(line)
-        if self._outputs:
-            self._one_done()
-
-    def _read_errors(self) -> None:
-        stderr = self._process.stderr
-        assert stderr is not None
-        self._errors.append(stderr.read())
 
 
 def letter_shape(item: Composed) -> tuple[str, str, frozenset[str]]:
@@ -572,102 +478,51 @@ class CheckResult:
 
 
 def check_campaign(
-    campaign: Campaign,
-    contacts: Sequence[Contact],
+    composed: Iterable[Composed],
+    total: int,
     *,
     spam: SpamChecker | None = None,
     spam_all: bool = False,
-    now: Clock = utc_now,
     progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
-    composed: Iterable[Composed] | None = None,
 ) -> CheckResult:
-    """Compose every letter, check it, and score a sample (or all) for spam.
+    """Check every composed letter, and score a sample (or all) for spam.
 
     Raises OutreachError with every problem when a letter cannot be built:
-    nothing may be sent then. ``progress`` is told the stage ("Rendering",
-    "Spam score"), how many are done and how many in all. ``composed`` is
-    the contacts' letters already being composed elsewhere (in worker
-    processes, with their warnings), in the same order.
+    nothing may be sent then. Only what the spam score needs is kept, so a
+    long list is checked in constant memory. ``progress`` is told the stage
+    ("Checking", "Spam score"), how many are done and how many in all.
     """
     result = CheckResult()
     errors: list[OutreachError] = []
-    # Only what the spam score needs is kept, so that a long list of
-    # contacts is checked in constant memory.
     shapes: set[tuple[str, str, frozenset[str]]] = set()
-    every: list[Letter] = []
-    scored = 0
-
-    def one_scored() -> None:
-        nonlocal scored
-        scored += 1
-        progress("Spam score", scored, len(shapes))
-
-    # A kind of letter scored in an earlier check, unchanged since, keeps its
-    # score. Any other is handed at once to a SpamAssassin started for it,
-    # which loads its rules while the letters are composed. It scores nothing
-    # before its input ends, so the input ends after the first
-    # SPAM_EARLY_LETTERS letters (whose kinds are nearly always all there
-    # are): those are scored while the rest are composed, and a kind found
-    # later goes to a SpamAssassin of its own.
-    kinds: list[Letter] = []
-    scores: dict[int, SpamScore] = {}
-    runs: list[tuple[SpamRun, list[int]]] = []
-    sample: tuple[SpamRun, list[int]] | None = None
-    try:
-        stream = composed if composed is not None else compose_each(campaign, contacts, now=now)
-        for done, item in enumerate(stream, start=1):
-            progress("Rendering", done, len(contacts))
-            if item.error is not None:
-                errors.append(item.error)
-                continue
-            assert item.rendered is not None
-            assert item.letter is not None
-            result.letters += 1
-            result.languages[item.rendered.language] += 1
-            result.placeholders.extend(a for a in item.letter.recipients if is_placeholder(a))
-            found = getattr(item, "warnings", None)
-            links = getattr(item, "links", None)
-            if found is None or links is None:
-                found, links = letter_findings(item.rendered, item.letter, item.contact)
-            result.links.update(links)
-            if found:
-                result.warnings[item.contact.id] = list(found)
-            if spam_all:
-                every.append(item.letter)
-            elif spam is not None and (shape := letter_shape(item)) not in shapes:
+    sample: list[Letter] = []
+    for done, item in enumerate(composed, start=1):
+        progress("Checking", done, total)
+        if item.error is not None:
+            errors.append(item.error)
+            continue
+        assert item.rendered is not None
+        assert item.letter is not None
+        result.letters += 1
+        result.languages[item.rendered.language] += 1
+        result.placeholders.extend(a for a in item.letter.recipients if is_placeholder(a))
+        found, links = letter_findings(item.rendered, item.letter, item.contact)
+        result.links.update(links)
+        if found:
+            result.warnings[item.contact.id] = found
+        if spam_all or (shape := letter_shape(item)) not in shapes:
+            if not spam_all:
                 shapes.add(shape)
-                kinds.append(item.letter)
-                if (remembered := spam.remembered(item.letter)) is not None:
-                    scores[len(kinds) - 1] = remembered
-                    one_scored()
-                else:
-                    if sample is None:
-                        sample = (spam.start(one_scored), [])
-                        runs.append(sample)
-                    sample[0].add(item.letter)
-                    sample[1].append(len(kinds) - 1)
-            if sample is not None and done == SPAM_EARLY_LETTERS:
-                sample[0].close_input()
-                sample = None
-        if errors:
-            raise OutreachError(*problems_of(errors))
-        if spam is None:
-            result.spam_note = INSTALL_SPAMASSASSIN
-            return result
-        if spam_all:
-            result.spam = spam.score(every, lambda done: progress("Spam score", done, len(every)))
-        else:
-            for run, indices in runs:
-                for index, score in zip(indices, run.finish(), strict=True):
-                    scores[index] = score
-                    spam.remember(kinds[index], score)
-            result.spam = [scores[index] for index in range(len(kinds))]
-    finally:
-        for run, _ in runs:
-            run.close()
-    if not spam_all and len(shapes) < result.letters:
+            sample.append(item.letter)
+    if errors:
+        raise OutreachError(*problems_of(errors))
+    if spam is None:
+        result.spam_note = INSTALL_SPAMASSASSIN
+        return result
+    result.spam = spam.score(sample, lambda done: progress("Spam score", done, len(sample)))
+    if not spam_all and len(sample) < result.letters:
         result.spam_note = (
-            f"scored one letter of each kind ({len(shapes)} of {result.letters}); "
+            f"scored one letter of each kind ({len(sample)} of {result.letters}); "
             "--spam-all scores every letter"
         )
     return result

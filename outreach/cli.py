@@ -7,17 +7,15 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import gc
 import io
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from rich.console import Console
@@ -30,24 +28,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from outreach.addresses import AddressError, is_loopback, is_placeholder, validate_address
-from outreach.checks import CheckResult, SpamChecker, check_campaign
-from outreach.clock import SystemClock
-from outreach.compose import Campaign, utc_now
-from outreach.contacts import Contact, load_contacts, rough_count
+from outreach.campaign import Campaign, report
+from outreach.checks import CheckResult
 from outreach.errors import ConfirmationError, OutreachError, SettingsError
-from outreach.pipeline import Composer
-from outreach.preview import write_previews
-from outreach.report import FORMATS, build_report, to_csv, to_html, to_json, to_renderables
-from outreach.sendlog import read_log
-from outreach.settings import Secret, Settings, load_settings, require_for_sending
-
-if TYPE_CHECKING:
-    from outreach.sending import Outcome, Plan
-    from outreach.spool import Spool
-
-# What only sending needs (smtplib, ssl, tenacity, asyncio for the sink) is
-# imported by the commands that send: `preview` and `check` start faster.
+from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
+from outreach.sending import FINAL, Outcome, Plan
+from outreach.settings import Settings, load_settings
 
 
 class OutreachGroup(click.Group):
@@ -73,38 +59,18 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-@contextlib.contextmanager
-def _opened(
-    ctx: click.Context,
-    *,
-    only: str | None = None,
-    limit: int | None = None,
-    sending: bool = False,
-) -> Iterator[tuple[Campaign, Composer]]:
-    """The campaign, and a composer whose workers start before the contacts are read.
-
-    Reading the contacts (pandas) and readying the workers (compiling the
-    templates) then happen at the same time, on different cores.
-    """
-    settings = _settings(ctx)
-    if sending:
-        require_for_sending(settings)
-    campaign = Campaign.prepare(settings)
-    with Composer(campaign) as composer:
-        ids = _ids(only)
-        expected = len(ids) if ids else rough_count(settings.contacts_file)
-        composer.start(min(expected, limit) if limit else expected)
-        campaign = campaign.with_contacts()
-        for warning in campaign.contacts.warnings:
-            click.echo(f"Warning: {warning}", err=True)
-        if sending:
-            campaign = dataclasses.replace(campaign, settings=_with_password(settings))
-        yield campaign, composer
+def _campaign(ctx: click.Context) -> Campaign:
+    campaign = Campaign.open(_settings(ctx))
+    for warning in campaign.contacts.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    return campaign
 
 
-def _progress(console: Console) -> Progress:
-    """A progress bar on stderr, shown only on a terminal (never in a log file)."""
-    return Progress(
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage on stderr, shown only on a terminal (never in a log file)."""
+    console = Console(stderr=True)
+    bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -113,6 +79,15 @@ def _progress(console: Console) -> Progress:
         transient=True,
         disable=not console.is_terminal,
     )
+    tasks: dict[str, TaskID] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done)
+
+    with bars:
+        yield update
 
 
 only_option = click.option(
@@ -153,12 +128,10 @@ def check(ctx: click.Context, spam_all: bool) -> None:
     and a subject too long for an inbox. When SpamAssassin is installed, it
     scores one letter of each kind (local tests only, no network).
     """
-    with _opened(ctx) as (campaign, composer):
-        contacts = campaign.contacts
-        result = _run_checks(
-            campaign, composer, list(contacts), Console(stderr=True), spam_all=spam_all
-        )
-    settings = campaign.settings
+    campaign = _campaign(ctx)
+    with _progress() as progress:
+        result = campaign.check(spam_all=spam_all, progress=progress)
+    settings, contacts = campaign.settings, campaign.contacts
     click.echo(f"Contacts:  {len(contacts)} in {contacts.path}")
     by_language = ", ".join(f"{n} in {lang}" for lang, n in sorted(result.languages.items()))
     click.echo(
@@ -194,31 +167,24 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
 
     Nothing is sent and no network connection is opened.
     """
-    with _opened(ctx, only=only, limit=limit) as (campaign, composer):
-        chosen = campaign.contacts.select(_ids(only), limit)
-        folder = out or campaign.settings.preview_dir
-        stderr = Console(stderr=True)
-        with _progress(stderr) as bar:
-            task = bar.add_task("Previewing", total=len(chosen))
-            result = write_previews(
-                campaign,
-                chosen,
-                folder,
-                progress=lambda done: bar.update(task, completed=done),
-                composer=composer,
-            )
+    campaign = _campaign(ctx)
+    chosen = campaign.select(_ids(only), limit)
+    folder = out or campaign.settings.preview_dir
+    with _progress() as progress:
+        result = campaign.preview(folder, chosen, progress=progress)
     click.echo(f"Wrote {len(result.entries)} letters to {folder}/ (open {folder / 'index.html'})")
     if result.placeholders:
         click.echo(f"{result.placeholders} of them go to placeholder addresses (.example …).")
 
 
-def _with_password(settings: Settings) -> Settings:
+def _with_password(campaign: Campaign) -> Campaign:
     """Ask for the password when a user name is set but no password is.
 
     Typing it at a prompt keeps it out of ``.env`` files and shell history.
     """
+    settings = campaign.settings
     if not settings.smtp_username or settings.smtp_password:
-        return settings
+        return campaign
     if not sys.stdin.isatty():
         raise SettingsError(
             "SMTP_USERNAME is set but SMTP_PASSWORD is not, and there is no terminal to ask on"
@@ -228,57 +194,11 @@ def _with_password(settings: Settings) -> Settings:
         hide_input=True,
         err=True,
     )
-    return dataclasses.replace(settings, smtp_password=Secret(password))
+    return campaign.with_password(password)
 
 
-def _run_checks(
-    campaign: Campaign,
-    composer: Composer,
-    contacts: list[Contact],
-    console: Console,
-    *,
-    spam_all: bool = False,
-    now: Callable[[], datetime] = utc_now,
-    spool: Spool | None = None,
-) -> CheckResult:
-    """Compose and check every letter on every core, with a progress bar per stage.
-
-    With a ``spool``, each letter composed is also kept there, to be sent.
-    """
-    with _progress(console) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
-        composed = composer.run(contacts, "preview", now=now)
-        return check_campaign(
-            campaign,
-            contacts,
-            spam=SpamChecker.find(),
-            spam_all=spam_all,
-            progress=progress,
-            composed=spool.keeping(composed) if spool is not None else composed,
-        )
-
-
-def _precheck(
-    campaign: Campaign,
-    composer: Composer,
-    contacts: list[Contact],
-    console: Console,
-    clock: SystemClock,
-    spool: Spool | None,
-) -> None:
-    """The checks of `outreach check` on every letter about to be sent.
-
-    A letter that cannot be built stops the run before anything is sent;
-    warnings and the spam score are shown above the plan, for the person
-    about to confirm.
-    """
-    result = _run_checks(campaign, composer, contacts, console, now=clock.now, spool=spool)
+def _print_checked(result: CheckResult) -> None:
+    """The check's findings above the plan, for the person about to confirm."""
     for line in result.summary_lines():
         if not line.startswith("Addresses:"):
             click.echo(line)
@@ -335,8 +255,6 @@ def _confirm(yes: bool, count: int) -> None:
 
 
 def _print_outcome(outcome: Outcome, log: Path) -> None:
-    from outreach.sending import FINAL
-
     counts = ", ".join(f"{outcome.counts[s]} {s}" for s in FINAL if outcome.counts[s])
     click.echo(f"Done: {counts or 'nothing sent'}.")
     if outcome.first and outcome.last and outcome.attempted > 1:
@@ -375,53 +293,40 @@ def send(
     attempted was sent, 1 when any failed, was deferred or is ambiguous, 2
     for a problem with the settings or the input (nothing sent).
     """
-    from outreach.sending import Sender, make_plan, refuse_placeholders
-    from outreach.sendlog import SendLog
-    from outreach.spool import Spool, worth_spooling
-    from outreach.transport import Server
+    campaign = _campaign(ctx)
+    settings = campaign.settings
+    with campaign.open_log() as log:
+        if log.repaired:
+            click.echo(
+                f"Warning: {settings.send_log}: the last line was cut short by an "
+                "interrupted run and was dropped",
+                err=True,
+            )
+        plan = campaign.plan(
+            log,
+            campaign.select(_ids(only)),
+            limit=limit,
+            retry_failed=retry_failed,
+            resend_ambiguous=resend_ambiguous,
+        )
+        if plan.to_send:
+            with _progress() as progress:
+                _print_checked(campaign.check(plan.to_send, progress=progress))
+        _print_plan(plan, settings)
+        if not plan.to_send:
+            click.echo("Nothing to send.")
+            return
+        _confirm(yes, len(plan.to_send))
+        campaign = _with_password(campaign)
+        with _progress() as progress:
+            done = 0
 
-    clock = SystemClock()
-    stderr = Console(stderr=True)
-    with _opened(ctx, only=only, limit=limit, sending=True) as (campaign, composer):
-        settings = campaign.settings
-        chosen = campaign.contacts.select(_ids(only))
-        with SendLog(settings.send_log) as log, Spool(settings.send_log.parent) as spool:
-            if log.repaired:
-                click.echo(
-                    f"Warning: {settings.send_log}: the last line was cut short by an "
-                    "interrupted run and was dropped",
-                    err=True,
-                )
-            plan = make_plan(
-                chosen,
-                log.rows(),
-                settings,
-                now=clock.now(),
-                limit=limit,
-                retry_failed=retry_failed,
-                resend_ambiguous=resend_ambiguous,
-            )
-            refuse_placeholders(plan.to_send, Server.from_settings(settings))
-            spooled = worth_spooling(settings, len(plan.to_send))
-            if plan.to_send:
-                _precheck(
-                    campaign, composer, plan.to_send, stderr, clock, spool if spooled else None
-                )
-            composer.close()
-            _print_plan(plan, settings)
-            if not plan.to_send:
-                click.echo("Nothing to send.")
-                return
-            _confirm(yes, len(plan.to_send))
-            letters = (
-                spool.letters()
-                if spooled
-                else composer.letters(plan.to_send, now=clock.now, processes=0)
-            )
-            with _progress(stderr) as bar:
-                task = bar.add_task("Sending", total=len(plan.to_send))
-                sender = Sender(settings, plan, log, clock, progress=lambda _: bar.advance(task))
-                outcome = sender.run(letters)
+            def one_done(status: str) -> None:
+                nonlocal done
+                done += 1
+                progress("Sending", done, len(plan.to_send))
+
+            outcome = campaign.send(plan, log, progress=one_done)
     _print_outcome(outcome, settings.send_log)
     if not outcome.all_sent:
         ctx.exit(1)
@@ -436,25 +341,11 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
 
     It is logged with status `test` and does not count as that contact's letter.
     """
-    from outreach.sending import send_test
-    from outreach.sendlog import SendLog
-    from outreach.transport import Server
-
-    # One letter: no worker is started, the letter is composed here.
-    with _opened(ctx, only=only, limit=1, sending=True) as (campaign, _):
-        settings = campaign.settings
-        try:
-            address = validate_address(to)
-        except AddressError as err:
-            raise OutreachError(f"--to {to!r} is not a valid address: {err}") from err
-        contacts = campaign.contacts.select(_ids(only), 1)
-        server = Server.from_settings(settings)
-        if is_placeholder(address) and not is_loopback(server.host):
-            raise OutreachError(f"--to {address}: a reserved domain, which no server can deliver")
-        with SendLog(settings.send_log) as log:
-            row = send_test(campaign, contacts[0], address, log, SystemClock())
+    campaign = _campaign(ctx)
+    contact = campaign.select(_ids(only), 1)[0]
+    row = _with_password(campaign).test_send(to, contact)
     click.echo(
-        f"Sent the letter for {row.contact_id} to {address} ({row.smtp_code} {row.smtp_reply})"
+        f"Sent the letter for {row.contact_id} to {row.email} ({row.smtp_code} {row.smtp_reply})"
     )
 
 
@@ -490,7 +381,7 @@ def sink(host: str, port: int, folder: Path) -> None:
         click.echo(f"Stopped; {controller.handler.received} message(s) received.")
 
 
-@cli.command()
+@cli.command("report")
 @click.option("--campaign", metavar="NAME", help="The campaign [default: CAMPAIGN, default].")
 @click.option(
     "--format",
@@ -506,13 +397,11 @@ def sink(host: str, port: int, folder: Path) -> None:
     help="Write to this file instead of the terminal.",
 )
 @click.pass_context
-def report(ctx: click.Context, campaign: str | None, format_: str, out: Path | None) -> None:
+def report_command(
+    ctx: click.Context, campaign: str | None, format_: str, out: Path | None
+) -> None:
     """What became of every contact, from the send log: counts, problems, times, rate."""
-    settings = _settings(ctx)
-    contacts = load_contacts(settings.contacts_file) if settings.contacts_file.exists() else None
-    made = build_report(
-        read_log(settings.send_log), campaign or settings.campaign, settings.send_log, contacts
-    )
+    made = report(_settings(ctx), campaign)
     if format_ == "table":
         buffer = io.StringIO()
         console = Console(file=buffer, width=120) if out else Console()
@@ -537,9 +426,4 @@ def report(ctx: click.Context, campaign: str | None, format_: str, out: Path | N
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, prog_name="outreach")
-    finally:
-        # The process ends here. Its objects (pandas' among them) need no
-        # last garbage collection on the way out, which would delay the exit.
-        gc.freeze()
+    cli.main(args=argv, prog_name="outreach")

@@ -65,3 +65,12 @@ class DeliveryError(OutreachError):
 
 class ConfirmationError(OutreachError):
     """Sending needs a confirmation that was not, or could not be, given."""
+
+
+def problems_of(errors: Iterable[OutreachError]) -> list[str]:
+    """Every distinct problem, in order: one broken template is one line, not 195."""
+    seen: dict[str, None] = {}
+    for error in errors:
+        for problem in error.problems:
+            seen.setdefault(problem, None)
+    return list(seen)

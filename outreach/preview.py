@@ -11,24 +11,26 @@ network connection is ever opened here.
 
 from __future__ import annotations
 
-import contextlib
+import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from jinja2.utils import htmlsafe_json_dumps
 
 from outreach.addresses import is_placeholder
-from outreach.compose import Campaign, Clock, problems_of, utc_now
-from outreach.contacts import Contact
-from outreach.errors import OutreachError, TemplateError
-from outreach.pipeline import Composer, Previewed
+from outreach.checks import letter_warnings
+from outreach.errors import OutreachError, TemplateError, problems_of
 
-#: Marks a folder as written by ``outreach preview``, so that it, and only
-#: it, may be replaced by the next preview.
+if TYPE_CHECKING:
+    from outreach.campaign import Composed
+
+#: Marks a folder as written by ``outreach preview`` and lists the files it
+#: wrote: those, and only those, may be replaced by the next preview.
 MARKER = ".outreach-preview"
 
 
@@ -76,117 +78,97 @@ def _index_environment() -> Environment:
     )
 
 
-def _spare(target: Path) -> Path:
-    """Where the preview before the current one is kept, hidden, to be written over."""
-    return target.parent / f".{target.name}.spare"
+def _written_before(folder: Path) -> set[str] | None:
+    """The files an earlier preview wrote into ``folder``, from its marker.
 
-
-def _build_folder(target: Path) -> Path:
-    """A new folder beside ``target`` to write the preview into.
-
-    It is the spare folder of an earlier preview when there is one: writing
-    over its files is several times cheaper than making new ones (on some
-    file systems a new file costs a millisecond), and a preview is run
-    again and again while a letter is being edited. Every file this run
-    does not write is removed before the folder is put in place.
+    None when ``folder`` holds files and no marker: outreach did not write it.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    spare = _spare(target)
-    if (spare / MARKER).is_file():
-        with contextlib.suppress(OSError):  # taken by a preview running beside this one
-            spare.rename(built)  # over the new folder, which is empty
-    return built
+    if not folder.exists():
+        return set()
+    if folder.is_symlink() or not folder.is_dir():
+        raise TemplateError(f"PREVIEW_DIR={str(folder)!r} is not a folder")
+    marker = folder / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        heading, *lines = marker.read_text(encoding="utf-8").splitlines() or [""]
+        if heading == "written by outreach preview":  # an older preview, which kept no list
+            return {p.name for p in folder.iterdir() if p.suffix in (".eml", ".html", ".txt")}
+        return {line for line in lines if line and "/" not in line and not line.startswith(".")}
+    if any(folder.iterdir()):
+        return None
+    return set()
 
 
-def _remove_unwritten(built: Path, written: set[str]) -> None:
-    for path in built.iterdir():
-        if path.name not in written:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+def _put_in_place(built: Path, folder: Path, earlier: set[str]) -> None:
+    """Move the new preview's files into ``folder``, removing the earlier preview's.
 
-
-def _replace_folder(built: Path, target: Path) -> None:
-    """Put the new preview where the old one was, and never anything else.
-
-    The old folder is moved aside (to be the next preview's spare) only
-    when an earlier preview wrote it: a PREVIEW_DIR pointed by mistake at a
-    folder of documents loses nothing.
+    Only files that an earlier preview listed in its marker are ever
+    removed or written over: anything else in the folder is someone's, and
+    is left as it is.
     """
-    if target.exists():
-        if not target.is_dir():
-            raise TemplateError(f"PREVIEW_DIR={str(target)!r} is a file, not a folder")
-        if (target / MARKER).exists():
-            spare = _spare(target)
-            if (spare / MARKER).is_file():
-                shutil.rmtree(spare)
-            if spare.exists():
-                shutil.rmtree(target)
-            else:
-                target.rename(spare)
-        elif any(target.iterdir()):
+    folder.mkdir(parents=True, exist_ok=True)
+    new = {path.name for path in built.iterdir()}
+    for name in sorted(new - earlier - {MARKER}):
+        if (folder / name).exists() or (folder / name).is_symlink():
             raise TemplateError(
-                f"PREVIEW_DIR={str(target)!r} holds files that outreach did not write; "
-                "choose an empty or new folder"
+                f"{folder / name}: a file that outreach did not write is in the way; "
+                "move it, or choose another PREVIEW_DIR"
             )
-        else:
-            target.rmdir()
-    built.rename(target)
+    for name in sorted(earlier - new):
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    for name in sorted(new - {MARKER}):
+        os.replace(built / name, folder / name)
+    os.replace(built / MARKER, folder / MARKER)  # last: the folder is whole again
 
 
 def write_previews(
-    campaign: Campaign,
-    contacts: Sequence[Contact],
+    composed: Iterable[Composed],
     folder: Path,
+    campaign: str,
     *,
-    now: Clock = utc_now,
     progress: Callable[[int], None] = lambda done: None,
-    processes: int | None = None,
-    composer: Composer | None = None,
 ) -> PreviewResult:
     """Write ``<id>.eml``, ``<id>.html`` and ``<id>.txt`` per contact, and ``index.html``.
 
-    The files are written to a folder beside ``folder`` and moved into
-    place at the end, so a failed preview leaves the last good one intact.
-    The letters are composed and checked in worker processes (``processes``;
-    by default one per CPU for a long list, none for a short one; or those
-    of ``composer``, already started) and only one letter at a time is held
-    here: the index page is written from the files, so memory stays flat
-    however long the list.
+    The files are written to a new folder beside ``folder`` and moved into
+    it at the end, so a failed preview leaves the last good one intact.
+    Only one letter at a time is held in memory: the index page is written
+    from the files, so memory stays flat however long the list.
     """
-    built = _build_folder(folder)
+    earlier = _written_before(folder)
+    if earlier is None:
+        raise TemplateError(
+            f"PREVIEW_DIR={str(folder)!r} holds files that outreach did not write; "
+            "choose an empty or new folder"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         entries: list[PreviewEntry] = []
         errors: list[OutreachError] = []
-        with contextlib.ExitStack() as stack:
-            if composer is None:
-                composer = stack.enter_context(Composer(campaign, processes=processes))
-            stream = composer.run(contacts, "preview", now=now, processes=processes)
-            for done, composed in enumerate(stream, start=1):
-                progress(done)
-                if composed.error is not None:
-                    errors.append(composed.error)
-                    continue
-                assert isinstance(composed, Previewed)
-                _write_letter(built, composed, entries)
+        for done, item in enumerate(composed, start=1):
+            progress(done)
+            if item.error is not None:
+                errors.append(item.error)
+                continue
+            _write_letter(built, item, entries)
         if errors:
             raise OutreachError(*problems_of(errors))
         result = PreviewResult(folder=folder, entries=entries)
-        _write_index(built, result, campaign.settings.campaign)
-        (built / MARKER).write_text("written by outreach preview\n", encoding="utf-8")
-        written = {MARKER, "index.html"}
-        written.update(f"{e.id}{suffix}" for e in entries for suffix in (".eml", ".html", ".txt"))
-        _remove_unwritten(built, written)
-        _replace_folder(built, folder)
+        _write_index(built, result, campaign)
+        names = ["index.html", *(f"{e.id}{s}" for e in entries for s in (".eml", ".html", ".txt"))]
+        (built / MARKER).write_text(
+            "written by outreach preview; these files are its own:\n" + "\n".join(names) + "\n",
+            encoding="utf-8",
+        )
+        _put_in_place(built, folder, earlier)
         return result
     finally:
-        if built.exists():
-            shutil.rmtree(built)
+        shutil.rmtree(built, ignore_errors=True)
 
 
-def _write_letter(built: Path, composed: Previewed, entries: list[PreviewEntry]) -> None:
+def _write_letter(built: Path, composed: Composed, entries: list[PreviewEntry]) -> None:
     """One letter's three files, and its row of the index (without the letter)."""
     assert composed.rendered is not None
     assert composed.letter is not None
@@ -201,7 +183,7 @@ def _write_letter(built: Path, composed: Previewed, entries: list[PreviewEntry])
             recipients=list(letter.recipients),
             subject=letter.subject,
             language=rendered.language,
-            warnings=list(composed.warnings),
+            warnings=letter_warnings(rendered, letter, contact),
             placeholder_addresses=sum(1 for a in letter.recipients if is_placeholder(a)),
         )
     )

@@ -27,7 +27,6 @@ from tenacity import (
 
 from outreach.addresses import is_loopback, is_placeholder
 from outreach.clock import Clock
-from outreach.compose import Campaign
 from outreach.contacts import Contact
 from outreach.errors import DeliveryError, SendLogError
 from outreach.message import Letter
@@ -264,16 +263,10 @@ class Sender:
             self.log.append(row)
         return row
 
-    def _record_sending(self, letter: Letter, attempt: int) -> Callable[[], None]:
-        """The ``sending`` row, written; returns what waits until it is on the disk."""
+    def _record_sending(self, letter: Letter, attempt: int) -> None:
+        """The ``sending`` row, on the disk before any of the letter goes out."""
         with self._writing_log():
-            syncing = self.log.append_syncing(self._row(letter, "sending", attempt))
-
-        def on_disk() -> None:
-            with self._writing_log():
-                syncing()
-
-        return on_disk
+            self.log.append(self._row(letter, "sending", attempt), durable=True)
 
     def _row(
         self,
@@ -377,46 +370,5 @@ class Sender:
         self.progress(status)
 
 
-def _nothing_to_wait_for() -> None:
-    """A test letter is logged once the server has answered."""
-
-
 class _Stopped(Exception):
     """The run was stopped while this letter waited for its turn."""
-
-
-def send_test(
-    campaign: Campaign, contact: Contact, address: str, log: SendLog, clock: Clock
-) -> LogRow:
-    """One contact's letter, marked [TEST], to ``address`` only; logged as ``test``.
-
-    No retries: the person running it is watching and can run it again.
-    """
-    _, letter = campaign.compose(contact, now=clock.now, test_to=address)
-    server = Server.from_settings(campaign.settings)
-    connection = Connection(server)
-    try:
-        connection.open()
-        delivered = connection.send(letter, lambda: _nothing_to_wait_for)
-    except (Transient, Permanent, Ambiguous) as err:
-        code = getattr(err, "code", None)
-        raise DeliveryError(
-            f"the test letter to {address} was not sent: {code or ''} {err.reply}".replace(
-                "  ", " "
-            )
-        ) from None
-    finally:
-        connection.close()
-    row = LogRow(
-        time=clock.now(),
-        campaign=campaign.settings.campaign,
-        contact_id=contact.id,
-        email=address,
-        status="test",
-        attempt=1,
-        smtp_code=delivered.code,
-        smtp_reply=delivered.reply,
-        message_id=letter.message_id,
-    )
-    log.append(row, durable=True)
-    return row

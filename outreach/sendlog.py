@@ -19,8 +19,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -290,7 +289,6 @@ class SendLog:
         self._writer: csv.Writer | None = None  # type: ignore[name-defined]
         self.repaired = False
         self._write_lock = threading.Lock()
-        self._syncer: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> SendLog:
         self.open()
@@ -371,24 +369,6 @@ class SendLog:
             if durable:
                 self._sync()
 
-    def append_syncing(self, row: LogRow) -> Callable[[], None]:
-        """Write one row and start putting it on the disk, on a thread of its own.
-
-        Returns what waits until the row is on the disk (and raises OSError
-        if it cannot be put there). A letter's ``sending`` row is written so:
-        the fsync runs while the server takes in the recipients and the
-        letter, and the final dot, from which the server may deliver it,
-        waits for it (``transport.py``).
-        """
-        with self._write_lock:
-            self._write(row)
-            assert self._file is not None
-            descriptor = self._file.fileno()
-            if self._syncer is None:
-                self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="send-log")
-            syncing = self._syncer.submit(os.fsync, descriptor)
-        return syncing.result
-
     def _write(self, row: LogRow) -> None:
         assert self._lock is not None, "the log is not open"
         if self._file is None:
@@ -404,10 +384,6 @@ class SendLog:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if self._syncer is not None:
-            # No fsync may outlive the file it was started on.
-            self._syncer.shutdown(wait=True)
-            self._syncer = None
         if self._file is not None:
             self._sync()
             self._file.close()

@@ -11,7 +11,6 @@ dot and before the server's answer).
 from __future__ import annotations
 
 import base64
-import contextlib
 import smtplib
 import socket
 import ssl
@@ -116,29 +115,18 @@ def _reply_text(reply: bytes | str) -> str:
     return " ".join(text.split())
 
 
-def _send_data(
-    smtp: smtplib.SMTP,
-    msg: bytes,
-    on_disk: Callable[[], object],
-    phase: list[bool],
-) -> tuple[int, bytes]:
-    """smtplib's DATA, with the final dot held until the ``sending`` row is on
-    the disk, noting in ``phase`` when the final dot has gone out.
+def _send_data(smtp: smtplib.SMTP, msg: bytes, phase: list[bool]) -> tuple[int, bytes]:
+    """smtplib's DATA, noting in ``phase`` when the final dot has gone out.
 
     smtplib's own ``data()`` cannot tell a connection lost while the message
     was being sent (the server cannot have it: retry) from one lost while
     waiting for the answer (it may have it: do not send it again blindly).
-    The server delivers nothing before the final dot: so the message goes
-    out while the row is being made durable, and only the final dot waits
-    for ``on_disk``.
     """
     smtp.putcmd("data")
     code, reply = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
-    smtp.send(_dot_stuffed(msg))
-    _unless_failing(smtp, on_disk)
-    smtp.send(b".\r\n")
+    smtp.send(_dot_stuffed(msg) + b".\r\n")
     phase.append(True)
     code, reply = smtp.getreply()
     if code != 250:
@@ -212,12 +200,6 @@ class Connection:
             else:
                 smtp = smtplib.SMTP(server.host, server.port, timeout=server.timeout)
             self._smtp = smtp
-            # Commands are small and each waits for its answer; the last
-            # piece of a letter (its final dot) must not wait for the
-            # acknowledgement of the piece before it (Nagle's algorithm).
-            if smtp.sock is not None:
-                with contextlib.suppress(OSError):
-                    smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if server.security == "starttls":
                 if not smtp.has_extn("starttls"):
@@ -286,14 +268,12 @@ class Connection:
         except (smtplib.SMTPException, OSError):
             smtp.close()
 
-    def send(self, letter: Letter, begin: Callable[[], Callable[[], object]]) -> Delivered:
+    def send(self, letter: Letter, begin: Callable[[], None]) -> Delivered:
         """Hand one letter to the server.
 
         ``begin`` runs once the server has accepted the sender: the send
-        log's ``sending`` row is written there. It returns what waits until
-        the row is on the disk, which runs before the final dot. The row is
-        made durable while the recipients and DATA go back and forth, rather
-        than holding back the final dot.
+        log's ``sending`` row is written there, and is on the disk before
+        any of the letter goes out.
         """
         if self._smtp is None:
             self.open()
@@ -332,14 +312,14 @@ class Connection:
         self,
         smtp: smtplib.SMTP,
         letter: Letter,
-        begin: Callable[[], Callable[[], object]],
+        begin: Callable[[], None],
         phase: list[bool],
     ) -> Delivered:
         scrub = self.server.scrub
         code, reply = smtp.mail(letter.sender)
         if code != 250:
             self._refusal(code, scrub(_reply_text(reply)), sender=letter.sender)
-        on_disk = _unless_failing(smtp, begin)
+        _unless_failing(smtp, begin)
         refused: dict[str, tuple[int, str]] = {}
         for recipient in letter.recipients:
             code, reply = smtp.rcpt(recipient)
@@ -352,7 +332,7 @@ class Connection:
             code, text = (temporary or list(refused.values()))[0]
             raise _classify(code, text)
         try:
-            code, reply = _send_data(smtp, letter.data, on_disk, phase)
+            code, reply = _send_data(smtp, letter.data, phase)
         except smtplib.SMTPDataError as err:
             raise _classify(err.smtp_code, scrub(_reply_text(err.smtp_error))) from None
         return Delivered(code=code, reply=scrub(_reply_text(reply)), refused=refused)

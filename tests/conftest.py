@@ -14,12 +14,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from outreach.cli import cli
 from outreach.contacts import Contact
 from tests.smtp import SmtpServer, run_server
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = Path(__file__).resolve().parent / "data" / "seed-letter.txt"
+DATA = Path(__file__).resolve().parent / "data"
+SEED = DATA / "seed-letter.txt"
+#: The tests' own contacts: the 195 missions on placeholder addresses, as
+#: shipped. Never the project's contacts.csv, which staff fill with the
+#: real addresses.
+CONTACTS = DATA / "contacts.csv"
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,11 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the shipped contacts and templates in a folder of its own.
+    """The tests' contacts and the shipped templates in a folder of its own.
 
     Tests run in it with no ``.env`` and none of the developer's settings.
     """
-    shutil.copy(ROOT / "contacts.csv", tmp_path / "contacts.csv")
+    shutil.copy(CONTACTS, tmp_path / "contacts.csv")
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
@@ -109,11 +116,29 @@ class Result:
 RunCli = Callable[..., Result]
 
 
+@pytest.fixture
+def run_cli(project: Path) -> RunCli:
+    """Run the ``outreach`` command in this process (click's CliRunner), as a user would.
+
+    A bug (any exception but an ``OutreachError``, which the command turns
+    into ``Error:`` lines) is raised here, with its traceback.
+    """
+
+    def run(*args: str, env: Mapping[str, str] | None = None, input: str | None = None) -> Result:
+        environment = {"COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+        done = CliRunner().invoke(cli, list(args), env=environment, input=input)
+        if done.exception is not None and not isinstance(done.exception, SystemExit):
+            raise done.exception
+        return Result(done.exit_code, done.stdout, done.stderr)
+
+    return run
+
+
 def run_python(script: str, cwd: Path, **env: str) -> Result:
     """Run ``script`` in a Python process of its own, in ``cwd``, with ``env`` added.
 
-    For what must happen in a process with no other thread (the test
-    runner's has some), or in a fresh interpreter.
+    Only for what must happen to a process as a whole: a resource limit that
+    would hold the test runner too (a file that cannot grow, a full disk).
     """
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -125,30 +150,6 @@ def run_python(script: str, cwd: Path, **env: str) -> Result:
         check=False,
     )
     return Result(done.returncode, done.stdout, done.stderr)
-
-
-@pytest.fixture
-def run_cli(project: Path) -> RunCli:
-    """Run the real ``outreach`` command in a subprocess, as a user would."""
-
-    def run(*args: str, env: Mapping[str, str] | None = None, input: str | None = None) -> Result:
-        environment = {
-            k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "MAIL_", "SEND_"))
-        }
-        environment.update({"COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
-        done = subprocess.run(
-            [sys.executable, "-m", "outreach", *args],
-            cwd=project,
-            env=environment,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    return run
 
 
 def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -8,16 +8,14 @@ without Chromium; in CI (``CI`` set) a missing Chromium fails them.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, RunCli, Seed
+from outreach import Campaign, load_settings
+from tests.conftest import CONTACTS, ROOT, RunCli, Seed
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "out" / "screenshots"
@@ -71,22 +69,12 @@ def screenshot(page: Page, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The previews of the shipped contacts, written once by the real command."""
+    """The previews of the 195 missions, written once."""
     folder = tmp_path_factory.mktemp("gallery")
-    shutil.copy(ROOT / "contacts.csv", folder / "contacts.csv")
-    shutil.copytree(ROOT / "templates", folder / "templates")
-    environment = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    done = subprocess.run(
-        [sys.executable, "-m", "outreach", "preview"],
-        cwd=folder,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return folder / "out" / "preview" / "index.html"
+    settings = {"CONTACTS_FILE": str(CONTACTS), "TEMPLATES_DIR": str(ROOT / "templates")}
+    campaign = Campaign.open(load_settings(environ=settings, env_file=None))
+    campaign.preview(folder / "preview")
+    return folder / "preview" / "index.html"
 
 
 def test_gallery_summary_counts_letters_placeholders_and_warnings(

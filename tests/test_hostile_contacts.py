@@ -18,9 +18,6 @@ from pathlib import Path
 import pytest
 
 from outreach import Campaign, load_settings
-from outreach.clock import SystemClock
-from outreach.sending import Sender, make_plan
-from outreach.sendlog import SendLog
 from tests.conftest import Result, RunCli
 from tests.smtp import SmtpServer
 
@@ -80,12 +77,8 @@ def sent_earlier(project: Path, server: SmtpServer, ids: list[str]) -> bytes:
     """Send ``ids`` from the shipped contacts, as a previous run would have; the log's bytes."""
     settings = load_settings(environ=server.env(), env_file=None)
     campaign = Campaign.open(settings)
-    clock = SystemClock()
-    with SendLog(settings.send_log) as log:
-        plan = make_plan(campaign.contacts.select(ids), log.rows(), settings, now=clock.now())
-        outcome = Sender(settings, plan, log, clock).run(
-            campaign.compose(c, now=clock.now)[1] for c in plan.to_send
-        )
+    with campaign.open_log() as log:
+        outcome = campaign.send(campaign.plan(log, campaign.select(ids)), log)
     assert outcome.all_sent
     server.received.clear()
     return settings.send_log.read_bytes()

@@ -38,17 +38,15 @@ def send(
     """What `outreach send --yes --only …` does, through the library, on a fake clock."""
     settings = load_settings(environ=server.env(**env), env_file=None)
     campaign = Campaign.open(settings)
-    with SendLog(settings.send_log) as log:
-        plan = make_plan(
-            campaign.contacts.select(ids),
-            log.rows(),
-            settings,
-            now=clock.now(),
+    with campaign.open_log() as log:
+        plan = campaign.plan(
+            log,
+            campaign.select(ids),
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,
+            now=clock.now(),
         )
-        sender = Sender(settings, plan, log, clock)
-        outcome = sender.run(campaign.compose(c, now=clock.now)[1] for c in plan.to_send)
+        outcome = campaign.send(plan, log, clock=clock)
     return outcome, read_log(settings.send_log)
 
 
