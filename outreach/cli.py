@@ -133,6 +133,10 @@ def check(ctx: click.Context, spam_all: bool) -> None:
         result = campaign.check(spam_all=spam_all, progress=progress)
     settings, contacts = campaign.settings, campaign.contacts
     click.echo(f"Contacts:  {len(contacts)} in {contacts.path}")
+    if contacts.defaulted:
+        click.echo(
+            f"Columns:   not in {contacts.path}, so their defaults: {', '.join(contacts.defaulted)}"
+        )
     by_language = ", ".join(f"{n} in {lang}" for lang, n in sorted(result.languages.items()))
     click.echo(
         f"Letters:   {result.letters} rendered from {settings.templates_dir} ({by_language})"

@@ -12,7 +12,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     import pandas as pd
 
 REQUIRED_COLUMNS = ("id", "country", "email")
+#: The other columns the shipped templates use, and what stands in for each
+#: when the contacts file has no such column or leaves the cell empty: a
+#: file with only the required columns gives complete letters.
+OPTIONAL_COLUMNS: dict[str, Callable[[Mapping[str, str]], str]] = {
+    "mission": lambda row: f"Permanent Mission of {row['country']} to the United Nations",
+    "title": lambda row: "",
+    "representative": lambda row: "",
+    "cc": lambda row: "",
+    "language": lambda row: "en",
+    "status": lambda row: "member",
+    "name_in_text": lambda row: row["country"],
+    "salutation": lambda row: "",
+}
 #: Columns whose values become a header (the To display name is the mission,
 #: or the country when there is none).
 HEADER_COLUMNS = ("country", "mission")
@@ -62,6 +75,8 @@ class ContactList:
     path: Path
     contacts: tuple[Contact, ...]
     warnings: tuple[str, ...] = ()
+    #: Optional columns the file does not have, which take their defaults.
+    defaulted: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[Contact]:
         return iter(self.contacts)
@@ -186,7 +201,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
 
     records = _records(path, text, _delimiter(text.split("\n", 1)[0]))
     _, header = next(records)
-    header = [name.strip() for name in header]
+    header = [_column_name(name) for name in header]
     problems = _header_problems(path, header)
     rows: list[list[str]] = []
     for line, values in records:
@@ -199,6 +214,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
             )
             continue
         rows.append([*values, str(line)])
+    header, rows = _without_empty_unnamed_columns(path, header, rows, problems)
     if problems:
         raise ContactsError(*problems)
     if not rows:
@@ -213,12 +229,48 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return frame, warnings
 
 
+def _without_empty_unnamed_columns(
+    path: Path, header: list[str], rows: list[list[str]], problems: list[str]
+) -> tuple[list[str], list[list[str]]]:
+    """The table less the columns with neither a name nor a value.
+
+    Spreadsheets export a trailing separator for a column that was once
+    used; it holds nothing, and is dropped. An unnamed column that does
+    hold values is a problem: its values could not be used by name.
+    """
+    unnamed = [number for number, name in enumerate(header) if not name]
+    drop = []
+    for number in unnamed:
+        used = next((row[-1] for row in rows if len(row) > number and row[number].strip()), None)
+        if used is None:
+            drop.append(number)
+        else:
+            problems.append(
+                f"{path}, line 1, column {number + 1}: a column without a name "
+                f"(it holds a value on line {used}); give it a name in the first line"
+            )
+    if not drop:
+        return header, rows
+    keep = [n for n in range(len(header)) if n not in drop]
+    return [header[n] for n in keep], [[row[n] for n in keep] + row[-1:] for row in rows]
+
+
+def _column_name(name: str) -> str:
+    """A header's name, stripped; the known columns in lower case whatever their case.
+
+    A spreadsheet's header often reads ``ID,Country,Email``.
+    """
+    name = name.strip()
+    known = name.lower()
+    return known if known in REQUIRED_COLUMNS or known in OPTIONAL_COLUMNS else name
+
+
 def _header_problems(path: Path, header: list[str]) -> list[str]:
     problems = []
     for number, name in enumerate(header, start=1):
         if not name:
-            problems.append(f"{path}, line 1, column {number}: a column without a name")
-        elif header.index(name) != number - 1:
+            continue  # dropped when empty, else a problem (_without_empty_unnamed_columns)
+        if header.index(name) != number - 1:
             problems.append(f"{path}, line 1, column {number}: a second column named {name!r}")
         elif name.startswith("_"):
             problems.append(f"{path}, line 1, column {number}: column names may not start with '_'")
@@ -268,7 +320,7 @@ def load_contacts(path: Path) -> ContactList:
                 f"{at}, {where['id']}: {fields['id']!r} is not a usable id "
                 "(letters, digits, '.', '_' and '-', at most 64)"
             )
-        for name in HEADER_COLUMNS:
+        for name in (c for c in HEADER_COLUMNS if c in where):
             # Refused here, where file, line and column are known, so the one
             # who edits the spreadsheet learns where the line break hides;
             # message.py refuses them again in case a Contact comes from elsewhere.
@@ -277,7 +329,7 @@ def load_contacts(path: Path) -> ContactList:
                 row_problems.append(
                     f"{at}, {where[name]}: cannot go into the To header of a mail: it {reason}"
                 )
-        language = fields.get("language", "") or "en"
+        language = fields.get("language") or "en"
         if not _LANGUAGE.match(language):
             row_problems.append(
                 f"{at}, {where['language']}: {language!r} is not a language code like en or fr"
@@ -308,6 +360,9 @@ def load_contacts(path: Path) -> ContactList:
             first_use.setdefault(key, (fields["id"], line))
         problems += row_problems
         if not row_problems:
+            for name, default in OPTIONAL_COLUMNS.items():
+                if not fields.get(name):
+                    fields[name] = default(fields)
             contacts.append(
                 Contact(
                     id=fields["id"],
@@ -323,7 +378,8 @@ def load_contacts(path: Path) -> ContactList:
     problems += _duplicate_ids(path, frame, where["id"])
     if problems:
         raise ContactsError(*problems)
-    return ContactList(path=path, contacts=tuple(contacts), warnings=tuple(warnings))
+    defaulted = tuple(name for name in OPTIONAL_COLUMNS if name not in columns)
+    return ContactList(path, tuple(contacts), tuple(warnings), defaulted)
 
 
 def _duplicate_ids(path: Path, frame: pd.DataFrame, where: str) -> list[str]:

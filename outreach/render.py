@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -167,8 +168,10 @@ class Renderer:
                 f"{_template_position(err, name)}: not allowed in a template ({err})"
             ) from err
         except jinja2.UndefinedError as err:
+            undefined = re.fullmatch(r"'(\w+)' is undefined", err.message or "")
+            column = f": the contacts file has no column {undefined[1]!r}" if undefined else ""
             raise TemplateError(
-                f"{_template_position(err, name)}: {err.message} ("
+                f"{_template_position(err, name)}: {err.message}{column} ("
                 "the variables are the contacts columns, letter_date, letter_language, "
                 "salutation and "
                 f"{', '.join(self.data) or 'no data files'})"

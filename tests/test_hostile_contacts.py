@@ -141,8 +141,8 @@ SHAPES = [
         id="required-column-missing",
     ),
     pytest.param(
-        table(CHILE + ",", header=HEADER + ",").encode(),
-        "contacts.csv, line 1, column 11: a column without a name",
+        table(CHILE + ",Santiago", header=HEADER + ",").encode(),
+        "contacts.csv, line 1, column 11: a column without a name (it holds a value on line 2)",
         id="column-without-a-name",
     ),
     pytest.param(

@@ -336,8 +336,9 @@ def test_an_unknown_variable_names_it_and_where_it_is(story: Story) -> None:
     edit(story, "en/letter.txt.j2", lambda t: "{{ ambassador_name }}\n" + t)
     story.refused(
         story.send(),
-        "templates/en/letter.txt.j2, line 1: 'ambassador_name' is undefined (the variables are "
-        "the contacts columns, letter_date, letter_language, salutation and signatories)",
+        "templates/en/letter.txt.j2, line 1: 'ambassador_name' is undefined: the contacts file "
+        "has no column 'ambassador_name' (the variables are the contacts columns, letter_date, "
+        "letter_language, salutation and signatories)",
     )
 
 
