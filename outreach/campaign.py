@@ -162,6 +162,7 @@ class Campaign:
             self.compose_each(chosen),
             folder or self.settings.preview_dir,
             self.settings.campaign,
+            log_dir=self.settings.log_dir,
             progress=lambda done: progress("Previewing", done, len(chosen)),
         )
 

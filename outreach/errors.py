@@ -46,6 +46,10 @@ class TemplateError(OutreachError):
     """A template is missing, does not parse, or uses something it may not."""
 
 
+class PreviewError(OutreachError):
+    """The preview folder cannot be used or written."""
+
+
 class MessageError(OutreachError):
     """A message cannot be built safely (a header value would inject a header)."""
 

@@ -12,6 +12,7 @@ network connection is ever opened here.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from jinja2.utils import htmlsafe_json_dumps
 
 from outreach.addresses import is_placeholder
 from outreach.checks import letter_warnings
-from outreach.errors import OutreachError, TemplateError, problems_of
+from outreach.errors import OutreachError, PreviewError, TemplateError, problems_of
 
 if TYPE_CHECKING:
     from outreach.campaign import Composed
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 #: Marks a folder as written by ``outreach preview`` and lists the files it
 #: wrote: those, and only those, may be replaced by the next preview.
 MARKER = ".outreach-preview"
+#: Each letter's files go into this folder of the preview, so that no id
+#: (``index``, say) can take the name of the gallery page.
+LETTERS = "letters"
+SUFFIXES = (".eml", ".html", ".txt")
+_OWN_NAME = re.compile(r"index\.html|letters/[A-Za-z0-9][A-Za-z0-9._-]*\.(?:eml|html|txt)")
 
 
 @dataclass
@@ -79,20 +85,20 @@ def _index_environment() -> Environment:
 
 
 def _written_before(folder: Path) -> set[str] | None:
-    """The files an earlier preview wrote into ``folder``, from its marker.
+    """The files (relative paths) an earlier preview wrote into ``folder``, from its marker.
 
     None when ``folder`` holds files and no marker: outreach did not write it.
+    Only names a preview writes are believed (``index.html`` and
+    ``letters/<name>``): a marker edited to name anything else names nothing.
     """
     if not folder.exists():
         return set()
-    if folder.is_symlink() or not folder.is_dir():
-        raise TemplateError(f"PREVIEW_DIR={str(folder)!r} is not a folder")
     marker = folder / MARKER
     if marker.is_file() and not marker.is_symlink():
         heading, *lines = marker.read_text(encoding="utf-8").splitlines() or [""]
         if heading == "written by outreach preview":  # an older preview, which kept no list
             return {p.name for p in folder.iterdir() if p.suffix in (".eml", ".html", ".txt")}
-        return {line for line in lines if line and "/" not in line and not line.startswith(".")}
+        return {line for line in lines if _OWN_NAME.fullmatch(line)}
     if any(folder.iterdir()):
         return None
     return set()
@@ -103,23 +109,49 @@ def _put_in_place(built: Path, folder: Path, earlier: set[str]) -> None:
 
     Only files that an earlier preview listed in its marker are ever
     removed or written over: anything else in the folder is someone's, and
-    is left as it is.
+    is left as it is. A file of someone else's where a new one must go
+    stops the preview before anything is moved.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    new = {path.name for path in built.iterdir()}
+    new = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()}
+    letters = folder / LETTERS
+    if letters.is_symlink() or (letters.exists() and not letters.is_dir()):
+        raise PreviewError(f"{letters}: not a folder that outreach wrote; move it away")
     for name in sorted(new - earlier - {MARKER}):
         if (folder / name).exists() or (folder / name).is_symlink():
-            raise TemplateError(
+            raise PreviewError(
                 f"{folder / name}: a file that outreach did not write is in the way; "
                 "move it, or choose another PREVIEW_DIR"
             )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).unlink(missing_ok=True)  # the folder is not whole until it is back
     for name in sorted(earlier - new):
         path = folder / name
         if path.is_file() and not path.is_symlink():
             path.unlink()
+    letters.mkdir(exist_ok=True)
     for name in sorted(new - {MARKER}):
         os.replace(built / name, folder / name)
-    os.replace(built / MARKER, folder / MARKER)  # last: the folder is whole again
+    os.replace(built / MARKER, folder / MARKER)
+
+
+def check_folder(folder: Path, log_dir: Path) -> None:
+    """Refuse a preview folder that is no folder, or that shares a folder with the send log.
+
+    A preview replaces its own files; the send log is what keeps letters
+    from going twice, and must never be in the way of that.
+    """
+    if folder.is_symlink():
+        raise PreviewError(
+            f"PREVIEW_DIR={str(folder)!r} is a symbolic link; give the folder it points to"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise PreviewError(f"PREVIEW_DIR={str(folder)!r} is a file, not a folder")
+    previews, logs = folder.resolve(), log_dir.resolve()
+    if previews == logs or previews in logs.parents or logs in previews.parents:
+        raise PreviewError(
+            f"PREVIEW_DIR={str(folder)!r} and LOG_DIR={str(log_dir)!r} overlap: the previews "
+            "and the send log must be in folders of their own; choose another PREVIEW_DIR"
+        )
 
 
 def write_previews(
@@ -127,24 +159,30 @@ def write_previews(
     folder: Path,
     campaign: str,
     *,
+    log_dir: Path,
     progress: Callable[[int], None] = lambda done: None,
 ) -> PreviewResult:
-    """Write ``<id>.eml``, ``<id>.html`` and ``<id>.txt`` per contact, and ``index.html``.
+    """Write ``index.html`` and, per contact, ``letters/<id>.eml``, ``.html`` and ``.txt``.
 
     The files are written to a new folder beside ``folder`` and moved into
     it at the end, so a failed preview leaves the last good one intact.
     Only one letter at a time is held in memory: the index page is written
     from the files, so memory stays flat however long the list.
     """
+    check_folder(folder, log_dir)
     earlier = _written_before(folder)
     if earlier is None:
-        raise TemplateError(
+        raise PreviewError(
             f"PREVIEW_DIR={str(folder)!r} holds files that outreach did not write; "
             "choose an empty or new folder"
         )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        built = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    except OSError as err:
+        raise PreviewError(f"{folder}: cannot be written ({err.strerror})") from err
+    try:
+        (built / LETTERS).mkdir()
         entries: list[PreviewEntry] = []
         errors: list[OutreachError] = []
         for done, item in enumerate(composed, start=1):
@@ -157,13 +195,16 @@ def write_previews(
             raise OutreachError(*problems_of(errors))
         result = PreviewResult(folder=folder, entries=entries)
         _write_index(built, result, campaign)
-        names = ["index.html", *(f"{e.id}{s}" for e in entries for s in (".eml", ".html", ".txt"))]
+        names = ["index.html", *(f"{LETTERS}/{e.id}{s}" for e in entries for s in SUFFIXES)]
         (built / MARKER).write_text(
             "written by outreach preview; these files are its own:\n" + "\n".join(names) + "\n",
             encoding="utf-8",
         )
         _put_in_place(built, folder, earlier)
         return result
+    except OSError as err:
+        where = err.filename or folder
+        raise PreviewError(f"{where}: cannot be written ({err.strerror})") from err
     finally:
         shutil.rmtree(built, ignore_errors=True)
 
@@ -173,9 +214,10 @@ def _write_letter(built: Path, composed: Composed, entries: list[PreviewEntry]) 
     assert composed.rendered is not None
     assert composed.letter is not None
     contact, rendered, letter = composed.contact, composed.rendered, composed.letter
-    (built / f"{contact.id}.eml").write_bytes(letter.data)
-    (built / f"{contact.id}.html").write_text(rendered.html, encoding="utf-8")
-    (built / f"{contact.id}.txt").write_text(rendered.text, encoding="utf-8")
+    letters = built / LETTERS
+    (letters / f"{contact.id}.eml").write_bytes(letter.data)
+    (letters / f"{contact.id}.html").write_text(rendered.html, encoding="utf-8")
+    (letters / f"{contact.id}.txt").write_text(rendered.text, encoding="utf-8")
     entries.append(
         PreviewEntry(
             id=contact.id,
@@ -206,8 +248,8 @@ def _letter_data(built: Path, entry: PreviewEntry) -> dict[str, object]:
         "subject": entry.subject,
         "language": entry.language,
         "warnings": entry.warnings,
-        "html": _read_back(built / f"{entry.id}.html"),
-        "text": _read_back(built / f"{entry.id}.txt"),
+        "html": _read_back(built / LETTERS / f"{entry.id}.html"),
+        "text": _read_back(built / LETTERS / f"{entry.id}.txt"),
     }
 
 

@@ -37,7 +37,7 @@ EXCEL = (
 
 
 def letter(project: Path, contact_id: str) -> EmailMessage:
-    data = (project / "out" / "preview" / f"{contact_id}.eml").read_bytes()
+    data = (project / "out" / "preview" / "letters" / f"{contact_id}.eml").read_bytes()
     parsed = message_from_bytes(data, policy=policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
