@@ -49,7 +49,12 @@ def split_addresses(cell: str) -> list[str]:
 
 def is_placeholder(address: str) -> bool:
     """True for an address on a domain reserved for examples and tests."""
-    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return is_reserved_domain(address.rpartition("@")[2])
+
+
+def is_reserved_domain(domain: str) -> bool:
+    """True for a domain reserved for examples and tests, which no real server has."""
+    domain = domain.lower().rstrip(".")
     return (
         domain.endswith(RESERVED_SUFFIXES)
         or domain in RESERVED_DOMAINS

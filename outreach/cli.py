@@ -143,11 +143,13 @@ def check(ctx: click.Context, spam_all: bool) -> None:
     )
     for line in result.summary_lines():
         click.echo(line)
+    for number, line in enumerate(settings.placeholders()):
+        click.echo(f"{'Settings:' if number == 0 else '':<11}{line}")
     sender = settings.mail_from or "not set (previews use a placeholder; sending needs MAIL_FROM)"
     click.echo(f"From:      {sender}")
     click.echo(f"SMTP:      {_server(settings)}")
     click.echo(f"Campaign:  {settings.campaign} (send log {settings.send_log})")
-    clean = not result.placeholders and not result.warnings
+    clean = not result.placeholders and not result.warnings and not settings.placeholders()
     click.echo("Everything is in order." if clean else "Letters are in order.")
 
 
@@ -299,6 +301,7 @@ def send(
     """
     campaign = _campaign(ctx)
     settings = campaign.settings
+    campaign = _with_password(campaign)
     with campaign.open_log() as log:
         if log.repaired:
             click.echo(
@@ -321,7 +324,6 @@ def send(
             click.echo("Nothing to send.")
             return
         _confirm(yes, len(plan.to_send))
-        campaign = _with_password(campaign)
         with _progress() as progress:
             done = 0
 

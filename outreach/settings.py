@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,19 @@ from typing import TypeVar
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from outreach.addresses import AddressError, is_loopback, validate_address
+from outreach.addresses import (
+    AddressError,
+    is_loopback,
+    is_placeholder,
+    is_reserved_domain,
+    validate_address,
+)
 from outreach.errors import SettingsError
 from outreach.headers import unsafe_header_reason
 
 SECURITY_MODES = ("starttls", "ssl", "none")
+#: Most connections a run opens at once.
+MAX_CONNECTIONS = 10
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 PLACEHOLDER_SENDER = "mail-from-not-set@sender.invalid"
 PLACEHOLDER_SENDER_NAME = "MAIL_FROM is not set"
@@ -128,13 +137,75 @@ class Settings:
     def send_log(self) -> Path:
         return self.log_dir / "send-log.csv"
 
+    def placeholders(self) -> list[str]:
+        """Settings still holding an example value (config.example.env's), one line each.
+
+        No server delivers mail from a reserved domain such as ``.example``,
+        and replies to one reach nobody: ``check`` lists these, and a send
+        to a server off this machine refuses them.
+        """
+        found = []
+        if self.smtp_host and is_reserved_domain(self.smtp_host):
+            found.append(
+                f"SMTP_HOST={self.smtp_host} is an example name, not a server: "
+                "set your provider's SMTP server"
+            )
+        for name, address in (("MAIL_FROM", self.mail_from), ("MAIL_REPLY_TO", self.mail_reply_to)):
+            if address and is_placeholder(address):
+                found.append(
+                    f"{name}={address} is on a reserved domain, which no server sends from "
+                    "and no reply reaches: set your organisation's real address"
+                )
+        return found
+
+
+def is_secret(name: str) -> bool:
+    """Whether a setting holds a secret, whose value is never shown anywhere."""
+    return any(word in name.upper() for word in ("PASSWORD", "TOKEN", "SECRET"))
+
+
+_NAME = re.compile(r"\s*(?:export\s+)?([A-Z][A-Z0-9_]*)(?:\s*(=)|\s|$)")
+
+
+def _is_setting_like(name: str) -> bool:
+    """A name that is, or reads like, a setting: safe to show, where any other word
+    at the start of a line might be the first word of a password."""
+    return name in KNOWN_SETTINGS or name.startswith(_OUR_PREFIXES) or is_secret(name)
+
+
+def _unreadable(path: Path, line: int, original: str) -> str:
+    """The problem with a line of ``.env`` that does not parse, never showing a secret.
+
+    A line whose name cannot be read may be a password pasted on its own, and
+    the value of a PASSWORD, TOKEN or SECRET setting is one: neither is shown.
+    """
+    first = original.splitlines()[0] if original else ""
+    name = _NAME.match(first)
+    if name is None or not _is_setting_like(name.group(1)):
+        return (
+            f"{path}, line {line}: cannot read this line (write it as NAME=value); "
+            "it is not shown here, in case it holds a password"
+        )
+    if not name.group(2):
+        return (
+            f"{path}, line {line}: {name.group(1)} has no '=' after it (write it as "
+            f"{name.group(1)}=value, or {name.group(1)}= for an empty value)"
+        )
+    if is_secret(name.group(1)):
+        return (
+            f"{path}, line {line}: cannot read the value of {name.group(1)} (a quote that is "
+            "never closed?); write it as NAME=value, the value in '…' if it holds spaces or #"
+        )
+    return f"{path}, line {line}: cannot read {first.strip()[:60]!r} (write it as NAME=value)"
+
 
 def read_env_file(path: Path) -> dict[str, str]:
     """The settings in a ``.env`` file; a line that does not parse is an error.
 
     python-dotenv only warns about such a line and goes on without it, which
     would silently drop (say) the password the user meant to set. ``NAME=``
-    sets an empty value; ``NAME`` alone is refused.
+    sets an empty value; ``NAME`` alone is refused. Values are taken
+    literally: ``${…}`` is never expanded (a password may hold one).
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -145,8 +216,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     except OSError as err:
         raise SettingsError(f"{path}: cannot be read ({err.strerror})") from err
     problems = [
-        f"{path}, line {binding.original.line}: cannot read "
-        f"{binding.original.string.strip()[:40]!r} (write it as NAME=value)"
+        _unreadable(path, binding.original.line, binding.original.string)
         for binding in parse_stream(io.StringIO(text))
         # A name alone on its line (python-dotenv reads it as a name with no
         # value) is as much a mistake: a password meant to follow, a stray word.
@@ -154,11 +224,15 @@ def read_env_file(path: Path) -> dict[str, str]:
     ]
     if problems:
         raise SettingsError(*problems)
-    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {key: value or "" for key, value in values.items()}
 
 
 T = TypeVar("T")
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value == int(value) else f"{value:g}"
 
 
 class _Reader:
@@ -179,15 +253,20 @@ class _Reader:
             self.problems.append(f"{name}={raw!r} is not valid: {what}")
             return fallback
 
-    def number(self, name: str, *, minimum: float, integer: bool = False) -> float:
+    def number(
+        self, name: str, *, minimum: float, maximum: float, why: str, integer: bool = False
+    ) -> float:
+        """A number within bounds; ``why`` says what the upper bound protects."""
+
         def parse(raw: str) -> float:
             value = float(int(raw)) if integer else float(raw)
-            if value < minimum or value != value or value in (float("inf"), float("-inf")):
+            if not minimum <= value <= maximum:  # also false for nan
                 raise ValueError(raw)
             return value
 
         kind = "a whole number" if integer else "a number"
-        return self.parsed(name, parse, f"expected {kind} of at least {minimum:g}", minimum)
+        what = f"expected {kind} from {_number(minimum)} to {_number(maximum)} ({why})"
+        return self.parsed(name, parse, what, minimum)
 
 
 def _port(raw: str) -> int:
@@ -248,7 +327,9 @@ def load_settings(
         smtp_security=security,
         smtp_username=read.text("SMTP_USERNAME"),
         smtp_password=Secret(values.get("SMTP_PASSWORD", "")),
-        smtp_timeout=read.number("SMTP_TIMEOUT", minimum=0.1),
+        smtp_timeout=read.number(
+            "SMTP_TIMEOUT", minimum=1, maximum=600, why="a server silent for ten minutes is down"
+        ),
         smtp_ca_file=ca_file,
         mail_from=addresses.get("MAIL_FROM", ""),
         mail_from_name=from_name,
@@ -259,12 +340,48 @@ def load_settings(
         preview_dir=Path(read.text("PREVIEW_DIR") or "out/preview"),
         log_dir=Path(read.text("LOG_DIR") or "logs"),
         letter_date=read.text("LETTER_DATE"),
-        send_connections=int(read.number("SEND_CONNECTIONS", minimum=1, integer=True)),
-        send_retry_wait_seconds=read.number("SEND_RETRY_WAIT_SECONDS", minimum=0),
-        send_retry_max_wait_seconds=read.number("SEND_RETRY_MAX_WAIT_SECONDS", minimum=0),
-        send_max_attempts=int(read.number("SEND_MAX_ATTEMPTS", minimum=1, integer=True)),
-        send_rate_per_minute=read.number("SEND_RATE_PER_MINUTE", minimum=0),
-        send_daily_limit=int(read.number("SEND_DAILY_LIMIT", minimum=0, integer=True)),
+        send_connections=int(
+            read.number(
+                "SEND_CONNECTIONS",
+                minimum=1,
+                maximum=MAX_CONNECTIONS,
+                integer=True,
+                why="providers refuse more at once; Microsoft 365 allows 3",
+            )
+        ),
+        send_retry_wait_seconds=read.number(
+            "SEND_RETRY_WAIT_SECONDS", minimum=0, maximum=3600, why="at most an hour"
+        ),
+        send_retry_max_wait_seconds=read.number(
+            "SEND_RETRY_MAX_WAIT_SECONDS",
+            minimum=0,
+            maximum=3600,
+            why="at most an hour; for longer, run again later",
+        ),
+        send_max_attempts=int(
+            read.number(
+                "SEND_MAX_ATTEMPTS",
+                minimum=1,
+                maximum=20,
+                integer=True,
+                why="a letter refused 20 times will not go by trying more",
+            )
+        ),
+        send_rate_per_minute=read.number(
+            "SEND_RATE_PER_MINUTE",
+            minimum=0,
+            maximum=6000,
+            why="0 for no limit; no provider takes more than 100 a second",
+        ),
+        send_daily_limit=int(
+            read.number(
+                "SEND_DAILY_LIMIT",
+                minimum=0,
+                maximum=1_000_000,
+                integer=True,
+                why="0 for no limit",
+            )
+        ),
         warnings=warnings,
     )
     if read.problems:
@@ -274,7 +391,7 @@ def load_settings(
 
 def require_for_sending(settings: Settings) -> None:
     """Settings that previews can do without but a real send cannot."""
-    problems = []
+    problems = [] if is_loopback(settings.smtp_host) else settings.placeholders()
     if not settings.smtp_host:
         problems.append("SMTP_HOST is not set: name the SMTP server to send through")
     if not settings.mail_from:

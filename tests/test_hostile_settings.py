@@ -8,11 +8,13 @@ in the send log, not in any file the run leaves in the campaign folder.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Result
+from outreach import load_settings
+from tests.conftest import ROOT, Result
 from tests.smtp import PASSWORD, USERNAME, SmtpServer, free_port
 from tests.test_hostile_contacts import CHILE, Story, story, table
 
@@ -78,32 +80,59 @@ SETTINGS = [
     ),
     pytest.param(
         {"SEND_RATE_PER_MINUTE": "-30"},
-        "SEND_RATE_PER_MINUTE='-30' is not valid: expected a number of at least 0",
+        "SEND_RATE_PER_MINUTE='-30' is not valid: expected a number from 0 to 6,000 "
+        "(0 for no limit",
         id="negative-rate",
     ),
     pytest.param(
         {"SEND_RATE_PER_MINUTE": "nan"},
-        "SEND_RATE_PER_MINUTE='nan' is not valid: expected a number of at least 0",
+        "SEND_RATE_PER_MINUTE='nan' is not valid: expected a number from 0 to 6,000",
         id="rate-not-a-number",
     ),
     pytest.param(
         {"SEND_DAILY_LIMIT": "-1"},
-        "SEND_DAILY_LIMIT='-1' is not valid: expected a whole number of at least 0",
+        "SEND_DAILY_LIMIT='-1' is not valid: expected a whole number from 0 to 1,000,000",
         id="negative-daily-limit",
     ),
     pytest.param(
         {"SEND_RETRY_WAIT_SECONDS": "-2"},
-        "SEND_RETRY_WAIT_SECONDS='-2' is not valid: expected a number of at least 0",
+        "SEND_RETRY_WAIT_SECONDS='-2' is not valid: expected a number from 0 to 3,600",
         id="negative-retry-wait",
     ),
     pytest.param(
         {"SEND_CONNECTIONS": "0"},
-        "SEND_CONNECTIONS='0' is not valid: expected a whole number of at least 1",
+        "SEND_CONNECTIONS='0' is not valid: expected a whole number from 1 to 10 (providers "
+        "refuse more at once; Microsoft 365 allows 3)",
         id="no-connections",
     ),
     pytest.param(
+        {"SEND_CONNECTIONS": "40000"},
+        "SEND_CONNECTIONS='40000' is not valid: expected a whole number from 1 to 10",
+        id="forty-thousand-connections",
+    ),
+    pytest.param(
+        {"SEND_MAX_ATTEMPTS": "1000000"},
+        "SEND_MAX_ATTEMPTS='1000000' is not valid: expected a whole number from 1 to 20",
+        id="a-million-attempts",
+    ),
+    pytest.param(
+        {"SEND_RETRY_MAX_WAIT_SECONDS": "1e9"},
+        "SEND_RETRY_MAX_WAIT_SECONDS='1e9' is not valid: expected a number from 0 to 3,600",
+        id="a-wait-of-thirty-years",
+    ),
+    pytest.param(
+        {"SEND_RATE_PER_MINUTE": "1e12"},
+        "SEND_RATE_PER_MINUTE='1e12' is not valid: expected a number from 0 to 6,000",
+        id="a-rate-no-provider-takes",
+    ),
+    pytest.param(
+        {"SMTP_TIMEOUT": "0"},
+        "SMTP_TIMEOUT='0' is not valid: expected a number from 1 to 600",
+        id="no-time-to-answer",
+    ),
+    pytest.param(
         {"SMTP_TIMEOUT": "1e999"},
-        "SMTP_TIMEOUT='1e999' is not valid: expected a number of at least 0.1",
+        "SMTP_TIMEOUT='1e999' is not valid: expected a number from 1 to 600",
         id="infinite-timeout",
     ),
     pytest.param(
@@ -143,27 +172,28 @@ def test_every_bad_setting_is_reported_at_once(story: Story) -> None:
 ENV_FILES = [
     pytest.param(
         "SMTP_HOST=127.0.0.1\nMAIL_FROM campaign@coalition.example\n",
-        ".env, line 2: cannot read 'MAIL_FROM campaign@coalition.example' (write it as NAME=value)",
+        ".env, line 2: MAIL_FROM has no '=' after it (write it as MAIL_FROM=value, or "
+        "MAIL_FROM= for an empty value)",
         id="missing-equals-sign",
     ),
     pytest.param(
         "SMTP_HOST=127.0.0.1\nSMTP_PASSWORD\nMAIL_FROM=a@coalition.example\n",
-        ".env, line 2: cannot read 'SMTP_PASSWORD' (write it as NAME=value)",
+        ".env, line 2: SMTP_PASSWORD has no '=' after it",
         id="a-name-alone",
     ),
     pytest.param(
         "export\nSMTP_HOST=127.0.0.1\n",
-        ".env, line 1: cannot read 'export' (write it as NAME=value)",
+        ".env, line 1: cannot read this line (write it as NAME=value); it is not shown here",
         id="a-stray-word",
     ),
     pytest.param(
         "SMTP_HOST=127.0.0.1\nSMTP_PASSWORD='open quote\nMAIL_FROM=a@coalition.example\n",
-        ".env, line 2: cannot read",
+        ".env, line 2: cannot read the value of SMTP_PASSWORD (a quote that is never closed?)",
         id="unterminated-quote",
     ),
     pytest.param(
         'MAIL_FROM_NAME="The Coalition\nSMTP_HOST=127.0.0.1\n',
-        ".env, line 1: cannot read",
+        ".env, line 1: cannot read 'MAIL_FROM_NAME=\"The Coalition'",
         id="unterminated-double-quote",
     ),
 ]
@@ -175,6 +205,50 @@ def test_a_env_file_that_does_not_parse_names_the_line(
 ) -> None:
     (story.project / ".env").write_text(content, encoding="utf-8")
     story.refused(story.send(), error)
+
+
+SECRET = "Hunter2-TopSecret"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(f"SMTP_PASSWORD='{SECRET}\n", id="unclosed-single-quote"),
+        pytest.param(f'SMTP_PASSWORD="{SECRET}\n', id="unclosed-double-quote"),
+        pytest.param(f"{SECRET}\n", id="a-password-on-its-own-line"),
+        pytest.param("correct horse battery staple\n", id="a-passphrase-on-its-own-line"),
+        pytest.param(f"SMTP_PASSWORD {SECRET}\n", id="a-space-for-the-equals-sign"),
+        pytest.param(f"IMAP_TOKEN='{SECRET}\n", id="a-token"),
+        pytest.param(f"MY_SECRET='{SECRET}\n", id="any-secret"),
+        pytest.param(f"export SMTP_PASSWORD '{SECRET}'\n", id="export-without-equals"),
+    ],
+)
+def test_a_line_of_env_that_does_not_parse_never_shows_a_secret(story: Story, content: str) -> None:
+    (story.project / ".env").write_text("MAIL_FROM_NAME=Coalition\n" + content, encoding="utf-8")
+    result = story.send()
+    story.refused(result, ".env, line 2")
+    shown = result.stdout + result.stderr
+    assert "Hunter2" not in shown
+    assert "TopSecret" not in shown
+    assert "correct" not in shown
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        pytest.param("MAIL_FROM_NAME='${HOME} & Co'", "${HOME} & Co", id="single-quotes"),
+        pytest.param('MAIL_FROM_NAME="${HOME} & Co"', "${HOME} & Co", id="double-quotes"),
+        pytest.param("MAIL_FROM_NAME=${HOME}", "${HOME}", id="unquoted"),
+        pytest.param("MAIL_FROM_NAME=Coalition # the sender", "Coalition", id="comment"),
+        pytest.param("MAIL_FROM_NAME=Coalition#1", "Coalition#1", id="hash-inside"),
+        pytest.param("MAIL_FROM_NAME='Coalition # 1'", "Coalition # 1", id="hash-quoted"),
+    ],
+)
+def test_env_values_are_taken_literally_as_readme_says(
+    project: Path, line: str, value: str
+) -> None:
+    (project / ".env").write_text(line + "\n", encoding="utf-8")
+    assert load_settings(environ={}, env_file=project / ".env").mail_from_name == value
 
 
 def test_a_env_file_that_is_not_utf8_is_named(story: Story) -> None:
@@ -213,8 +287,11 @@ def test_connection_refused(story: Story) -> None:
 def test_unknown_host(story: Story) -> None:
     # A real-looking address: placeholders are refused before any connection.
     story.write_contacts(table(CHILE.replace("chl@missions.example", "chl@mission-chile.org")))
-    result = story.send(SMTP_HOST="smtp.outreach.invalid", SMTP_PORT="587")
-    story.refused(result, "cannot find the SMTP server SMTP_HOST=smtp.outreach.invalid")
+    sender = {"MAIL_FROM": "campaign@coalition.org", "SMTP_PORT": "587"}
+    result = story.send(SMTP_HOST="smtp.coalition.internal", **sender)
+    story.refused(result, "cannot find the SMTP server SMTP_HOST=smtp.coalition.internal")
+    result = story.send(SMTP_HOST="smtp.outreach.invalid", **sender)
+    story.refused(result, "SMTP_HOST=smtp.outreach.invalid is an example name, not a server")
 
 
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
@@ -307,3 +384,27 @@ def test_a_password_in_env_is_not_copied_anywhere_else(
     story.refused(result, "refused the login")
     (story.project / ".env").unlink()
     no_password_anywhere(story, result, f"wrong {PASSWORD}")
+
+
+# --- Example values left in place ----------------------------------------------------------
+
+
+def test_check_reports_the_example_settings_left_in_env(story: Story) -> None:
+    shutil.copy(ROOT / "config.example.env", story.project / ".env")
+    result = story.run_cli("check")
+    assert result.code == 0, result.stderr
+    assert "Settings:  SMTP_HOST=smtp.example.org is an example name, not a server" in (
+        result.stdout
+    )
+    assert "MAIL_FROM=campaigns@coalition.example is on a reserved domain" in result.stdout
+    assert "Everything is in order." not in result.stdout
+
+
+@pytest.mark.parametrize("name", ["MAIL_FROM", "MAIL_REPLY_TO"])
+def test_a_sender_on_a_reserved_domain_never_goes_to_a_real_server(story: Story, name: str) -> None:
+    story.write_contacts(table(CHILE.replace("chl@missions.example", "chl@minrel.gob.cl")))
+    env = {name: "campaigns@coalition.example", "SMTP_HOST": "192.0.2.1", "SMTP_TIMEOUT": "1"}
+    if name == "MAIL_REPLY_TO":
+        env["MAIL_FROM"] = "campaigns@coalition.org"
+    result = story.send(**env)
+    story.refused(result, f"{name}=campaigns@coalition.example is on a reserved domain")
