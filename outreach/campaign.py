@@ -28,15 +28,23 @@ from outreach.addresses import AddressError, is_loopback, is_placeholder, valida
 from outreach.checks import CheckResult, SpamChecker, check_campaign
 from outreach.clock import Clock, SystemClock
 from outreach.contacts import Contact, ContactList, load_contacts
-from outreach.errors import DeliveryError, OutreachError
+from outreach.errors import DeliveryError, OutreachError, RepeatError
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
 from outreach.render import Rendered, Renderer
 from outreach.report import Report, build_report
-from outreach.sending import Outcome, Plan, Sender, make_plan, refuse_placeholders
+from outreach.sending import (
+    Delivery,
+    Outcome,
+    Plan,
+    Sender,
+    make_plan,
+    refuse_placeholders,
+    repeat_problem,
+)
 from outreach.sendlog import LogRow, SendLog, read_log
 from outreach.settings import Secret, Settings, require_for_sending
-from outreach.transport import Ambiguous, Connection, Permanent, Server, Transient
+from outreach.transport import Attempt, Connection, Server, Unreachable
 
 #: ``progress(stage, done, total)``: how far a long step has got, for a progress bar.
 Progress = Callable[[str, int, int], None]
@@ -82,12 +90,27 @@ class Campaign:
     # -- composing ---------------------------------------------------------------------
 
     def compose(
-        self, contact: Contact, *, now: datetime | None = None, test_to: str | None = None
+        self,
+        contact: Contact,
+        *,
+        now: datetime | None = None,
+        test_to: str | None = None,
+        message_id: str = "",
     ) -> tuple[Rendered, Letter]:
-        """One contact's rendered letter and the message built from it."""
+        """One contact's rendered letter and the message built from it.
+
+        ``message_id`` keeps the Message-ID of the letter's earlier attempts.
+        """
         rendered = self.renderer.render(contact)
-        when = now or SystemClock().now()
-        return rendered, build_letter(contact, rendered, self.settings, now=when, test_to=test_to)
+        letter = build_letter(
+            contact,
+            rendered,
+            self.settings,
+            now=now or SystemClock().now(),
+            test_to=test_to,
+            message_id=message_id,
+        )
+        return rendered, letter
 
     def compose_each(
         self, contacts: Sequence[Contact], *, clock: Clock | None = None
@@ -180,12 +203,16 @@ class Campaign:
         limit: int | None = None,
         retry_failed: bool = False,
         resend_ambiguous: bool = False,
+        allow_repeat: bool = False,
         now: datetime | None = None,
     ) -> Plan:
-        """Which contacts (all by default) are owed their letter, from the send log.
+        """Which contacts (all by default) are owed their letter, and at which addresses.
 
         Refuses, before anything is sent, settings that cannot send and
-        placeholder addresses bound for a server off this machine.
+        placeholder addresses bound for a server off this machine. The plan
+        lists the addresses that already got a letter with the same subject,
+        in any campaign of the log (``plan.repeats``): ``send`` refuses them
+        unless ``allow_repeat``.
         """
         require_for_sending(self.settings)
         chosen = list(self.contacts) if contacts is None else list(contacts)
@@ -194,9 +221,11 @@ class Campaign:
             log.rows(),
             self.settings,
             now=now or SystemClock().now(),
+            subject_of=self.renderer.subject,
             limit=limit,
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,
+            allow_repeat=allow_repeat,
         )
         refuse_placeholders(plan.to_send, Server.from_settings(self.settings))
         return plan
@@ -214,13 +243,21 @@ class Campaign:
         The first connection opens before any letter is composed, so a wrong
         server, password or certificate stops the run with nothing sent.
         """
+        if plan.repeats and not plan.allow_repeat:
+            raise RepeatError(repeat_problem(plan))
         clock = clock or SystemClock()
         sender = Sender(self.settings, plan, log, clock, progress=progress)
         return sender.run(self._letters(plan.to_send, clock))
 
-    def _letters(self, contacts: Iterable[Contact], clock: Clock) -> Iterator[Letter]:
-        for contact in contacts:
-            yield self.compose(contact, now=clock.now())[1]
+    def _letters(
+        self, deliveries: Iterable[Delivery], clock: Clock
+    ) -> Iterator[tuple[Delivery, Letter]]:
+        """Each delivery's letter, composed as it is about to go, to its own recipients."""
+        for delivery in deliveries:
+            _, letter = self.compose(
+                delivery.contact, now=clock.now(), message_id=delivery.message_id
+            )
+            yield delivery, dataclasses.replace(letter, recipients=delivery.recipients)
 
     def test_send(self, to: str, contact: Contact, *, clock: Clock | None = None) -> LogRow:
         """One contact's letter, marked [TEST], to the address ``to`` only; logged as ``test``.
@@ -236,18 +273,18 @@ class Campaign:
             raise OutreachError(f"--to {address}: a reserved domain, which no server can deliver")
         clock = clock or SystemClock()
         _, letter = self.compose(contact, now=clock.now(), test_to=address)
-        server = Server.from_settings(self.settings)
-        connection = Connection(server)
+        connection = Connection(Server.from_settings(self.settings))
         with self.open_log() as log:
             try:
                 connection.open()
-                delivered = connection.send(letter, lambda: None)
-            except (Transient, Permanent, Ambiguous) as err:
-                code = getattr(err, "code", None)
-                reply = f"{code} {err.reply}" if code else err.reply
-                raise DeliveryError(f"the test letter to {address} was not sent: {reply}") from None
+                attempt = connection.send(letter, letter.recipients, lambda: None)
+            except Unreachable as err:
+                attempt = Attempt((), {}, "retry", err.reply)
             finally:
                 connection.close()
+            if attempt.status != "sent":
+                reply = next(iter(attempt.refused.values()), attempt.reply)
+                raise DeliveryError(f"the test letter to {address} was not sent: {reply}")
             row = LogRow(
                 time=clock.now(),
                 campaign=self.settings.campaign,
@@ -255,9 +292,10 @@ class Campaign:
                 email=address,
                 status="test",
                 attempt=1,
-                smtp_code=delivered.code,
-                smtp_reply=delivered.reply,
+                smtp_code=attempt.reply.code,
+                smtp_reply=attempt.reply.text,
                 message_id=letter.message_id,
+                subject=letter.subject,
             )
             log.append(row, durable=True)
         return row

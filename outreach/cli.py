@@ -11,6 +11,7 @@ import io
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,9 +31,10 @@ from rich.progress import (
 
 from outreach.campaign import Campaign, report
 from outreach.checks import CheckResult
-from outreach.errors import ConfirmationError, OutreachError, SettingsError
+from outreach.clock import Clock, SystemClock
+from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
-from outreach.sending import FINAL, Outcome, Plan
+from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
 from outreach.settings import Settings, load_settings
 
 
@@ -46,6 +48,12 @@ class OutreachGroup(click.Group):
             for problem in err.problems:
                 click.echo(f"Error: {problem}", err=True)
             ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Stopped by Ctrl-C.", err=True)
+            ctx.exit(130)
+        except Terminated:
+            click.echo("Stopped by SIGTERM.", err=True)
+            ctx.exit(143)
 
 
 def _ids(value: str | None) -> list[str]:
@@ -110,7 +118,9 @@ limit_option = click.option(
 @click.pass_context
 def cli(ctx: click.Context, env_file: Path) -> None:
     """Send one letter, personalised, to every contact: preview, check, send, review."""
-    ctx.obj = {"env_file": env_file}
+    ctx.ensure_object(dict)
+    ctx.obj["env_file"] = env_file
+    ctx.obj.setdefault("clock", SystemClock())
 
 
 @cli.command()
@@ -245,33 +255,94 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
     click.echo(f"Send log:      {settings.send_log}")
 
 
+def _print_repeats(plan: Plan) -> None:
+    click.echo(f"Repeats:       {len(plan.repeats)} of these addresses already got this letter:")
+    for repeat in plan.repeats[:10]:
+        subject = "" if repeat.subject else " (its subject was not recorded)"
+        click.echo(
+            f"               {repeat.contact_id} {repeat.address}: campaign {repeat.campaign!r}, "
+            f"{_local(repeat.time)}{subject}"
+        )
+    if len(plan.repeats) > 10:
+        click.echo(f"               and {len(plan.repeats) - 10} more")
+
+
 def _local(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
-def _confirm(yes: bool, count: int) -> None:
+def _confirmed(yes: bool, question: str) -> bool:
+    """Yes to ``question``: from --yes, or typed at the terminal. No terminal, no yes."""
     if yes:
-        return
+        return True
     if not sys.stdin.isatty():
         raise ConfirmationError(
             "no terminal to confirm on: run `outreach send --yes` to send without asking"
         )
-    if not click.confirm(f"Send {count} letter{'s' if count != 1 else ''} now?", default=False):
-        raise ConfirmationError("nothing sent")
+    return click.confirm(question, default=False)
 
 
 def _print_outcome(outcome: Outcome, log: Path) -> None:
     counts = ", ".join(f"{outcome.counts[s]} {s}" for s in FINAL if outcome.counts[s])
     click.echo(f"Done: {counts or 'nothing sent'}.")
-    if outcome.first and outcome.last and outcome.attempted > 1:
-        seconds = max((outcome.last - outcome.first).total_seconds(), 0.001)
-        click.echo(f"Rate: {outcome.attempted / seconds * 60:.1f} a minute")
+    if outcome.rate_per_minute is not None:
+        click.echo(f"Rate: {outcome.rate_per_minute:.1f} a minute")
     for row in outcome.problems:
         code = f" {row.smtp_code}" if row.smtp_code else ""
-        click.echo(f"  {row.contact_id}: {row.status}{code} {row.smtp_reply}".rstrip())
+        click.echo(f"  {row.contact_id} {row.email}: {row.status}{code} {row.smtp_reply}".rstrip())
     if outcome.stopped:
         click.echo(f"Stopped: {outcome.stopped}")
     click.echo(f"Send log: {log}")
+
+
+@contextmanager
+def _sending_progress(total: int, clock: Clock) -> Iterator[Callable[[str], None]]:
+    """A progress bar on a terminal; otherwise (a log file, cron) a line a minute."""
+    if Console(stderr=True).is_terminal:
+        with _progress() as update:
+            done = 0
+
+            def advance(status: str) -> None:
+                nonlocal done
+                done += 1
+                update("Sending", done, total)
+
+            yield advance
+        return
+    counts: Counter[str] = Counter()
+    last = clock.monotonic()
+
+    def note(status: str) -> None:
+        nonlocal last
+        counts[status] += 1
+        if clock.monotonic() - last >= 60:
+            last = clock.monotonic()
+            done = sum(counts.values())
+            others = ", ".join(f"{n} {s}" for s, n in counts.items() if s != "sent")
+            click.echo(
+                f"{clock.now():%H:%M} UTC: {done} of {total} done, {counts['sent']} sent"
+                + (f", {others}" if others else ""),
+                err=True,
+            )
+
+    yield note
+
+
+@contextmanager
+def _terminating() -> Iterator[None]:
+    """SIGTERM stops a send as Ctrl-C does: the letters on the wire finish and are logged."""
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 @cli.command()
@@ -284,6 +355,11 @@ def _print_outcome(outcome: Outcome, log: Path) -> None:
     is_flag=True,
     help="Send again to contacts whose letter the server may already have.",
 )
+@click.option(
+    "--allow-repeat",
+    is_flag=True,
+    help="Send even to addresses that already got a letter with this subject (another campaign).",
+)
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -292,17 +368,20 @@ def send(
     yes: bool,
     retry_failed: bool,
     resend_ambiguous: bool,
+    allow_repeat: bool,
 ) -> None:
     """Send the letters over SMTP, each exactly once, and record each in the send log.
 
     A rerun sends only what is still owed. Exit status: 0 when every letter
     attempted was sent, 1 when any failed, was deferred or is ambiguous, 2
-    for a problem with the settings or the input (nothing sent).
+    for a problem with the settings or the input (nothing sent), 130 or 143
+    when stopped by Ctrl-C or SIGTERM.
     """
+    clock: Clock = ctx.obj["clock"]
     campaign = _campaign(ctx)
     settings = campaign.settings
     campaign = _with_password(campaign)
-    with campaign.open_log() as log:
+    with _terminating(), campaign.open_log() as log:
         if log.repaired:
             click.echo(
                 f"Warning: {settings.send_log}: the last line was cut short by an "
@@ -315,24 +394,39 @@ def send(
             limit=limit,
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,
+            allow_repeat=allow_repeat,
+            now=clock.now(),
         )
         if plan.to_send:
             with _progress() as progress:
-                _print_checked(campaign.check(plan.to_send, progress=progress))
+                _print_checked(campaign.check(plan.contacts, progress=progress))
         _print_plan(plan, settings)
         if not plan.to_send:
             click.echo("Nothing to send.")
             return
-        _confirm(yes, len(plan.to_send))
-        with _progress() as progress:
-            done = 0
-
-            def one_done(status: str) -> None:
-                nonlocal done
-                done += 1
-                progress("Sending", done, len(plan.to_send))
-
-            outcome = campaign.send(plan, log, progress=one_done)
+        if plan.repeats and not plan.allow_repeat:
+            _print_repeats(plan)
+            if yes or not sys.stdin.isatty():
+                raise RepeatError(repeat_problem(plan))
+            if not click.confirm("Send these letters again all the same?", default=False):
+                click.echo("Nothing sent.")
+                return
+            plan = plan.allowing_repeats()
+        count = len(plan.to_send)
+        if not _confirmed(yes, f"Send {count} letter{'s' if count != 1 else ''} now?"):
+            click.echo("Nothing sent.")
+            return
+        try:
+            with _sending_progress(count, clock) as progress_note:
+                outcome = campaign.send(plan, log, clock=clock, progress=progress_note)
+        except Interrupted as stop:
+            _print_outcome(stop.outcome, settings.send_log)
+            sent = stop.outcome.counts["sent"]
+            click.echo(
+                f"Stopped by {stop.how}: {sent} letter{'s' if sent != 1 else ''} sent this run, "
+                f"{stop.outcome.owed} still owed. Run `make send` again to send only the rest."
+            )
+            ctx.exit(stop.exit_code)
     _print_outcome(outcome, settings.send_log)
     if not outcome.all_sent:
         ctx.exit(1)

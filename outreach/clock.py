@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -17,6 +18,12 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None:
         """Wait; the rate limiter and the retry back-off both wait through here."""
 
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait like ``sleep``, but return at once (True) when ``event`` is set.
+
+        A run that is stopped (Ctrl-C) does not sit out a back-off first.
+        """
+
 
 class SystemClock:
     """The real clock."""
@@ -30,3 +37,6 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.wait(max(seconds, 0.0))

@@ -71,6 +71,10 @@ class ConfirmationError(OutreachError):
     """Sending needs a confirmation that was not, or could not be, given."""
 
 
+class RepeatError(ConfirmationError):
+    """Letters would go again to addresses that already got them, and nobody said yes."""
+
+
 def problems_of(errors: Iterable[OutreachError]) -> list[str]:
     """Every distinct problem, in order: one broken template is one line, not 195."""
     seen: dict[str, None] = {}

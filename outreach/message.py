@@ -130,10 +130,15 @@ def build_letter(
     *,
     now: datetime,
     test_to: str | None = None,
+    message_id: str = "",
 ) -> Letter:
-    """The Letter for a contact; with ``test_to``, a marked test copy for one address."""
+    """The Letter for a contact; with ``test_to``, a marked test copy for one address.
+
+    ``message_id`` keeps the one of the letter's earlier attempts, should the
+    way it is made have changed since.
+    """
     if test_to is None:
-        message = build_message(contact, rendered, settings, now=now)
+        message = build_message(contact, rendered, settings, now=now, message_id=message_id)
         recipients = contact.recipients
     else:
         domain = settings.sender.rpartition("@")[2]

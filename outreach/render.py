@@ -130,15 +130,24 @@ class Renderer:
             "letter_language": language,
         }
 
-    def render(self, contact: Contact) -> Rendered:
+    def subject(self, contact: Contact) -> str:
+        """The contact's subject line alone."""
         language = self.language_for(contact)
-        context = self.context(contact, language)
+        return self._subject(language, self.context(contact, language), contact)
+
+    def _subject(self, language: str, context: Mapping[str, Any], contact: Contact) -> str:
         subject = self._render(language, SUBJECT, context).strip()
         if "\n" in subject or "\r" in subject:
             raise TemplateError(
                 f"{self._path(language, SUBJECT)}: the subject must be one line "
                 f"(contact {contact.id})"
             )
+        return subject
+
+    def render(self, contact: Contact) -> Rendered:
+        language = self.language_for(contact)
+        context = self.context(contact, language)
+        subject = self._subject(language, context, contact)
         text = self._render(language, TEXT, context)
         html = self._render(language, HTML, context)
         return Rendered(subject=subject, text=text, html=inline_css(html), language=language)

@@ -19,16 +19,17 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from outreach.contacts import ContactList
-from outreach.sendlog import LogRow, latest_rows, neutralise_cell
+from outreach.sendlog import LogRow, contact_key, contact_records, neutralise_cell
 
 NOT_ATTEMPTED = "not attempted"
 #: The order statuses are shown in: done first, then what needs a look.
-ORDER = ("sent", "retry", "deferred", "failed", "ambiguous", "sending", NOT_ATTEMPTED)
-#: Latest statuses that someone should look at, with the server's reply.
+ORDER = ("sent", "retry", "deferred", "failed", "ambiguous", NOT_ATTEMPTED)
+#: Statuses that someone should look at, with the server's reply.
 PROBLEMS = ("retry", "deferred", "failed", "ambiguous")
 CSV_COLUMNS = (
     "id",
@@ -40,13 +41,36 @@ CSV_COLUMNS = (
     "smtp_code",
     "smtp_reply",
     "message_id",
+    "sent_to",
+    "next_step",
 )
 FORMATS = ("table", "csv", "json", "html")
 
 
+def next_step(status: str, contacts_file: str = "contacts.csv") -> str:
+    """What staff do about a letter in this state, in a sentence."""
+    return {
+        "retry": "still owed: the server refused it for now; run `make send` again later",
+        "deferred": "still owed: the server refused it for now; run `make send` again later",
+        "failed": (
+            "refused for good: check the address with the mission and correct it in "
+            f"{contacts_file}, then run `outreach send --retry-failed`"
+        ),
+        "ambiguous": (
+            "the server may have it: ask the mission, or your provider's logs, whether it "
+            "arrived; if not, run `outreach send --resend-ambiguous`"
+        ),
+        NOT_ATTEMPTED: "not sent yet: `make send` sends it",
+    }.get(status, "")
+
+
 @dataclass(frozen=True)
 class ContactState:
-    """One contact's latest state in a campaign."""
+    """One contact's state in a campaign: the status, and the row that explains it.
+
+    ``email`` is the addresses the status is about (for a failed letter, the
+    address refused); ``sent_to`` those that have the letter.
+    """
 
     id: str
     country: str
@@ -57,6 +81,8 @@ class ContactState:
     smtp_code: int | None
     smtp_reply: str
     message_id: str
+    sent_to: str = ""
+    next_step: str = ""
 
 
 @dataclass
@@ -64,15 +90,15 @@ class Report:
     campaign: str
     log: Path
     contacts: list[ContactState]
-    refused: list[ContactState] = field(default_factory=list)
     first_send: datetime | None = None
     last_send: datetime | None = None
+    rate_per_minute: float | None = None
     other_campaigns: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
-        """Contacts per latest status, in ``ORDER``, leaving out statuses nobody has."""
+        """Contacts per status, in ``ORDER``, leaving out statuses nobody has."""
         if not self.contacts:
             return {}
         import pandas as pd  # only here: it takes a third of a second to import
@@ -84,8 +110,8 @@ class Report:
 
     @property
     def problems(self) -> list[ContactState]:
-        """Failed, deferred, ambiguous and refused: what someone has to follow up."""
-        return [c for c in self.contacts if c.status in PROBLEMS] + self.refused
+        """Failed, deferred and ambiguous letters: what someone has to follow up."""
+        return [c for c in self.contacts if c.status in PROBLEMS]
 
     @property
     def never_attempted(self) -> list[ContactState]:
@@ -94,14 +120,6 @@ class Report:
     @property
     def sent(self) -> int:
         return self.counts.get("sent", 0)
-
-    @property
-    def rate_per_minute(self) -> float | None:
-        """Letters sent per minute between the first and the last send."""
-        if self.first_send is None or self.last_send is None or self.sent < 2:
-            return None
-        minutes = (self.last_send - self.first_send).total_seconds() / 60
-        return self.sent / minutes if minutes > 0 else None
 
 
 def build_report(
@@ -113,75 +131,57 @@ def build_report(
     names but the file no longer has are kept, so a letter that went out is
     never missing from the report.
     """
-    import pandas as pd  # only here: it takes a third of a second to import
-
     all_rows = list(rows)
     mine = [r for r in all_rows if r.campaign == campaign]
-    latest = latest_rows(mine, campaign)
-    frame = pd.DataFrame(
-        {
-            "contact_id": [r.contact_id for r in mine],
-            "status": [r.status for r in mine],
-            "attempt": [r.attempt for r in mine],
-        }
-    )
-    sendings = frame[frame["status"] == "sending"].groupby("contact_id").size().to_dict()
-    highest = frame.groupby("contact_id")["attempt"].max().to_dict() if len(frame) else {}
-
-    def attempts(contact_id: str) -> int:
-        return int(max(sendings.get(contact_id, 0), highest.get(contact_id, 0)))
-
-    known = {c.id: c for c in contacts} if contacts is not None else {}
+    records = contact_records(mine, campaign)
+    known = {contact_key(c.id): c for c in contacts} if contacts is not None else {}
+    file_name = str(contacts.path) if contacts is not None else "the contacts file"
     states: list[ContactState] = []
-    for contact_id in list(known) + [i for i in latest if i not in known]:
-        contact = known.get(contact_id)
-        row = latest.get(contact_id)
+    for key in list(known) + [k for k in records if k not in known]:
+        contact = known.get(key)
+        record = records.get(key)
         country = contact.country if contact is not None else ""
-        if row is None:
-            email = ";".join(contact.recipients) if contact is not None else ""
+        if record is None:
+            assert contact is not None
+            email = ";".join(contact.recipients)
+            step = next_step(NOT_ATTEMPTED, file_name)
             states.append(
-                ContactState(contact_id, country, email, NOT_ATTEMPTED, 0, None, None, "", "")
+                ContactState(
+                    contact.id, country, email, NOT_ATTEMPTED, 0, None, None, "", "", "", step
+                )
             )
             continue
+        reason = record.reason
+        assert reason is not None
+        status = record.status
+        sent_to = [a for a, row in record.addresses.items() if row.status == "sent"]
         states.append(
             ContactState(
-                id=contact_id,
+                id=contact.id if contact is not None else record.contact_id,
                 country=country,
-                email=row.email,
-                status=row.status,
-                attempts=attempts(contact_id),
-                last_time=row.time,
-                smtp_code=row.smtp_code,
-                smtp_reply=row.smtp_reply,
-                message_id=row.message_id,
+                email=reason.email if status != "sent" else ";".join(sent_to),
+                status=status,
+                attempts=record.attempts,
+                last_time=record.rows[-1].time,
+                smtp_code=reason.smtp_code,
+                smtp_reply=reason.smtp_reply,
+                message_id=record.message_id,
+                sent_to=";".join(sent_to),
+                next_step=next_step(status, file_name),
             )
         )
-    refused: dict[tuple[str, str], LogRow] = {}
-    for row in mine:
-        if row.status == "refused":
-            refused[(row.contact_id, row.email)] = row
-    refused_states = [
-        ContactState(
-            id=r.contact_id,
-            country=known[r.contact_id].country if r.contact_id in known else "",
-            email=r.email,
-            status="refused",
-            attempts=attempts(r.contact_id),
-            last_time=r.time,
-            smtp_code=r.smtp_code,
-            smtp_reply=r.smtp_reply,
-            message_id=r.message_id,
-        )
-        for r in refused.values()
-    ]
-    sends = [r.time for r in mine if r.status in ("sending", "sent")]
+    starts = sorted(r.time for r in mine if r.status == "sending")
+    sends = [r.time for r in mine if r.status == "sent"]
+    span = (starts[-1] - starts[0]).total_seconds() if len(starts) > 1 else 0
     report = Report(
         campaign=campaign,
         log=log,
         contacts=states,
-        refused=refused_states,
-        first_send=min(sends) if sends else None,
-        last_send=max((r.time for r in mine if r.status == "sent"), default=None),
+        first_send=starts[0] if starts else None,
+        last_send=max(sends, default=None),
+        # Intervals between transactions, not their count: N letters sent at
+        # exactly the limit span N-1 intervals.
+        rate_per_minute=(len(starts) - 1) / span * 60 if span > 0 else None,
         other_campaigns=sorted({r.campaign for r in all_rows} - {campaign}),
     )
     if not all_rows:
@@ -194,7 +194,7 @@ def build_report(
         )
     if contacts is None:
         report.notes.append(
-            "the contacts file could not be found, so contacts never attempted are not listed"
+            "the contacts file could not be read, so contacts never attempted are not listed"
         )
     return report
 
@@ -237,6 +237,8 @@ def to_csv(report: Report) -> str:
             _code(c.smtp_code),
             c.smtp_reply,
             c.message_id,
+            c.sent_to,
+            c.next_step,
         ]
         writer.writerow([neutralise_cell(cell) for cell in cells])
     return out.getvalue()
@@ -294,13 +296,17 @@ STYLES = {
     "deferred": "yellow",
     "failed": "red",
     "ambiguous": "magenta",
-    "refused": "red",
     NOT_ATTEMPTED: "dim",
 }
 
 
 def to_renderables(report: Report) -> RenderableType:
-    """The report for a terminal: counts, times, then the tables to act on."""
+    """The report for a terminal: counts, times, then each letter to act on.
+
+    Each letter to follow up is a short block rather than a row of a wide
+    table: in an 80-column terminal a table breaks addresses into pieces,
+    and an address must stay whole to be copied.
+    """
     parts: list[RenderableType] = [Text(f"Campaign {report.campaign!r}, from {report.log}")]
     parts.extend(Text(note, style="yellow") for note in report.notes)
     counts = Table(title="Contacts by status", title_justify="left")
@@ -317,28 +323,25 @@ def to_renderables(report: Report) -> RenderableType:
         )
     )
     if report.problems:
-        problems = Table(title="To follow up", title_justify="left")
-        problems.add_column("id", no_wrap=True)
-        problems.add_column("country")
-        problems.add_column("email", overflow="fold")
-        problems.add_column("status", no_wrap=True)
-        problems.add_column("attempts", justify="right")
-        problems.add_column("last time (UTC)", no_wrap=True)
-        problems.add_column("SMTP reply", overflow="fold", ratio=1)
+        parts.append(Text(f"\nTo follow up ({len(report.problems)})", style="bold"))
         for c in report.problems:
-            problems.add_row(
-                c.id,
-                c.country,
-                c.email,
-                Text(c.status, style=STYLES.get(c.status, "")),
-                str(c.attempts),
-                _short_time(c.last_time),
-                f"{_code(c.smtp_code)} {c.smtp_reply}".strip(),
+            head = Text.assemble(
+                (c.id, "bold"), f"  {c.country}  ", (c.status, STYLES.get(c.status, ""))
             )
-        parts.append(problems)
+            head.append(f"  {c.attempts} attempt{'s' if c.attempts != 1 else ''}")
+            head.append(f", last {_short_time(c.last_time)} UTC")
+            parts.append(head)
+            for address in c.email.split(";"):
+                parts.append(Text(f"    {address}", no_wrap=True, overflow="ellipsis"))
+            reply = f"{_code(c.smtp_code)} {c.smtp_reply}".strip()
+            if reply:
+                parts.append(Padding(Text(f"server: {reply}"), (0, 0, 0, 4)))
+            parts.append(Padding(Text(f"→ {c.next_step}", style="cyan"), (0, 0, 0, 4)))
     never = report.never_attempted
     if never:
         parts.append(
-            Text(f"Never attempted ({len(never)}): " + ", ".join(c.id for c in never), style="dim")
+            Text(
+                f"\nNever attempted ({len(never)}): " + ", ".join(c.id for c in never), style="dim"
+            )
         )
     return Group(*parts)

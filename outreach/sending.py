@@ -1,20 +1,22 @@
-"""Sending a campaign: each letter once, with retries, at the allowed rate.
+"""Sending a campaign: each letter once to each recipient, with retries, at the allowed rate.
 
-The send log decides what is owed: a contact whose latest row is ``sent``,
-``failed`` or ``ambiguous`` is not sent again unless the user asks. Each
-attempt writes ``sending`` once the server has accepted the sender (on the
-disk before the end of the letter goes out) and then what became of it, so
-that however the run ends, the next one knows.
+The send log decides what is owed, address by address (``plan``): an
+address that has the letter, refused it for good, or may have it is not
+sent to again unless the user asks. Each attempt writes ``sending`` once
+the server has accepted the sender (on the disk before any of the letter
+goes out) and then what became of each recipient, so that however the run
+ends, the next one knows. A recipient refused for now is tried again on
+its own, with the same Message-ID; the others are never sent the letter
+twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from tenacity import (
@@ -28,15 +30,51 @@ from tenacity import (
 from outreach.addresses import is_loopback, is_placeholder
 from outreach.clock import Clock
 from outreach.contacts import Contact
-from outreach.errors import DeliveryError, SendLogError
+from outreach.errors import DeliveryError, OutreachError
 from outreach.message import Letter
 from outreach.ratelimit import RateLimiter
-from outreach.sendlog import DONE, LogRow, SendLog, latest_rows, next_free_time, sent_since
+from outreach.sendlog import (
+    LogRow,
+    SendLog,
+    contact_key,
+    contact_records,
+    next_free_time,
+    sent_since,
+)
 from outreach.settings import Settings
-from outreach.transport import Ambiguous, Connection, Delivered, Permanent, Server, Transient
+from outreach.transport import (
+    BUSY,
+    THROTTLE,
+    Attempt,
+    Connection,
+    Reply,
+    Server,
+    Unreachable,
+)
 
-#: The statuses a letter can end a run with.
+#: What a letter can come to in a run, worst last.
 FINAL = ("sent", "failed", "deferred", "ambiguous")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One letter a run owes: to which of the contact's addresses, and its history."""
+
+    contact: Contact
+    recipients: tuple[str, ...]
+    attempts: int = 0
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """An address about to be sent a letter it already got, in this or another campaign."""
+
+    contact_id: str
+    address: str
+    campaign: str
+    time: datetime
+    subject: str
 
 
 @dataclass(frozen=True)
@@ -44,15 +82,28 @@ class Plan:
     """What a run will do, worked out from the contacts and the send log."""
 
     campaign: str
-    to_send: list[Contact]
+    to_send: list[Delivery]
     sent: list[str]
     failed: list[str]
     ambiguous: list[str]
     deferred: list[str]
     held_back: int = 0
-    previous_attempts: dict[str, int] = field(default_factory=dict)
     daily_room: int | None = None
     resume_at: datetime | None = None
+    repeats: list[Repeat] = field(default_factory=list)
+    allow_repeat: bool = False
+
+    @property
+    def contacts(self) -> list[Contact]:
+        return [delivery.contact for delivery in self.to_send]
+
+    def allowing_repeats(self) -> Plan:
+        """The same plan, with the repeats confirmed by the user."""
+        return replace(self, allow_repeat=True)
+
+
+def _same_subject(one: str, other: str) -> bool:
+    return " ".join(one.split()).casefold() == " ".join(other.split()).casefold()
 
 
 def make_plan(
@@ -61,27 +112,37 @@ def make_plan(
     settings: Settings,
     *,
     now: datetime,
+    subject_of: Callable[[Contact], str],
     limit: int | None = None,
     retry_failed: bool = False,
     resend_ambiguous: bool = False,
+    allow_repeat: bool = False,
 ) -> Plan:
-    """Which of ``contacts`` are owed their letter, and how many may go today."""
-    latest = latest_rows(rows, settings.campaign)
-    attempts: dict[str, int] = {}
-    for row in rows:
-        if row.campaign == settings.campaign and row.status != "test":
-            attempts[row.contact_id] = max(attempts.get(row.contact_id, 0), row.attempt)
-    by_status: dict[str, list[str]] = {"sent": [], "failed": [], "ambiguous": [], "deferred": []}
-    to_send: list[Contact] = []
+    """Which of ``contacts`` are owed their letter, at which addresses; how many may go today."""
+    records = contact_records(rows, settings.campaign)
+    again = {None, "retry", "deferred"}
+    if retry_failed:
+        again |= {"failed", "refused"}
+    if resend_ambiguous:
+        again |= {"ambiguous", "sending"}
+    by_status: dict[str, list[str]] = defaultdict(list)
+    to_send: list[Delivery] = []
     for contact in contacts:
-        status = latest[contact.id].status if contact.id in latest else None
-        if status in by_status:
-            by_status[status].append(contact.id)
-        again = (status == "failed" and retry_failed) or (
-            status == "ambiguous" and resend_ambiguous
-        )
-        if status not in DONE or again:
-            to_send.append(contact)
+        record = records.get(contact_key(contact.id))
+        if record is None:
+            to_send.append(Delivery(contact, contact.recipients))
+            continue
+        status = record.status
+        by_status[status].append(contact.id)
+        if (
+            status == "sent"
+            or (status == "failed" and not retry_failed)
+            or (status == "ambiguous" and not resend_ambiguous)
+        ):
+            continue
+        owed = tuple(a for a in contact.recipients if record.state(a) in again)
+        if owed:
+            to_send.append(Delivery(contact, owed, record.attempts, record.message_id))
     held_back = 0
     if limit is not None and len(to_send) > limit:
         held_back, to_send = len(to_send) - limit, to_send[:limit]
@@ -90,22 +151,73 @@ def make_plan(
     if settings.send_daily_limit:
         room = max(0, settings.send_daily_limit - sent_since(rows, now - timedelta(days=1)))
         if room < len(to_send):
-            resume_at = next_free_time(rows, now, settings.send_daily_limit)
+            resume_at = next_free_time(rows, now, settings.send_daily_limit, about_to_send=room)
     return Plan(
         campaign=settings.campaign,
         to_send=to_send,
         sent=by_status["sent"],
         failed=by_status["failed"],
         ambiguous=by_status["ambiguous"],
-        deferred=by_status["deferred"],
+        deferred=by_status["retry"] + by_status["deferred"],
         held_back=held_back,
-        previous_attempts=attempts,
         daily_room=room,
         resume_at=resume_at,
+        repeats=find_repeats(to_send, rows, settings.campaign, subject_of),
+        allow_repeat=allow_repeat,
     )
 
 
-def refuse_placeholders(contacts: Iterable[Contact], server: Server) -> None:
+def find_repeats(
+    deliveries: Iterable[Delivery],
+    rows: Iterable[LogRow],
+    campaign: str,
+    subject_of: Callable[[Contact], str],
+) -> list[Repeat]:
+    """Addresses about to get a letter whose subject they already got, in any campaign.
+
+    A mistyped CAMPAIGN looks like a new campaign with nobody sent to yet;
+    the subject and the addresses give it away. A row written before
+    subjects were kept counts as the same subject: better one question too
+    many than 195 letters twice. A reminder or next year's letter has
+    another subject and is no repeat.
+    """
+    got: dict[str, list[LogRow]] = defaultdict(list)
+    for row in rows:
+        if row.status in ("sent", "ambiguous", "sending"):
+            for address in row.addresses:
+                got[address].append(row)
+    repeats = []
+    for delivery in deliveries:
+        key = contact_key(delivery.contact.id)
+        subject = subject_of(delivery.contact)
+        for address in delivery.recipients:
+            for row in got.get(address.lower(), []):
+                if row.campaign == campaign and contact_key(row.contact_id) == key:
+                    continue  # this letter's own earlier attempts: the plan handles them
+                if not row.subject or _same_subject(row.subject, subject):
+                    repeats.append(
+                        Repeat(delivery.contact.id, address, row.campaign, row.time, row.subject)
+                    )
+                    break
+    return repeats
+
+
+def repeat_problem(plan: Plan) -> str:
+    """The repeats of a plan, in words: which campaign, when, and what to do."""
+    first = plan.repeats[0]
+    campaigns = sorted({r.campaign for r in plan.repeats})
+    when = first.time.astimezone().strftime("%Y-%m-%d")
+    subject = "the same subject" if first.subject else "a letter whose subject was not recorded"
+    more = f" (and in {len(campaigns) - 1} other campaigns)" if len(campaigns) > 1 else ""
+    return (
+        f"{len(plan.repeats)} of the letters to send would go again: {first.address} "
+        f"({first.contact_id}) got one with {subject} in campaign {first.campaign!r} on "
+        f"{when}{more}. Check CAMPAIGN; nothing was sent. To send them again on purpose, "
+        "add --allow-repeat"
+    )
+
+
+def refuse_placeholders(deliveries: Iterable[Delivery], server: Server) -> None:
     """No letter to a reserved domain leaves this machine.
 
     The shipped contacts are placeholders on ``.example``; sending them to a
@@ -113,7 +225,7 @@ def refuse_placeholders(contacts: Iterable[Contact], server: Server) -> None:
     """
     if is_loopback(server.host):
         return
-    bad = [f"{c.id} ({a})" for c in contacts for a in c.recipients if is_placeholder(a)]
+    bad = [f"{d.contact.id} ({a})" for d in deliveries for a in d.recipients if is_placeholder(a)]
     if bad:
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise DeliveryError(
@@ -124,6 +236,20 @@ def refuse_placeholders(contacts: Iterable[Contact], server: Server) -> None:
         )
 
 
+class Interrupted(OutreachError):
+    """The run was stopped (Ctrl-C, SIGTERM) after the letters on the wire were logged."""
+
+    def __init__(self, outcome: Outcome, how: str, exit_code: int) -> None:
+        super().__init__(f"stopped by {how}")
+        self.outcome = outcome
+        self.how = how
+        self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """SIGTERM: raised in the main thread by the command's signal handler."""
+
+
 @dataclass
 class Outcome:
     """What became of the letters of one run."""
@@ -131,8 +257,10 @@ class Outcome:
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[LogRow] = field(default_factory=list)
     stopped: str | None = None
-    first: datetime | None = None
-    last: datetime | None = None
+    #: When each transaction began (its ``sending`` row).
+    starts: list[datetime] = field(default_factory=list)
+    #: Letters of the plan this run did not finish (stopped or interrupted).
+    owed: int = 0
 
     @property
     def attempted(self) -> int:
@@ -140,7 +268,31 @@ class Outcome:
 
     @property
     def all_sent(self) -> bool:
-        return self.attempted == self.counts["sent"] and self.stopped is None
+        return self.attempted == self.counts["sent"] and self.stopped is None and not self.owed
+
+    @property
+    def rate_per_minute(self) -> float | None:
+        """Transactions a minute: the intervals between their starts, not their count.
+
+        N letters sent at exactly the limit span N-1 intervals.
+        """
+        if len(self.starts) < 2:
+            return None
+        span = (max(self.starts) - min(self.starts)).total_seconds()
+        return (len(self.starts) - 1) / span * 60 if span > 0 else None
+
+
+class _Again(Exception):
+    """Some recipients were refused for now: another attempt follows after a pause."""
+
+    def __init__(self, replies: Mapping[str, Reply], attempt: Attempt) -> None:
+        super().__init__(attempt.reply)
+        self.replies = dict(replies)
+        self.attempt = attempt
+
+
+class _Stopped(Exception):
+    """The run was stopped while this letter waited for its turn."""
 
 
 class Sender:
@@ -154,7 +306,6 @@ class Sender:
         clock: Clock,
         *,
         progress: Callable[[str], None] = lambda status: None,
-        connection: Callable[[Server], Connection] = Connection,
     ) -> None:
         self.settings = settings
         self.plan = plan
@@ -163,29 +314,32 @@ class Sender:
         self.server = Server.from_settings(settings)
         self.limiter = RateLimiter(settings.send_rate_per_minute, clock)
         self.progress = progress
-        self.connection = connection
         self.outcome = Outcome()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._fatal: BaseException | None = None
+        self._room = plan.daily_room
+        self._retiring = 0
+        self._working = settings.send_connections
 
-    def run(self, letters: Iterable[Letter]) -> Outcome:
-        """Send ``letters`` (in the plan's order); return what became of them.
+    def run(self, letters: Iterable[tuple[Delivery, Letter]]) -> Outcome:
+        """Send ``letters`` (each with its delivery, in the plan's order); what became of them.
 
-        The first connection is opened before anything else, so that a wrong
-        host, port, password or certificate stops the run with nothing sent.
+        Ctrl-C or SIGTERM stops the run once the letters on the wire are
+        logged, and raises ``Interrupted`` with the outcome so far.
         """
-        first = self.connection(self.server)
+        first = Connection(self.server)
         try:
-            first.open()
-        except Transient as err:
+            first.open()  # a wrong host, password or certificate stops the run here
+        except Unreachable as err:
             raise DeliveryError(f"cannot connect to {self.server.name}: {err.reply}") from None
-        room = self.plan.daily_room
-        work: queue.Queue[Letter | None] = queue.Queue(maxsize=2 * self.settings.send_connections)
+        work: queue.Queue[tuple[Delivery, Letter] | None] = queue.Queue(
+            maxsize=2 * self.settings.send_connections
+        )
         workers = [
             threading.Thread(
                 target=self._work,
-                args=(work, first if n == 0 else self.connection(self.server)),
+                args=(work, first if n == 0 else Connection(self.server)),
                 name=f"smtp-{n}",
                 daemon=True,
             )
@@ -193,135 +347,171 @@ class Sender:
         ]
         for worker in workers:
             worker.start()
+        fed = 0
+        interrupted: tuple[str, int] | None = None
         try:
-            for fed, letter in enumerate(letters):
-                if room is not None and fed >= room:
-                    # Stop feeding; the letters already queued are within the quota.
-                    with self._lock:
-                        self.outcome.stopped = self.outcome.stopped or self._daily_limit_reached()
-                    break
+            for item in letters:
+                while not self._stop.is_set():
+                    try:
+                        work.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
                 if self._stop.is_set():
                     break
-                while not self._put(work, letter):
-                    if self._stop.is_set():
-                        break
-        except BaseException:
-            # Ctrl-C, or a letter that could not be composed: the letters being
-            # sent finish and are logged; the queued ones are left for a rerun.
-            self._stop.set()
-            raise
+                fed += 1
+        except KeyboardInterrupt:
+            interrupted = ("Ctrl-C", 130)
+        except Terminated:
+            interrupted = ("SIGTERM", 143)
         finally:
+            if interrupted is not None or self._fatal is not None:
+                self._stop.set()
             for _ in workers:
-                self._put(work, None, wait=True)
+                work.put(None)
             for worker in workers:
                 worker.join()
         if self._fatal is not None:
             raise self._fatal
+        self.outcome.owed = len(self.plan.to_send) - self.outcome.attempted
+        if interrupted is not None:
+            raise Interrupted(self.outcome, *interrupted)
         return self.outcome
 
-    def _daily_limit_reached(self) -> str:
-        resume = next_free_time(self.log.rows(), self.clock.now(), self.settings.send_daily_limit)
-        return (
-            f"SEND_DAILY_LIMIT={self.settings.send_daily_limit} reached; run again after "
-            f"{resume.astimezone().strftime('%Y-%m-%d %H:%M %Z')} to send the rest"
-        )
-
-    def _put(
-        self, work: queue.Queue[Letter | None], item: Letter | None, wait: bool = False
-    ) -> bool:
+    def _work(
+        self, work: queue.Queue[tuple[Delivery, Letter] | None], connection: Connection
+    ) -> None:
         try:
-            work.put(item, timeout=None if wait else 0.2)
-        except queue.Full:
-            return False
-        return True
-
-    def _halt(self, reason: str) -> None:
-        with self._lock:
-            if self.outcome.stopped is None:
-                self.outcome.stopped = reason
-        self._stop.set()
-
-    def _work(self, work: queue.Queue[Letter | None], connection: Connection) -> None:
-        try:
-            while (letter := work.get()) is not None:
+            while (item := work.get()) is not None:
                 if self._stop.is_set():
-                    continue  # drain: the stop reason says why these were not sent
+                    continue  # drain: these stay owed, for the next run
                 try:
-                    self._deliver(connection, letter)
-                except DeliveryError as err:
-                    self._fatal = self._fatal or err
+                    self._deliver(connection, *item)
+                except BaseException as err:  # DeliveryError, the log, or a bug: stop everything
+                    with self._lock:
+                        self._fatal = self._fatal or err
                     self._stop.set()
-                except BaseException as err:  # a bug: stop everything, keep its traceback
-                    self._fatal = self._fatal or err
-                    self._stop.set()
+                if self._retire_me():
+                    return
         finally:
             connection.close()
 
-    def _record(self, row: LogRow) -> LogRow:
-        """Write ``row`` (made by ``_row``) to the send log."""
-        with self._writing_log():
-            self.log.append(row)
-        return row
+    def _retire_me(self) -> bool:
+        """A server that said ``432`` (too many connections) gets one fewer."""
+        with self._lock:
+            if self._retiring and self._working > 1:
+                self._retiring -= 1
+                self._working -= 1
+                return True
+        return False
 
-    def _record_sending(self, letter: Letter, attempt: int) -> None:
-        """The ``sending`` row, on the disk before any of the letter goes out."""
-        with self._writing_log():
-            self.log.append(self._row(letter, "sending", attempt), durable=True)
+    def _take_room(self) -> bool:
+        """One more transaction within SEND_DAILY_LIMIT? Every attempt counts, retries too."""
+        with self._lock:
+            if self._room is None:
+                return True
+            if self._room <= 0:
+                self.outcome.stopped = self.outcome.stopped or self._daily_limit_reached()
+                self._stop.set()
+                return False
+            self._room -= 1
+            return True
+
+    def _daily_limit_reached(self) -> str:
+        limit = self.settings.send_daily_limit
+        resume = next_free_time(self.log.rows(), self.clock.now(), limit)
+        return (
+            f"SEND_DAILY_LIMIT={limit} reached; run again after "
+            f"{resume.astimezone().strftime('%Y-%m-%d %H:%M %Z')} to send the rest"
+        )
 
     def _row(
         self,
+        delivery: Delivery,
         letter: Letter,
         status: str,
         attempt: int,
-        *,
-        smtp_code: int | None = None,
-        smtp_reply: str = "",
-        email: str | None = None,
+        addresses: Sequence[str],
+        reply: Reply | None = None,
     ) -> LogRow:
         return LogRow(
             time=self.clock.now(),
             campaign=self.plan.campaign,
-            contact_id=letter.contact_id,
-            email=";".join(letter.recipients) if email is None else email,
+            contact_id=delivery.contact.id,
+            email=";".join(addresses),
             status=status,
             attempt=attempt,
-            smtp_code=smtp_code,
-            smtp_reply=smtp_reply,
+            smtp_code=reply.code if reply is not None and reply.is_valid else None,
+            smtp_reply=reply.text if reply is not None else "",
             message_id=letter.message_id,
+            subject=letter.subject,
         )
 
-    @contextlib.contextmanager
-    def _writing_log(self) -> Iterator[None]:
-        """A send log that cannot be written stops the run, saying so."""
-        try:
-            yield
-        except OSError as err:
-            raise SendLogError(
-                f"{self.log.path}: cannot be written ({err.strerror}); stopped so that "
-                "no letter goes out unrecorded"
-            ) from err
+    def _record(self, row: LogRow, *, durable: bool = False) -> LogRow:
+        self.log.append(row, durable=durable)
+        return row
 
-    def _deliver(self, connection: Connection, letter: Letter) -> None:
-        attempt = self.plan.previous_attempts.get(letter.contact_id, 0)
+    def _wait(self, seconds: float) -> None:
+        if self.clock.wait(self._stop, seconds):
+            raise _Stopped
 
-        def one_attempt() -> Delivered:
-            nonlocal attempt
-            attempt += 1
-            self.limiter.acquire()
+    def _deliver(self, connection: Connection, delivery: Delivery, letter: Letter) -> None:
+        pending = list(delivery.recipients)
+        attempt = delivery.attempts
+        ended: dict[str, LogRow] = {}
+        started = 0.0
+
+        def begin() -> None:
+            # The row's time is when the attempt began, as the rate limiter let
+            # it: the log shows the pace the limit set, not the server's replies.
+            began = self.clock.now() - timedelta(seconds=self.clock.monotonic() - started)
+            row = replace(self._row(delivery, letter, "sending", attempt, pending), time=began)
+            self._record(row, durable=True)
+            with self._lock:
+                self.outcome.starts.append(row.time)
+
+        def one_attempt() -> None:
+            nonlocal attempt, started
+            if not self._take_room():
+                raise _Stopped
+            started = self.limiter.acquire(self._stop)
             if self._stop.is_set():
                 raise _Stopped
-            return connection.send(letter, lambda: self._record_sending(letter, attempt))
+            attempt += 1
+            result = connection.send(letter, pending, begin)
+            again: dict[str, Reply] = {}
+            for address, reply in result.refused.items():
+                if reply.code >= 500:
+                    ended[address] = self._record(
+                        self._row(delivery, letter, "failed", attempt, [address], reply)
+                    )
+                else:
+                    again[address] = reply
+            if result.status in ("sent", "failed", "ambiguous"):
+                row = self._row(
+                    delivery, letter, result.status, attempt, result.accepted, result.reply
+                )
+                ended.update(dict.fromkeys(result.accepted, self._record(row)))
+            elif result.status == "retry":
+                for address in pending:
+                    if address not in result.refused:
+                        again[address] = result.reply
+            pending[:] = [a for a in pending if a in again]
+            if pending:
+                raise _Again(again, result)
 
         def before_retry(state: RetryCallState) -> None:
             assert state.outcome is not None
             assert state.next_action is not None
             error = state.outcome.exception()
-            assert isinstance(error, Transient)
-            self._record(
-                self._row(letter, "retry", attempt, smtp_code=error.code, smtp_reply=error.reply)
-            )
-            if error.slow_down:
-                self.limiter.slow_down(state.next_action.sleep)
+            assert isinstance(error, _Again)
+            self._record_each(delivery, letter, "retry", attempt, error.replies)
+            result = error.attempt
+            if result.status == "retry" and result.kind == THROTTLE:
+                self.limiter.throttle(state.next_action.sleep)
+            elif result.status == "retry" and result.kind == BUSY:
+                with self._lock:
+                    self._retiring += 1
 
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.send_max_attempts),
@@ -329,46 +519,48 @@ class Sender:
                 multiplier=self.settings.send_retry_wait_seconds,
                 max=self.settings.send_retry_max_wait_seconds,
             ),
-            retry=retry_if_exception_type(Transient),
-            sleep=self.clock.sleep,
+            retry=retry_if_exception_type(_Again),
+            sleep=self._wait,
             before_sleep=before_retry,
             reraise=True,
         )
         try:
-            delivered = retrying(one_attempt)
+            retrying(one_attempt)
         except _Stopped:
-            return
-        except Transient as err:
-            self._finish(letter, "deferred", attempt, err.code, err.reply)
-            if err.code is None:
-                self._halt(
-                    f"lost {self.server.name} ({err.reply}); run again later to send the rest"
-                )
-        except Permanent as err:
-            self._finish(letter, "failed", attempt, err.code, err.reply)
-        except Ambiguous as err:
-            self._finish(letter, "ambiguous", attempt, None, err.reply)
-        else:
-            for address, (code, reply) in delivered.refused.items():
-                self._record(
-                    self._row(
-                        letter, "refused", attempt, email=address, smtp_code=code, smtp_reply=reply
-                    )
-                )
-            self._finish(letter, "sent", attempt, delivered.code, delivered.reply)
+            if not ended:
+                return  # never tried, or only refused for now: still owed
+        except _Again as err:
+            rows = self._record_each(delivery, letter, "deferred", attempt, err.replies)
+            ended.update({a: row for row in rows for a in row.addresses})
+        self._finish(delivery, ended, bool(pending))
 
-    def _finish(
-        self, letter: Letter, status: str, attempt: int, code: int | None, reply: str
-    ) -> None:
-        row = self._record(self._row(letter, status, attempt, smtp_code=code, smtp_reply=reply))
+    def _record_each(
+        self,
+        delivery: Delivery,
+        letter: Letter,
+        status: str,
+        attempt: int,
+        replies: Mapping[str, Reply | None],
+    ) -> list[LogRow]:
+        """One row per distinct reply, naming the addresses it was given for."""
+        grouped: dict[Reply | None, list[str]] = defaultdict(list)
+        for address, reply in replies.items():
+            grouped[reply].append(address)
+        return [
+            self._record(self._row(delivery, letter, status, attempt, addresses, reply))
+            for reply, addresses in grouped.items()
+        ]
+
+    def _finish(self, delivery: Delivery, ended: dict[str, LogRow], owed: bool) -> None:
+        statuses = {row.status for row in ended.values()}
+        status = next(
+            (s for s in ("ambiguous", "deferred", "failed") if s in statuses),
+            "deferred" if owed else "sent",
+        )
         with self._lock:
             self.outcome.counts[status] += 1
             if status != "sent":
-                self.outcome.problems.append(row)
-            self.outcome.first = self.outcome.first or row.time
-            self.outcome.last = row.time
+                self.outcome.problems.extend(
+                    dict.fromkeys(r for r in ended.values() if r.status != "sent")
+                )
         self.progress(status)
-
-
-class _Stopped(Exception):
-    """The run was stopped while this letter waited for its turn."""

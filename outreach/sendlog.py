@@ -1,11 +1,14 @@
 """The send log: one CSV row per event, appended, never rewritten.
 
-It is what makes a send exactly-once. A ``sending`` row is flushed and
-fsynced before the end of the message goes on the wire, so after any crash
-the log tells which contacts may have their letter (``sending`` with nothing
-after it counts as ``ambiguous``) and which certainly do not. A rerun reads
-it and sends only what is still owed. Staff read the same file in a
-spreadsheet.
+It is what makes a send exactly-once. A ``sending`` row is written and
+fsynced before any of a letter goes on the wire, so after any crash the log
+tells which contacts may have their letter (``sending`` with nothing after
+it counts as ``ambiguous``) and which certainly do not. A rerun reads it and
+sends only what is still owed. Staff read the same file in a spreadsheet.
+
+Each row speaks of the addresses in its ``email`` column: a letter's rows
+say, address by address, which recipients have it. ``contact_records``
+reads them back into one record per contact.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
 
 from outreach.errors import SendLogError
 
-COLUMNS = (
+#: The columns of a send log written before letters' subjects were kept.
+COLUMNS_WITHOUT_SUBJECT = (
     "time",
     "campaign",
     "contact_id",
@@ -38,11 +41,15 @@ COLUMNS = (
     "smtp_reply",
     "message_id",
 )
+COLUMNS = (*COLUMNS_WITHOUT_SUBJECT, "subject")
 STATUSES = ("sending", "sent", "retry", "deferred", "failed", "ambiguous", "refused", "test")
-#: Latest statuses after which a contact is not sent again (unless asked).
-DONE = ("sent", "failed", "ambiguous")
+#: Statuses after which an address is not sent to again (unless asked).
+DONE = ("sent", "failed", "refused", "ambiguous", "sending")
+#: Statuses of an address that may still go (its letter is owed).
+OWED = ("retry", "deferred")
 #: Cells beginning with these are formulas to a spreadsheet.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+_CUT_SHORT = "the run stopped while this letter was being sent"
 
 
 def neutralise_cell(value: str) -> str:
@@ -59,6 +66,11 @@ def restore_cell(value: str) -> str:
     return value[1:] if value.startswith("'") else value
 
 
+def contact_key(contact_id: str) -> str:
+    """A contact id as the log compares it: without regard to case, like the contacts file."""
+    return contact_id.upper()
+
+
 @dataclass(frozen=True)
 class LogRow:
     """One event of the send log."""
@@ -72,34 +84,49 @@ class LogRow:
     smtp_code: int | None = None
     smtp_reply: str = ""
     message_id: str = ""
+    subject: str = ""
     line: int = 0
 
-    def cells(self) -> list[str]:
-        values = [
-            self.time.isoformat(timespec="milliseconds"),
-            self.campaign,
-            self.contact_id,
-            self.email,
-            self.status,
-            str(self.attempt),
-            "" if self.smtp_code is None else str(self.smtp_code),
-            " ".join(self.smtp_reply.split()),
-            self.message_id,
-        ]
-        return [neutralise_cell(v) for v in values]
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses this row speaks of, in lower case."""
+        return [a.strip().lower() for a in self.email.split(";") if a.strip()]
+
+    def cells(self, columns: tuple[str, ...] = COLUMNS) -> list[str]:
+        values = {
+            "time": self.time.isoformat(timespec="milliseconds"),
+            "campaign": self.campaign,
+            "contact_id": self.contact_id,
+            "email": self.email,
+            "status": self.status,
+            "attempt": str(self.attempt),
+            "smtp_code": "" if self.smtp_code is None else str(self.smtp_code),
+            "smtp_reply": " ".join(self.smtp_reply.split()),
+            "message_id": self.message_id,
+            "subject": " ".join(self.subject.split()),
+        }
+        return [neutralise_cell(values[column]) for column in columns]
 
 
-def _parse_row(path: Path, line: int, cells: list[str]) -> LogRow:
+def _header(path: Path, cells: list[str]) -> tuple[str, ...]:
+    if tuple(cells) in (COLUMNS, COLUMNS_WITHOUT_SUBJECT):
+        return tuple(cells)
+    raise SendLogError(
+        f"{path}, line 1: the header is not that of a send log (expected {','.join(COLUMNS)})"
+    )
+
+
+def _parse_row(path: Path, line: int, cells: list[str], columns: tuple[str, ...]) -> LogRow:
     where = f"{path}, line {line}"
-    if len(cells) != len(COLUMNS):
+    if len(cells) != len(columns):
         raise SendLogError(
-            f"{where}: {len(cells)} fields where the log has {len(COLUMNS)}; "
+            f"{where}: {len(cells)} fields where the log has {len(columns)}; "
             "the send log must not be edited by hand (restore it from a backup)"
         )
-    values = dict(zip(COLUMNS, (restore_cell(c) for c in cells), strict=True))
+    values = dict(zip(columns, (restore_cell(c) for c in cells), strict=True))
 
     def bad(column: str, expected: str) -> SendLogError:
-        number = COLUMNS.index(column) + 1
+        number = columns.index(column) + 1
         return SendLogError(
             f"{where}, column {number} ({column}): {values[column]!r} is not {expected}; "
             "the send log must not be edited by hand (restore it from a backup)"
@@ -133,8 +160,23 @@ def _parse_row(path: Path, line: int, cells: list[str]) -> LogRow:
         smtp_code=code,
         smtp_reply=values["smtp_reply"],
         message_id=values["message_id"],
+        subject=values.get("subject", ""),
         line=line,
     )
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The log's bytes; it must be a regular file (a device could be read forever)."""
+    try:
+        if path.is_dir():
+            raise SendLogError(f"{path} is a folder, not the send log; move it, or set LOG_DIR")
+        if path.exists() and not path.is_file():
+            raise SendLogError(f"{path} is not a regular file; the send log must be one")
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as err:
+        raise SendLogError(f"{path}: cannot be read ({err.strerror})") from err
 
 
 def read_log(path: Path) -> list[LogRow]:
@@ -146,12 +188,10 @@ def read_log(path: Path) -> list[LogRow]:
     error naming it: a log that cannot be trusted must stop the run, never
     cause letters to be sent again.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as err:
-        raise SendLogError(f"{path}: cannot be read ({err.strerror})") from err
+    return _parse(path, _read_bytes(path))
+
+
+def _parse(path: Path, data: bytes) -> list[LogRow]:
     if not data:
         return []
     whole = data.rfind(b"\n") + 1
@@ -190,13 +230,15 @@ def _unterminated_last_line(path: Path, data: bytes) -> str:
     except UnicodeDecodeError as err:
         raise SendLogError(f"{path}, line {line}: not UTF-8 text; the log was damaged") from err
     if line == 1:
-        if ",".join(COLUMNS).startswith(text):
+        if ",".join(COLUMNS).startswith(text):  # also the start of an older log's header
             return "cut"
     else:
         try:
+            first = data[: data.find(b"\n")].decode("utf-8")
+            columns = _header(path, next(csv.reader([first], strict=True)))
             cells = next(csv.reader([text], strict=True), [])
-            _parse_row(path, line, cells)
-        except (csv.Error, SendLogError):
+            _parse_row(path, line, cells, columns)
+        except (csv.Error, SendLogError, UnicodeDecodeError):
             pass
         else:
             return "row"
@@ -215,48 +257,108 @@ def _rows(path: Path, text: str) -> Iterator[LogRow]:
         header = next(reader, None)
         if header is None:
             return
-        if tuple(header) != COLUMNS:
-            raise SendLogError(
-                f"{path}, line 1: the header is not that of a send log "
-                f"(expected {','.join(COLUMNS)})"
-            )
+        columns = _header(path, header)
         start = 2
         for cells in reader:
             if cells:
-                yield _parse_row(path, start, cells)
+                yield _parse_row(path, start, cells, columns)
             start = reader.line_num + 1
     except csv.Error as err:
         raise SendLogError(f"{path}, line {reader.line_num}: {err}") from err
 
 
-def latest_rows(rows: Iterable[LogRow], campaign: str) -> dict[str, LogRow]:
-    """The last message-level row of each contact in ``campaign``.
+# -- what the rows say -----------------------------------------------------------------------
 
-    ``refused`` rows speak of one address and ``test`` rows of a test copy:
-    neither says anything about the contact's letter. A ``sending`` row with
-    nothing after it means the process died with the data possibly on the
-    wire: it is reported as ``ambiguous``.
-    """
-    latest: dict[str, LogRow] = {}
-    for row in rows:
-        if row.campaign == campaign and row.status not in ("refused", "test"):
-            latest[row.contact_id] = row
-    for contact_id, row in latest.items():
+
+@dataclass
+class ContactRecord:
+    """What a campaign's log says of one contact's letter, address by address."""
+
+    contact_id: str
+    message_id: str = ""
+    subject: str = ""
+    attempts: int = 0
+    #: Each address's latest row (address in lower case).
+    addresses: dict[str, LogRow] = field(default_factory=dict)
+    rows: list[LogRow] = field(default_factory=list)
+
+    def state(self, address: str) -> str | None:
+        """The latest status of one address, None when it was never tried."""
+        row = self.addresses.get(address.lower())
+        return row.status if row is not None else None
+
+    @property
+    def status(self) -> str:
+        """The letter's status: ``sent`` only when every address tried has it.
+
+        An address whose last row is ``sending`` was on the wire when a run
+        stopped: ambiguous. What may still go (retry, deferred) comes before
+        what failed, so that a contact owed a letter is never shown done.
+        """
+        states = [row.status for row in self.addresses.values()]
+        for status in ("ambiguous", "retry", "deferred", "failed"):
+            if status in states or (status == "ambiguous" and "sending" in states):
+                return status
+        if "refused" in states:
+            return "failed"
+        return "sent" if states else "not attempted"
+
+    @property
+    def reason(self) -> LogRow | None:
+        """The row that explains ``status``: the server's words for it."""
+        wanted = {
+            "ambiguous": ("sending", "ambiguous"),
+            "failed": ("failed", "refused"),
+        }.get(self.status, (self.status,))
+        found = [row for row in self.addresses.values() if row.status in wanted]
+        if not found:
+            return self.rows[-1] if self.rows else None
+        row = max(found, key=lambda r: r.line or 0)
         if row.status == "sending":
-            latest[contact_id] = dataclasses.replace(
-                row,
-                status="ambiguous",
-                smtp_code=None,
-                smtp_reply="the run stopped while this letter was being sent",
-            )
-    return latest
+            return dataclasses.replace(row, status="ambiguous", smtp_reply=_CUT_SHORT)
+        return row
+
+    def note(self, row: LogRow) -> None:
+        self.contact_id = row.contact_id
+        self.rows.append(row)
+        self.attempts = max(self.attempts, row.attempt)
+        self.message_id = self.message_id or row.message_id
+        self.subject = self.subject or row.subject
+        refused_now = {
+            a
+            for a, r in self.addresses.items()
+            if r.status == "refused" and r.attempt == row.attempt
+        }
+        for address in row.addresses:
+            # A log written before each address had rows of its own listed every
+            # recipient on ``sent``, after a ``refused`` row for the one refused.
+            if row.status == "sent" and address in refused_now:
+                continue
+            self.addresses[address] = row
+
+
+def contact_records(rows: Iterable[LogRow], campaign: str) -> dict[str, ContactRecord]:
+    """One record per contact of ``campaign``, keyed by ``contact_key``, in log order.
+
+    ``test`` rows speak of a test copy, never of the contact's letter.
+    """
+    records: dict[str, ContactRecord] = {}
+    for row in rows:
+        if row.campaign != campaign or row.status == "test":
+            continue
+        key = contact_key(row.contact_id)
+        if key not in records:
+            records[key] = ContactRecord(row.contact_id)
+        records[key].note(row)
+    return records
 
 
 def _handed_over(rows: Iterable[LogRow], since: datetime) -> list[datetime]:
     """When each message went to the server after ``since``, in any campaign.
 
     Counted from ``sending`` and ``test`` rows: what the provider counts
-    against a daily quota is what went on the wire, delivered or not.
+    against a daily quota is every transaction, delivered or not, retries
+    included.
     """
     return [row.time for row in rows if row.status in ("sending", "test") and row.time > since]
 
@@ -266,9 +368,15 @@ def sent_since(rows: Iterable[LogRow], since: datetime) -> int:
     return len(_handed_over(rows, since))
 
 
-def next_free_time(rows: Iterable[LogRow], now: datetime, limit: int) -> datetime:
-    """When the 24-hour window will have room again for one more message."""
-    window = sorted(_handed_over(rows, now - timedelta(days=1)))
+def next_free_time(
+    rows: Iterable[LogRow], now: datetime, limit: int, *, about_to_send: int = 0
+) -> datetime:
+    """When the 24-hour window has room again for one more message.
+
+    ``about_to_send`` messages are counted as handed over now: a plan that
+    can send only part of its letters today says when the rest may go.
+    """
+    window = sorted(_handed_over(rows, now - timedelta(days=1))) + [now] * about_to_send
     if len(window) < limit:
         return now
     return window[len(window) - limit] + timedelta(days=1)
@@ -278,15 +386,21 @@ class SendLog:
     """The open, locked send log of one run.
 
     Only one run may write a log at a time: two would each see the other's
-    contacts as unsent. The lock is an advisory ``flock`` on a file beside
-    the log, released by the kernel even when the process is killed.
+    contacts as unsent. The lock is an advisory ``flock`` on the log file
+    itself, so that every path to it (a symbolic or a hard link) meets the
+    same lock; the kernel releases it even when the process is killed.
+
+    Each row goes to the file in one ``write`` of its own, never through a
+    buffer: a row that could not be written (a full disk) is never written
+    later by surprise, and a process killed mid-row leaves at most that row
+    cut short, which the next run drops.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock: IO[str] | None = None
-        self._file: IO[str] | None = None
-        self._writer: csv.Writer | None = None  # type: ignore[name-defined]
+        self._fd: int | None = None
+        self._columns: tuple[str, ...] = COLUMNS
+        self._empty = False
         self.repaired = False
         self._write_lock = threading.Lock()
 
@@ -298,42 +412,37 @@ class SendLog:
         self.close()
 
     def open(self) -> None:
+        path = self.path
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = (self.path.parent / (self.path.name + ".lock")).open("a+", encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _read_bytes(path)  # a folder or a device is refused before it is opened
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as err:
-            raise SendLogError(f"{self.path}: cannot be opened ({err.strerror})") from err
+            raise SendLogError(f"{path}: cannot be opened ({err.strerror})") from err
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            lock.close()
+            os.close(fd)
             if err.errno in (errno.EAGAIN, errno.EACCES):
                 raise SendLogError(
-                    f"{self.path} is in use by another outreach send ({holder}); "
+                    f"{path} is in use by another outreach send; "
                     "wait for it to finish, or stop it, then run again"
                 ) from err
-            raise SendLogError(f"{self.path}: cannot be locked ({err.strerror})") from err
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}\n")
-        lock.flush()
-        self._lock = lock
+            raise SendLogError(f"{path}: cannot be locked ({err.strerror})") from err
+        self._fd = fd
         try:
             self.repaired = self._drop_partial_last_line()
+            data = _read_bytes(path)
+            first = data[: data.find(b"\n")].decode("utf-8", "replace") if data else ""
+            if first:
+                self._columns = _header(path, next(csv.reader([first], strict=True)))
+            self._empty = not data  # the header goes in with the first row
+        except OSError as err:
+            self.close()
+            raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err
         except BaseException:
             self.close()
             raise
-
-    def _open_for_appending(self) -> None:
-        """Open the log file at its first row, so a run that sends nothing leaves no file."""
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = self.path.open("a", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        if new:
-            self._writer.writerow(COLUMNS)
-            self._sync()
 
     def _drop_partial_last_line(self) -> bool:
         """Cut a half-written last line, so the next row starts on a line of its own.
@@ -341,18 +450,15 @@ class SendLog:
         Only a process killed in the middle of a write leaves one; the row it
         was writing was never complete, so nothing that was written is lost.
         """
-        try:
-            with self.path.open("rb+") as handle:
-                data = handle.read()
-                kind = _unterminated_last_line(self.path, data)
-                if kind == "row":
-                    handle.write(b"\n")  # a whole row: only its line end was missing
-                if kind != "cut":
-                    return False
-                handle.truncate(data.rfind(b"\n") + 1)
-                return True
-        except FileNotFoundError:
-            return False
+        with self.path.open("rb+") as handle:
+            data = handle.read()
+            kind = _unterminated_last_line(self.path, data)
+            if kind == "row":
+                handle.write(b"\n")  # a whole row: only its line end was missing
+            if kind != "cut":
+                return False
+            handle.truncate(data.rfind(b"\n") + 1)
+            return True
 
     def rows(self) -> list[LogRow]:
         return read_log(self.path)
@@ -360,35 +466,39 @@ class SendLog:
     def append(self, row: LogRow, *, durable: bool = False) -> None:
         """Write one row; ``durable`` also waits until it is on the disk.
 
-        Every row is flushed to the operating system at once, so a killed
-        process loses none; ``sending`` rows are also fsynced, so that not
-        even a power cut can hide a letter that went out.
+        Every row goes to the operating system at once, so a killed process
+        loses none; ``sending`` rows are also fsynced, so that not even a
+        power cut can hide a letter that went out. A row that cannot be
+        written (a full disk) stops the run with ``SendLogError``.
         """
+        assert self._fd is not None, "the log is not open"
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
         with self._write_lock:
-            self._write(row)
-            if durable:
-                self._sync()
-
-    def _write(self, row: LogRow) -> None:
-        assert self._lock is not None, "the log is not open"
-        if self._file is None:
-            self._open_for_appending()
-        assert self._file is not None
-        assert self._writer is not None
-        self._writer.writerow(row.cells())
-        self._file.flush()
-
-    def _sync(self) -> None:
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
+            if self._empty:
+                writer.writerow(self._columns)
+            writer.writerow(row.cells(self._columns))
+            data = out.getvalue().encode("utf-8")
+            try:
+                while data:
+                    data = data[os.write(self._fd, data) :]
+                self._empty = False
+                if durable:
+                    os.fsync(self._fd)
+            except OSError as err:
+                raise SendLogError(
+                    f"{self.path}: cannot be written ({err.strerror}); stopped so that "
+                    "no letter goes out unrecorded"
+                ) from err
 
     def close(self) -> None:
-        if self._file is not None:
-            self._sync()
-            self._file.close()
-            self._file = None
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
+        """Put every row on the disk and let the next run have the log."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fsync(fd)
+        except OSError as err:
+            raise SendLogError(f"{self.path}: cannot be written ({err.strerror})") from err
+        finally:
+            os.close(fd)  # releases the lock

@@ -1,23 +1,34 @@
 """One SMTP connection: secure it, log in, and hand over one message at a time.
 
 This is where the replies of a real server are sorted into what the sending
-loop must do: retry (a temporary refusal or a lost connection before the end
-of the data), give up on one letter (a permanent refusal), stop the whole run
-(a wrong password, a refused sender, TLS that does not verify), or record
-that the server may have the letter (the connection was lost after the final
-dot and before the server's answer).
+loop must do with each recipient of a letter: it has the letter (``sent``),
+it may have it (``ambiguous``: the connection was lost after the final dot
+and before the answer), it refused it for good (``failed``), or it refused
+it for now (``retry``). A refusal for now is sorted further, because the
+loop answers each differently: the server asked to slow down (a throttle),
+has too many connections from us (busy), or the connection failed (a
+fault: reconnect, nothing else changes). Problems no retry can fix (a wrong
+password, a refused sender, TLS that does not verify) stop the whole run.
+
+Every command waits at most SMTP_TIMEOUT seconds for its whole reply, not
+only for each piece of it: a server that trickles out a greeting line by
+line, forever, is hung up on like one that says nothing.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
+import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from outreach.addresses import is_loopback
 from outreach.errors import DeliveryError
@@ -25,42 +36,70 @@ from outreach.message import Letter
 from outreach.settings import Secret, Settings
 
 _T = TypeVar("_T")
-
-
-class Transient(Exception):
-    """A failure worth another attempt; the connection may need reopening."""
-
-    def __init__(self, code: int | None, reply: str, *, slow_down: bool = False) -> None:
-        super().__init__(code, reply)
-        self.code = code
-        self.reply = reply
-        self.slow_down = slow_down
-
-
-class Permanent(Exception):
-    """The server refused this letter for good (a 5xx reply)."""
-
-    def __init__(self, code: int | None, reply: str) -> None:
-        super().__init__(code, reply)
-        self.code = code
-        self.reply = reply
-
-
-class Ambiguous(Exception):
-    """The data went out but no answer came: the server may have the letter."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 @dataclass(frozen=True)
-class Delivered:
-    """The server's answer to a letter it took, and the addresses it refused."""
+class Reply:
+    """A server's reply: its code and its text on one line (secrets blotted out)."""
 
     code: int
-    reply: str
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    text: str
+
+    @property
+    def enhanced(self) -> str:
+        """The enhanced status code (RFC 3463) at the start of the text, such as ``4.7.0``."""
+        found = _ENHANCED.match(self.text)
+        return found.group(0) if found else ""
+
+    @property
+    def is_valid(self) -> bool:
+        return 200 <= self.code <= 599
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip() if self.is_valid else self.text
+
+
+#: What a temporary refusal asks of the sending loop.
+THROTTLE, BUSY, FAULT, REFUSAL = "throttle", "busy", "fault", "refusal"
+
+
+def temporary_kind(reply: Reply) -> str:
+    """What a 4xx reply (or a lost connection) means for the run.
+
+    A throttle is a 4.7.x enhanced status (Gmail's ``421 4.7.0 Try again
+    later``, Microsoft's ``421 4.7.500 Server busy``): send more slowly.
+    Microsoft's ``432 4.3.2 … thread limit exceeded`` says too many
+    connections at once: use fewer. Any other ``421`` (``4.3.2 Service
+    shutting down``, ``4.4.x``) closes the connection: a fault, to reconnect
+    after a pause with the rate unchanged; other 4xx replies refuse this
+    letter for now.
+    """
+    enhanced = reply.enhanced
+    if enhanced.startswith("4.7."):
+        return THROTTLE
+    if reply.code == 432:
+        return BUSY
+    if reply.code == 421 or not reply.is_valid:
+        return FAULT
+    return REFUSAL
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one SMTP transaction did with the recipients it was given.
+
+    ``status`` is what became of the ``accepted`` recipients: ``sent``,
+    ``ambiguous``, ``failed``, ``retry`` (with ``kind``), or ``""`` when the
+    server accepted none. ``refused`` are those it refused at RCPT, each with
+    its reply (4xx for now, 5xx for good).
+    """
+
+    accepted: tuple[str, ...]
+    refused: dict[str, Reply]
+    status: str
+    reply: Reply
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,52 +139,23 @@ class Server:
         secret = self.password.reveal()
         if not secret:
             return text
-        forms = {secret, base64.b64encode(secret.encode()).decode()}
+        forms = {secret, _b64(secret)}
         for user in ("", self.username):
-            plain = f"{user}\0{user}\0{secret}".encode()
-            forms.add(base64.b64encode(plain).decode())
-            forms.add(base64.b64encode(f"\0{user}\0{secret}".encode()).decode())
+            forms.add(_b64(f"{user}\0{user}\0{secret}"))
+            forms.add(_b64(f"\0{user}\0{secret}"))
         for form in sorted(forms, key=len, reverse=True):
             text = text.replace(form, "********")
         return text
 
 
+def _b64(text: str) -> str:
+    """UTF-8, then base64: how SASL carries a name or a password (RFC 4616)."""
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
 def _reply_text(reply: bytes | str) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     return " ".join(text.split())
-
-
-def _send_data(smtp: smtplib.SMTP, msg: bytes, phase: list[bool]) -> tuple[int, bytes]:
-    """smtplib's DATA, noting in ``phase`` when the final dot has gone out.
-
-    smtplib's own ``data()`` cannot tell a connection lost while the message
-    was being sent (the server cannot have it: retry) from one lost while
-    waiting for the answer (it may have it: do not send it again blindly).
-    """
-    smtp.putcmd("data")
-    code, reply = smtp.getreply()
-    if code != 354:
-        raise smtplib.SMTPDataError(code, reply)
-    smtp.send(_dot_stuffed(msg) + b".\r\n")
-    phase.append(True)
-    code, reply = smtp.getreply()
-    if code != 250:
-        raise smtplib.SMTPDataError(code, reply)
-    return code, reply
-
-
-def _unless_failing(smtp: smtplib.SMTP, step: Callable[[], _T]) -> _T:
-    """``step()``; if it fails, hang up before raising.
-
-    The server is then in the middle of a transaction, perhaps of a message:
-    without the final dot it delivers nothing, and QUIT would only be taken
-    as part of the text.
-    """
-    try:
-        return step()
-    except BaseException:
-        smtp.close()
-        raise
 
 
 def _dot_stuffed(msg: bytes) -> bytes:
@@ -171,19 +181,60 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
+class _TimedOut(Exception):
+    """A reply did not come whole within SMTP_TIMEOUT."""
+
+
 class Connection:
     """An open, secured, logged-in SMTP session that carries many letters."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self._smtp: smtplib.SMTP | None = None
+        self._timed_out = threading.Event()
 
     @property
     def is_open(self) -> bool:
         return self._smtp is not None
 
+    # -- deadlines -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def deadline(self, smtp: smtplib.SMTP | None = None) -> Iterator[None]:
+        """At most SMTP_TIMEOUT seconds for a command and its whole reply.
+
+        The socket's own timeout bounds each read; a server that sends a
+        little at a time would never trip it. When the deadline passes, the
+        connection is shut down, which ends any read at once.
+        """
+        self._timed_out.clear()
+        timer = threading.Timer(self.server.timeout, self._hang_up, args=(smtp or self._smtp,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except (OSError, smtplib.SMTPException) as err:
+            if self._timed_out.is_set():
+                raise _TimedOut from err
+            raise
+        finally:
+            timer.cancel()
+
+    def _hang_up(self, smtp: smtplib.SMTP | None) -> None:
+        self._timed_out.set()
+        sock = smtp.sock if smtp is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _timed(self, step: Callable[[], _T]) -> _T:
+        with self.deadline():
+            return step()
+
+    # -- opening -------------------------------------------------------------------------
+
     def open(self) -> None:
-        """Connect, secure and log in; raise DeliveryError or Transient."""
+        """Connect, secure and log in; raise DeliveryError, or Unreachable for a retry."""
         server = self.server
         if server.username and server.security == "none" and not is_loopback(server.host):
             raise DeliveryError(
@@ -194,13 +245,13 @@ class Connection:
             context = tls_context(server.ca_file)
             smtp: smtplib.SMTP
             if server.security == "ssl":
-                smtp = smtplib.SMTP_SSL(
-                    server.host, server.port, timeout=server.timeout, context=context
+                smtp = _SessionSSL(
+                    server.host, server.port, timeout=server.timeout, context=context, watch=self
                 )
             else:
-                smtp = smtplib.SMTP(server.host, server.port, timeout=server.timeout)
+                smtp = _Session(server.host, server.port, timeout=server.timeout, watch=self)
             self._smtp = smtp
-            smtp.ehlo()
+            self._timed(smtp.ehlo_or_helo_if_needed)
             if server.security == "starttls":
                 if not smtp.has_extn("starttls"):
                     raise DeliveryError(
@@ -208,10 +259,10 @@ class Connection:
                         "never sends without encryption; check SMTP_PORT (587 for "
                         "starttls, 465 for ssl)"
                     )
-                smtp.starttls(context=context)
-                smtp.ehlo()
+                self._timed(lambda: smtp.starttls(context=context))
+                self._timed(smtp.ehlo_or_helo_if_needed)
             if server.username:
-                smtp.login(server.username, server.password.reveal())
+                self._login(smtp)
         except DeliveryError:
             self.close()
             raise
@@ -222,8 +273,33 @@ class Connection:
             self.close()
             raise
 
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        """AUTH PLAIN, or LOGIN, with the name and password in UTF-8 (RFC 4616).
+
+        smtplib's own login encodes them as ASCII, so a password such as
+        ``pässwörd`` could not be sent at all.
+        """
+        server = self.server
+        offered = str(smtp.esmtp_features.get("auth", "")).upper().split()
+        user, password = server.username, server.password.reveal()
+        if "PLAIN" in offered:
+            code, reply = self._timed(
+                lambda: smtp.docmd("AUTH", "PLAIN " + _b64(f"\0{user}\0{password}"))
+            )
+        elif "LOGIN" in offered:
+            code, reply = self._timed(lambda: smtp.docmd("AUTH", "LOGIN " + _b64(user)))
+            if code == 334:
+                code, reply = self._timed(lambda: smtp.docmd(_b64(password)))
+        else:
+            raise DeliveryError(
+                f"{server.name} offers no login this program can use (it offers: "
+                f"{' '.join(offered) or 'none'}); check SMTP_SECURITY and SMTP_PORT"
+            )
+        if code != 235:
+            raise smtplib.SMTPAuthenticationError(code, reply)
+
     def _connect_error(self, err: Exception) -> Exception:
-        """The error of a failed connection, sorted into fatal and transient."""
+        """The error of a failed connection: DeliveryError (stop) or Unreachable (retry)."""
         server = self.server
         if isinstance(err, smtplib.SMTPAuthenticationError):
             return DeliveryError(
@@ -247,16 +323,18 @@ class Connection:
         if isinstance(err, socket.gaierror):
             return DeliveryError(f"cannot find the SMTP server SMTP_HOST={server.host} ({err})")
         if isinstance(err, smtplib.SMTPResponseException):
-            reply = server.scrub(_reply_text(err.smtp_error))
+            reply = Reply(err.smtp_code, server.scrub(_reply_text(err.smtp_error)))
             if 400 <= err.smtp_code < 500:
-                return Transient(err.smtp_code, reply, slow_down=err.smtp_code == 421)
-            return DeliveryError(f"{server.name} refused the connection ({err.smtp_code} {reply})")
+                return Unreachable(reply, temporary_kind(reply))
+            return DeliveryError(f"{server.name} refused the connection ({reply})")
         if isinstance(err, ConnectionRefusedError):
-            return Transient(None, f"{server.name} refused the connection")
-        if isinstance(err, TimeoutError):
-            return Transient(None, f"{server.name} did not answer within {server.timeout:g} s")
+            return Unreachable(Reply(0, f"{server.name} refused the connection"), FAULT)
+        if isinstance(err, _TimedOut | TimeoutError):
+            return Unreachable(
+                Reply(0, f"{server.name} did not answer within {server.timeout:g} s"), FAULT
+            )
         if isinstance(err, smtplib.SMTPServerDisconnected | OSError):
-            return Transient(None, f"lost the connection to {server.name} ({err})")
+            return Unreachable(Reply(0, f"lost the connection to {server.name} ({err})"), FAULT)
         return err  # a bug: keep its traceback
 
     def close(self) -> None:
@@ -264,94 +342,178 @@ class Connection:
             return
         smtp, self._smtp = self._smtp, None
         try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
+            self._timed(smtp.quit)
+        except (smtplib.SMTPException, OSError, _TimedOut):
             smtp.close()
 
-    def send(self, letter: Letter, begin: Callable[[], None]) -> Delivered:
-        """Hand one letter to the server.
+    def _drop(self) -> None:
+        """Hang up without a word: the server is mid-transaction, or gone."""
+        if self._smtp is not None:
+            smtp, self._smtp = self._smtp, None
+            smtp.close()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, letter: Letter, recipients: Sequence[str], begin: Callable[[], None]) -> Attempt:
+        """Hand one letter to the server, for ``recipients`` (some or all of its own).
 
         ``begin`` runs once the server has accepted the sender: the send
         log's ``sending`` row is written there, and is on the disk before
-        any of the letter goes out.
+        any of the letter goes out. A problem that stops the whole run
+        raises DeliveryError; anything else comes back as the Attempt.
         """
         if self._smtp is None:
-            self.open()
+            try:
+                self.open()
+            except Unreachable as err:
+                return Attempt((), {}, "retry", err.reply, err.kind)
         smtp = self._smtp
         assert smtp is not None
-        phase: list[bool] = []
+        accepted: list[str] = []
+        refused: dict[str, Reply] = {}
+        phase: list[str] = []
         try:
-            return self._transaction(smtp, letter, begin, phase)
-        except (Transient, Ambiguous):
-            self.close()
+            return self._transaction(smtp, letter, recipients, begin, accepted, refused, phase)
+        except (smtplib.SMTPException, OSError, _TimedOut) as err:
+            self._drop()
+            reply = self._lost(err)
+            if "dot" in phase:
+                return Attempt(tuple(accepted), refused, "ambiguous", reply)
+            return Attempt(tuple(accepted), refused, "retry", reply, FAULT)
+        except BaseException:
+            # Ctrl-C, or the send log that cannot be written: without the final
+            # dot the server delivers nothing, and a QUIT would only be read as
+            # part of the letter.
+            self._drop()
             raise
-        except Permanent:
-            self._reset()
-            raise
-        except smtplib.SMTPServerDisconnected as err:
-            self.close()
-            if phase:
-                raise Ambiguous(
-                    f"the connection was lost after the data was sent ({err})"
-                ) from None
-            raise Transient(None, f"the connection was lost ({err or 'closed'})") from None
-        except (TimeoutError, OSError) as err:
-            self.close()
-            if phase:
-                raise Ambiguous(f"no answer after the data was sent ({err or 'timeout'})") from None
-            raise Transient(None, f"connection error ({err or 'timeout'})") from None
 
-    def _reset(self) -> None:
-        try:
-            assert self._smtp is not None
-            self._smtp.rset()
-        except (smtplib.SMTPException, OSError, AssertionError):
-            self.close()
+    def _lost(self, err: BaseException) -> Reply:
+        if isinstance(err, _TimedOut | TimeoutError):
+            return Reply(0, f"{self.server.name} did not answer within {self.server.timeout:g} s")
+        return Reply(0, f"the connection to {self.server.name} was lost ({err or 'closed'})")
 
     def _transaction(
         self,
         smtp: smtplib.SMTP,
         letter: Letter,
+        recipients: Sequence[str],
         begin: Callable[[], None],
-        phase: list[bool],
-    ) -> Delivered:
+        accepted: list[str],
+        refused: dict[str, Reply],
+        phase: list[str],
+    ) -> Attempt:
         scrub = self.server.scrub
-        code, reply = smtp.mail(letter.sender)
+        code, text = self._timed(lambda: smtp.mail(letter.sender))
+        reply = Reply(code, scrub(_reply_text(text)))
         if code != 250:
-            self._refusal(code, scrub(_reply_text(reply)), sender=letter.sender)
-        _unless_failing(smtp, begin)
-        refused: dict[str, tuple[int, str]] = {}
-        for recipient in letter.recipients:
-            code, reply = smtp.rcpt(recipient)
-            if code not in (250, 251):
-                refused[recipient] = (code, scrub(_reply_text(reply)))
-        if len(refused) == len(letter.recipients):
-            # No one to send to. Worth another try if any refusal was temporary.
+            return self._sender_refused(reply, letter.sender)
+        begin()
+        for recipient in recipients:
+            code, text = self._timed(functools.partial(smtp.rcpt, recipient))
+            answer = Reply(code, scrub(_reply_text(text)))
+            if code in (250, 251):
+                accepted.append(recipient)
+            elif code == 421 or not answer.is_valid:
+                # The server is closing the connection: nothing was decided.
+                self._drop()
+                return Attempt((), {}, "retry", answer, temporary_kind(answer))
+            else:
+                refused[recipient] = answer
+        if not accepted:
             self._reset()
-            temporary = [r for r in refused.values() if r[0] < 500]
-            code, text = (temporary or list(refused.values()))[0]
-            raise _classify(code, text)
+            first = min(refused.values(), key=lambda r: r.code)
+            return Attempt((), refused, "", first)
+        code, text = self._timed(lambda: smtp.docmd("DATA"))
+        reply = Reply(code, scrub(_reply_text(text)))
+        if code != 354:
+            return self._refused_data(reply, tuple(accepted), refused)
+        smtp.send(_dot_stuffed(letter.data) + b".\r\n")
+        phase.append("dot")
+        code, text = self._timed(smtp.getreply)
+        reply = Reply(code, scrub(_reply_text(text)))
+        if 200 <= code < 300:
+            return Attempt(tuple(accepted), refused, "sent", reply)
+        if 400 <= code < 600:
+            return self._refused_data(reply, tuple(accepted), refused)
+        # After the final dot, a reply that cannot be read may hide a 250.
+        self._drop()
+        reason = f"an answer that could not be read after the data was sent: {text!r}"
+        return Attempt(tuple(accepted), refused, "ambiguous", Reply(0, reason[:200]))
+
+    def _refused_data(
+        self, reply: Reply, accepted: tuple[str, ...], refused: dict[str, Reply]
+    ) -> Attempt:
+        if 500 <= reply.code < 600:
+            self._reset()
+            return Attempt(accepted, refused, "failed", reply)
+        kind = temporary_kind(reply)
+        if kind == FAULT:
+            self._drop()
+        else:
+            self._reset()
+        return Attempt(accepted, refused, "retry", reply, kind)
+
+    def _sender_refused(self, reply: Reply, sender: str) -> Attempt:
+        if reply.code in (530, 535):
+            raise DeliveryError(
+                f"{self.server.name} requires a login ({reply}); set SMTP_USERNAME and "
+                "SMTP_PASSWORD"
+            )
+        if 500 <= reply.code < 600:
+            raise DeliveryError(
+                f"{self.server.name} refused the sender MAIL_FROM={sender} ({reply})"
+            )
+        kind = temporary_kind(reply)
+        if kind == FAULT:
+            self._drop()
+        else:
+            self._reset()
+        return Attempt((), {}, "retry", reply, kind)
+
+    def _reset(self) -> None:
+        smtp = self._smtp
+        if smtp is None:
+            return
         try:
-            code, reply = _send_data(smtp, letter.data, phase)
-        except smtplib.SMTPDataError as err:
-            raise _classify(err.smtp_code, scrub(_reply_text(err.smtp_error))) from None
-        return Delivered(code=code, reply=scrub(_reply_text(reply)), refused=refused)
-
-    def _refusal(self, code: int, reply: str, *, sender: str) -> None:
-        if code == 530 or code == 535:
-            raise DeliveryError(
-                f"{self.server.name} requires a login ({code} {reply}); "
-                "set SMTP_USERNAME and SMTP_PASSWORD"
-            )
-        if code >= 500:
-            raise DeliveryError(
-                f"{self.server.name} refused the sender MAIL_FROM={sender} ({code} {reply})"
-            )
-        self._reset()
-        raise _classify(code, reply)
+            self._timed(smtp.rset)
+        except (smtplib.SMTPException, OSError, _TimedOut):
+            self._drop()
 
 
-def _classify(code: int, reply: str) -> Transient | Permanent:
-    if 400 <= code < 500:
-        return Transient(code, reply, slow_down=code == 421 or reply.startswith("4.7."))
-    return Permanent(code, reply)
+class _Session(smtplib.SMTP):
+    """smtplib's SMTP, its greeting read under the connection's deadline."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, watch: Connection) -> None:
+        self.watch = watch
+        super().__init__(host, port, timeout=timeout)
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: Any = None
+    ) -> tuple[int, bytes]:
+        with self.watch.deadline(self):
+            return super().connect(host, port, source_address)
+
+
+class _SessionSSL(smtplib.SMTP_SSL):
+    """smtplib's SMTP_SSL, its handshake and greeting read under the connection's deadline."""
+
+    def __init__(
+        self, host: str, port: int, *, timeout: float, context: ssl.SSLContext, watch: Connection
+    ) -> None:
+        self.watch = watch
+        super().__init__(host, port, timeout=timeout, context=context)
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: Any = None
+    ) -> tuple[int, bytes]:
+        with self.watch.deadline(self):
+            return super().connect(host, port, source_address)
+
+
+class Unreachable(Exception):
+    """The connection could not be opened, for now: worth another try later."""
+
+    def __init__(self, reply: Reply, kind: str) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+        self.kind = kind

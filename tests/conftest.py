@@ -200,6 +200,10 @@ class FakeClock:
             self.wakes.append(wake)
             self.elapsed = max(self.elapsed, wake)
 
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.sleep(seconds)
+        return event.is_set()
+
 
 @pytest.fixture
 def clock() -> FakeClock:

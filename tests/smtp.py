@@ -28,6 +28,8 @@ PASSWORD = "correct horse battery staple"
 
 #: A scripted action: a reply line to answer with, or "drop" to close the connection.
 DROP = "drop"
+#: A reply that is no SMTP reply at all (no code); after the data, the server has the letter.
+GARBLED = "Thank you, we have it"
 
 
 @dataclass
@@ -100,7 +102,7 @@ class Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         action = self.script.data.popleft() if self.script.data else "250 2.0.0 Ok: queued as Q1"
-        if action.startswith("2") or action == DROP:
+        if action.startswith("2") or action in (DROP, GARBLED):
             with self.lock:
                 self.received.append(
                     Received(
@@ -118,15 +120,19 @@ class Handler:
         return action
 
 
-def authenticator(
-    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-) -> AuthResult:
-    ok = (
-        isinstance(auth_data, LoginPassword)
-        and auth_data.login == USERNAME.encode()
-        and auth_data.password == PASSWORD.encode()
-    )
-    return AuthResult(success=ok, handled=False)
+def password_checker(accounts: dict[str, str]) -> Any:
+    """An authenticator that takes the names and passwords in ``accounts``, as UTF-8."""
+
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and any(
+            auth_data.login == name.encode() and auth_data.password == password.encode()
+            for name, password in accounts.items()
+        )
+        return AuthResult(success=ok, handled=False)
+
+    return authenticator
 
 
 def free_port() -> int:
@@ -142,6 +148,8 @@ class SmtpServer:
     controller: Controller
     port: int
     ca_file: Path | None
+    #: The logins the server takes (name: password); tests may add one.
+    accounts: dict[str, str] = field(default_factory=dict)
 
     @property
     def received(self) -> list[Received]:
@@ -184,10 +192,11 @@ def run_server(mode: str, folder: Path) -> Iterator[SmtpServer]:
     handler = Handler()
     port = free_port()
     ca_file = None
+    accounts = {USERNAME: PASSWORD}
     kwargs: dict[str, Any] = {"hostname": "127.0.0.1", "port": port}
     if mode in ("starttls", "ssl"):
         context, ca_file = tls_material(folder)
-        kwargs.update(authenticator=authenticator, auth_require_tls=True)
+        kwargs.update(authenticator=password_checker(accounts), auth_require_tls=True)
         if mode == "starttls":
             kwargs.update(tls_context=context, require_starttls=True)
         else:
@@ -199,6 +208,6 @@ def run_server(mode: str, folder: Path) -> Iterator[SmtpServer]:
         warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
         controller.start()
     try:
-        yield SmtpServer(handler=handler, controller=controller, port=port, ca_file=ca_file)
+        yield SmtpServer(handler, controller, port, ca_file, accounts)
     finally:
         controller.stop()

@@ -75,9 +75,9 @@ def test_every_contact_has_its_latest_state(project: Path, log: Path) -> None:
     states = {c.id: c for c in report.contacts}
     assert len(states) == 195
     assert report.counts == {
-        "sent": 4,
+        "sent": 3,
         "deferred": 1,
-        "failed": 1,
+        "failed": 2,
         "ambiguous": 1,
         NOT_ATTEMPTED: 188,
     }
@@ -93,12 +93,17 @@ def test_every_contact_has_its_latest_state(project: Path, log: Path) -> None:
         ("AND", "failed"),
         ("AGO", "deferred"),
         ("ATG", "ambiguous"),
-        ("ARG", "refused"),
+        ("ARG", "failed"),
     ]
-    assert report.problems[-1].email == "cc@arg.example"
+    # Argentina's own address has the letter; the copy was refused for good.
+    assert (states["ARG"].status, states["ARG"].email) == ("failed", "cc@arg.example")
+    assert states["ARG"].sent_to == "arg@missions.example"
+    assert "--retry-failed" in states["ARG"].next_step
+    assert "ask the mission" in states["ATG"].next_step
     assert report.first_send == START
     assert report.last_send == START + timedelta(seconds=183)
-    assert report.rate_per_minute == pytest.approx(4 / (183 / 60))
+    # Seven transactions began between 0 s and 182 s: six intervals.
+    assert report.rate_per_minute == pytest.approx(6 / (182 / 60))
 
 
 @pytest.mark.parametrize(
@@ -131,11 +136,11 @@ def test_report_table_in_the_terminal(run_cli: RunCli, log: Path) -> None:
     assert result.code == 0, result.stderr
     out = result.stdout
     assert "Contacts by status" in out
-    for label, count in (("sent", 4), ("failed", 1), ("not attempted", 188), ("total", 195)):
+    for label, count in (("sent", 3), ("failed", 2), ("not attempted", 188), ("total", 195)):
         assert any(label in line and f" {count} " in line for line in out.splitlines()), label
     assert "To follow up" in out
     assert "5.1.1 <and@missions.example> unknown" in out
-    assert "rate 1.3 a minute" in out
+    assert "rate 2.0 a minute" in out
     assert "Never attempted (188): " in out
 
 
@@ -153,6 +158,8 @@ def test_report_csv_has_one_row_per_contact(run_cli: RunCli, log: Path) -> None:
         "smtp_code",
         "smtp_reply",
         "message_id",
+        "sent_to",
+        "next_step",
     ]
     assert len(rows) == 195
     (andorra,) = [r for r in rows if r["id"] == "AND"]
@@ -166,6 +173,9 @@ def test_report_csv_has_one_row_per_contact(run_cli: RunCli, log: Path) -> None:
         "smtp_code": "550",
         "smtp_reply": "5.1.1 <and@missions.example> unknown",
         "message_id": "<and@outreach.example>",
+        "sent_to": "",
+        "next_step": "refused for good: check the address with the mission and correct it in "
+        "contacts.csv, then run `outreach send --retry-failed`",
     }
 
 
@@ -173,7 +183,7 @@ def test_report_json_for_other_tools(run_cli: RunCli, log: Path) -> None:
     result = run_cli("report", "--format", "json")
     assert result.code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["counts"]["sent"] == 4
+    assert data["counts"]["sent"] == 3
     assert data["first_send"] == "2015-08-31T14:00:00+00:00"
     assert [p["id"] for p in data["problems"]] == ["AND", "AGO", "ATG", "ARG"]
     assert len(data["never_attempted"]) == 188
@@ -185,7 +195,7 @@ def test_report_html_written_to_a_file(run_cli: RunCli, log: Path, project: Path
     assert result.code == 0, result.stderr
     assert result.stdout == f"Wrote the report of campaign 'default' to {out}\n"
     page = out.read_text(encoding="utf-8")
-    assert 'data-status="sent" data-count="4"' in page
+    assert 'data-status="sent" data-count="3"' in page
     assert "<script" not in page
     assert "http" not in page.replace("http-equiv", "")
 
@@ -214,7 +224,7 @@ def test_report_says_when_there_is_nothing_to_report(
 
 def test_damaged_log_is_an_error_naming_the_line(run_cli: RunCli, log: Path) -> None:
     with log.open("a", encoding="utf-8") as handle:
-        handle.write("yesterday,default,AFG,afg@missions.example,sent,1,250,ok,\n")
+        handle.write("yesterday,default,AFG,afg@missions.example,sent,1,250,ok,,\n")
     result = run_cli("report")
     assert result.code == 2
     assert result.stderr.startswith(f"Error: {log.relative_to(log.parents[1])}, line ")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from outreach.sendlog import latest_rows, read_log
+from outreach.sendlog import contact_records, read_log
 from tests.smtp import SmtpServer
 
 FORTY = (
@@ -58,14 +58,14 @@ def test_kill_9_then_resume_sends_every_letter_once(
     _, errors = second.communicate(timeout=120)
     assert second.returncode in (0, 1), errors.decode()
 
-    latest = latest_rows(read_log(log), "default")
+    latest = contact_records(read_log(log), "default")
     assert set(latest) == set(FORTY.split(","))
-    ambiguous = {cid for cid, row in latest.items() if row.status == "ambiguous"}
+    ambiguous = {cid for cid, record in latest.items() if record.status == "ambiguous"}
     assert len(ambiguous) <= 1  # only the letter on the wire at the kill can be in doubt
-    assert all(row.status == "sent" for cid, row in latest.items() if cid not in ambiguous)
+    assert all(record.status == "sent" for cid, record in latest.items() if cid not in ambiguous)
 
     received = Counter(str(r.message["Message-ID"]) for r in smtp_server.received)
     assert max(received.values()) == 1, "a letter was sent twice"
-    by_contact = {row.message_id: cid for cid, row in latest.items()}
+    by_contact = {record.message_id: cid for cid, record in latest.items()}
     delivered = {by_contact[mid] for mid in received}
     assert delivered | ambiguous == set(FORTY.split(","))
