@@ -160,6 +160,80 @@ def test_letter_in_the_address_bar_opens_first(page: Page, gallery: Path) -> Non
     assert page.locator("#letter-title").inner_text().endswith(f"({following})")
 
 
+Box = dict[str, float]
+
+
+def box(page: Page, selector: str) -> Box:
+    found = page.locator(selector).bounding_box()
+    assert found is not None, f"{selector} is not displayed"
+    return dict(found)
+
+
+def within(inner: Box, outer: Box) -> bool:
+    """Whether ``inner`` lies wholly inside ``outer`` (to a pixel)."""
+    return (
+        inner["x"] >= outer["x"] - 1
+        and inner["y"] >= outer["y"] - 1
+        and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1
+        and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 1
+    )
+
+
+def text_box(page: Page, line: str) -> Box:
+    """Where the line ``line`` of the plain-text version is drawn."""
+    found: Box = page.evaluate(
+        """(line) => {
+          const text = document.getElementById("text-version").firstChild;
+          const at = text.data.indexOf("\\n" + line + "\\n") + 1;
+          if (at === 0) return null;
+          const range = document.createRange();
+          range.setStart(text, at);
+          range.setEnd(text, at + line.length);
+          const r = range.getBoundingClientRect();
+          return {x: r.x, y: r.y, width: r.width, height: r.height};
+        }""",
+        line,
+    )
+    assert found is not None, f"{line!r} is not a line of the plain-text version"
+    return found
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(1024, 768), (1280, 800), (1400, 900)], ids=lambda n: str(n)
+)
+def test_both_versions_are_readable_on_a_laptop_screen(
+    page: Page, gallery: Path, seed: Seed, width: int, height: int
+) -> None:
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(gallery.as_uri() + "#CHL")
+    screenshot(page, f"gallery-{width}")
+    window: Box = {"x": 0, "y": 0, "width": width, "height": height}
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    frame, text = box(page, "#html-version"), box(page, "#text-version")
+    stacked = text["y"] >= frame["y"] + frame["height"]
+    assert frame["width"] >= 420, f"the HTML version is {frame['width']} px wide"
+    assert text["width"] >= (frame["width"] - 1 if stacked else 300), (
+        f"the plain-text version is {text['width']} px wide"
+    )
+    for found in (frame, text):
+        assert found["x"] >= 0
+        assert found["x"] + found["width"] <= width
+
+    page.locator("#html-version").scroll_into_view_if_needed()
+    salutation = page.frame_locator("#html-version").locator("p.salutation")
+    assert salutation.inner_text() == seed.salutation
+    shown = salutation.bounding_box()
+    assert shown is not None
+    assert shown["width"] >= 250, "a line of the HTML version holds a few words at most"
+    assert within(shown, box(page, "#html-version"))
+    assert within(shown, window)
+
+    page.locator("#text-version").scroll_into_view_if_needed()
+    line = text_box(page, seed.salutation)
+    assert within(line, box(page, "#text-version"))
+    assert within(line, window)
+
+
 def write_log(path: Path, rows: list[tuple[int, str, str, str, int | None, str]]) -> None:
     from outreach.sendlog import LogRow, SendLog
 
