@@ -234,6 +234,50 @@ def test_both_versions_are_readable_on_a_laptop_screen(
     assert within(line, window)
 
 
+def in_sight_in_the_list(page: Page, mission_id: str) -> bool:
+    """Whether the list shows the letter ``mission_id`` without scrolling, as the chosen one."""
+    item = page.locator(f'#letters > li[data-id="{mission_id}"]')
+    return bool(
+        item.evaluate("li => li.classList.contains('chosen')")
+        and within(box(page, f'#letters > li[data-id="{mission_id}"]'), box(page, "#letters"))
+    )
+
+
+def test_the_letter_in_the_address_bar_is_scrolled_to_in_the_list(
+    page: Page, gallery: Path
+) -> None:
+    page.set_viewport_size({"width": 1024, "height": 768})
+    page.goto(gallery.as_uri() + "#CHL")
+    assert page.locator("#letter-title").inner_text() == "Chile (CHL)"
+    assert in_sight_in_the_list(page, "CHL")
+    assert not in_sight_in_the_list(page, "AFG"), "the list did not have to scroll"
+    assert page.evaluate("document.scrollingElement.scrollTop") == 0
+    screenshot(page, "gallery-hash-CHL")
+
+
+def test_a_changed_address_shows_its_letter_and_back_returns(page: Page, gallery: Path) -> None:
+    page.goto(gallery.as_uri() + "#CHL")
+    page.evaluate("location.hash = '#FRA'")  # typed into the address bar
+    page.wait_for_function(
+        "document.getElementById('letter-title').textContent.endsWith('(FRA)')", timeout=5000
+    )
+    assert in_sight_in_the_list(page, "FRA")
+    assert page.frame_locator("#html-version").locator("p.salutation").is_visible()
+    assert "France" in page.frame_locator("#html-version").locator("body").inner_text()
+    assert "France" in page.locator("#text-version").inner_text()
+    page.locator('#letters > li[data-id="GAB"] button').click()
+    assert page.evaluate("location.hash") == "#GAB"
+
+    page.evaluate("history.back()")  # the Back button
+    page.wait_for_function(
+        "document.getElementById('letter-title').textContent.endsWith('(CHL)')", timeout=5000
+    )
+    assert page.evaluate("location.hash") == "#CHL"
+    assert in_sight_in_the_list(page, "CHL")
+    assert "Chile" in page.locator("#text-version").inner_text()
+    assert "Chile" in page.frame_locator("#html-version").locator("body").inner_text()
+
+
 def write_log(path: Path, rows: list[tuple[int, str, str, str, int | None, str]]) -> None:
     from outreach.sendlog import LogRow, SendLog
 
