@@ -278,6 +278,84 @@ def test_a_changed_address_shows_its_letter_and_back_returns(page: Page, gallery
     assert "Chile" in page.frame_locator("#html-version").locator("body").inner_text()
 
 
+def shown_ids(page: Page) -> list[str]:
+    """The ids of the letters the list shows, in its order."""
+    found: list[str] = page.locator("#letters > li:not([hidden])").evaluate_all(
+        "items => items.map((li) => li.dataset.id)"
+    )
+    return found
+
+
+def test_a_letter_hidden_by_only_warnings_gives_way_to_the_first_shown(
+    page: Page, gallery: Path
+) -> None:
+    page.goto(gallery.as_uri() + "#AFG")
+    assert page.locator('#letters > li[data-id="AFG"]').get_attribute("data-warnings") == "0"
+    with_warnings = page.locator('#letters > li:not([data-warnings="0"])').count()
+    page.locator("#only-warnings").check()
+    shown = shown_ids(page)
+    assert len(shown) == with_warnings
+    assert "AFG" not in shown
+    first = shown[0]
+    assert page.locator("#letter-title").inner_text().endswith(f"({first})")
+    assert page.locator("#letters > li.chosen").get_attribute("data-id") == first
+    assert page.evaluate("location.hash") == f"#{first}"
+    country = page.locator(f'#letters > li[data-id="{first}"] .country').inner_text()
+    assert country in page.locator("#text-version").inner_text()
+    assert country in page.frame_locator("#html-version").locator("body").inner_text()
+    assert page.locator("#letter-warnings li").count() >= 1
+
+    page.locator("#only-warnings").uncheck()
+    assert len(shown_ids(page)) == page.locator("#letters > li").count()
+    assert page.locator("#letter-title").inner_text().endswith(f"({first})")
+    page.locator('#letters > li[data-id="AFG"] button').click()
+    assert page.locator("#letter-title").inner_text() == "Afghanistan (AFG)"
+
+
+def test_a_letter_hidden_by_the_filter_text_gives_way_and_none_left_shows_none(
+    page: Page, gallery: Path
+) -> None:
+    page.goto(gallery.as_uri() + "#CHL")
+    page.locator("#filter").fill("france")
+    assert shown_ids(page) == ["FRA"]
+    assert page.locator("#letter-title").inner_text() == "France (FRA)"
+    assert "France" in page.locator("#text-version").inner_text()
+
+    page.locator("#filter").fill("atlantis")
+    assert shown_ids(page) == []
+    assert page.locator("#letter-title").inner_text() == "No letter matches the filter"
+    assert page.locator("#letters > li.chosen").count() == 0
+    assert not page.locator("#html-version").is_visible()
+    assert not page.locator("#text-version").is_visible()
+    assert page.locator("#text-version").inner_text() == ""
+    assert page.locator("#letter-to").inner_text() == ""
+    assert page.evaluate("location.hash") == ""
+    screenshot(page, "gallery-no-match")
+
+    page.locator("#filter").fill("")
+    assert len(shown_ids(page)) == page.locator("#letters > li").count()
+    assert page.locator("#letter-title").inner_text() == "Afghanistan (AFG)"
+    assert page.locator("#html-version").is_visible()
+    page.locator('#letters > li[data-id="CHL"] button').click()
+    page.keyboard.press("ArrowDown")
+    following = page.locator('#letters > li[data-id="CHL"] + li').get_attribute("data-id")
+    assert page.locator("#letter-title").inner_text().endswith(f"({following})")
+
+
+def test_a_changed_address_naming_a_hidden_letter_clears_the_filter(
+    page: Page, gallery: Path
+) -> None:
+    page.goto(gallery.as_uri() + "#CHL")
+    page.locator("#filter").fill("france")
+    page.evaluate("location.hash = '#CHL'")
+    page.wait_for_function(
+        "document.getElementById('letter-title').textContent.endsWith('(CHL)')", timeout=5000
+    )
+    assert page.locator("#filter").input_value() == ""
+    assert "CHL" in shown_ids(page)
+    assert in_sight_in_the_list(page, "CHL")
+
+
 def write_log(path: Path, rows: list[tuple[int, str, str, str, int | None, str]]) -> None:
     from outreach.sendlog import LogRow, SendLog
 
