@@ -7,6 +7,8 @@ without Chromium; in CI (``CI`` set) a missing Chromium fails them.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -354,6 +356,60 @@ def test_a_changed_address_naming_a_hidden_letter_clears_the_filter(
     assert page.locator("#filter").input_value() == ""
     assert "CHL" in shown_ids(page)
     assert in_sight_in_the_list(page, "CHL")
+
+
+def eml_header(index: Path, mission_id: str, name: str) -> str:
+    """A header of the letter's own ``.eml``, decoded ("" when it has none)."""
+    raw = (index.parent / "letters" / f"{mission_id}.eml").read_bytes()
+    return str(email.message_from_bytes(raw, policy=email.policy.default).get(name, ""))
+
+
+def test_the_to_line_is_the_header_of_the_eml(page: Page, gallery: Path) -> None:
+    page.goto(gallery.as_uri() + "#CHL")
+    to = eml_header(gallery, "CHL", "To")
+    assert to == "Permanent Mission of Chile to the United Nations <chl@missions.example>"
+    assert page.locator("#letter-to").inner_text() == to
+    assert eml_header(gallery, "CHL", "Cc") == ""
+    assert not page.locator("#letter-cc").is_visible()
+    assert not page.locator("#letter-cc-label").is_visible()
+
+
+#: Missions whose names a page must show as text, and a Cc line.
+OWN_CONTACTS = """id,country,mission,email,cc
+XSS,Xanadu,"<script>document.title = 'run'</script><b>Mission</b> of Xanadu",x@xanadu.example,
+CIV,Côte d’Ivoire,"Mission of Côte d’Ivoire, New York",civ@civ.example,"a@civ.example;b@civ.example"
+"""
+
+
+@pytest.fixture(scope="module")
+def own_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("own")
+    (folder / "contacts.csv").write_text(OWN_CONTACTS, encoding="utf-8")
+    settings = {
+        "CONTACTS_FILE": str(folder / "contacts.csv"),
+        "TEMPLATES_DIR": str(ROOT / "templates"),
+    }
+    Campaign.open(load_settings(environ=settings, env_file=None)).preview(folder / "preview")
+    return folder / "preview" / "index.html"
+
+
+def test_to_and_cc_show_names_as_text_as_the_eml_has_them(page: Page, own_gallery: Path) -> None:
+    page.goto(own_gallery.as_uri() + "#CIV")
+    to, cc = eml_header(own_gallery, "CIV", "To"), eml_header(own_gallery, "CIV", "Cc")
+    assert "Mission of Côte d’Ivoire, New York" in to
+    assert "civ@civ.example" in to
+    assert cc == "a@civ.example, b@civ.example"
+    assert page.locator("#letter-to").inner_text() == to
+    assert page.locator("#letter-cc-label").is_visible()
+    assert page.locator("#letter-cc").inner_text() == cc
+
+    page.locator('#letters > li[data-id="XSS"] button').click()
+    to = eml_header(own_gallery, "XSS", "To")
+    assert "<script>document.title = 'run'</script><b>Mission</b> of Xanadu" in to
+    assert page.locator("#letter-to").inner_text() == to
+    assert page.locator("#letter-to *").count() == 0, "the name was read as HTML"
+    assert not page.locator("#letter-cc").is_visible()
+    assert page.title() == "Preview: default"
 
 
 def write_log(path: Path, rows: list[tuple[int, str, str, str, int | None, str]]) -> None:
