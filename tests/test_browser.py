@@ -211,6 +211,8 @@ def test_both_versions_are_readable_on_a_laptop_screen(
     screenshot(page, f"gallery-{width}")
     window: Box = {"x": 0, "y": 0, "width": width, "height": height}
     assert page.evaluate("document.documentElement.scrollWidth") <= width
+    sideways = "list => list.scrollWidth > list.clientWidth"
+    assert not page.locator("#letters").evaluate(sideways), "the list scrolls sideways"
     frame, text = box(page, "#html-version"), box(page, "#text-version")
     stacked = text["y"] >= frame["y"] + frame["height"]
     assert frame["width"] >= 420, f"the HTML version is {frame['width']} px wide"
