@@ -11,6 +11,8 @@ network connection is ever opened here.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import shutil
@@ -47,6 +49,10 @@ class PreviewEntry:
     id: str
     country: str
     recipients: list[str]
+    #: The To and Cc headers as the ``.eml`` has them, decoded: names and
+    #: addresses ("" when there is no Cc).
+    to: str
+    cc: str
     subject: str
     language: str
     warnings: list[str] = field(default_factory=list)
@@ -218,11 +224,14 @@ def _write_letter(built: Path, composed: Composed, entries: list[PreviewEntry]) 
     (letters / f"{contact.id}.eml").write_bytes(letter.data)
     (letters / f"{contact.id}.html").write_text(rendered.html, encoding="utf-8")
     (letters / f"{contact.id}.txt").write_text(rendered.text, encoding="utf-8")
+    message = email.message_from_bytes(letter.data, policy=email.policy.default)
     entries.append(
         PreviewEntry(
             id=contact.id,
             country=contact.country,
             recipients=list(letter.recipients),
+            to=str(message["To"]),
+            cc=str(message.get("Cc", "")),
             subject=letter.subject,
             language=rendered.language,
             warnings=letter_warnings(rendered, letter, contact),
@@ -245,6 +254,8 @@ def _letter_data(built: Path, entry: PreviewEntry) -> dict[str, object]:
         "id": entry.id,
         "country": entry.country,
         "recipients": entry.recipients,
+        "to": entry.to,
+        "cc": entry.cc,
         "subject": entry.subject,
         "language": entry.language,
         "warnings": entry.warnings,
