@@ -346,6 +346,11 @@ def load_contacts(path: Path) -> ContactList:
                         f"{at}, {where[name]}: {text!r} is not a valid address: {err}"
                     )
             addresses[name] = tuple(found)
+        addresses, repeated = _once_each(addresses)
+        if repeated:
+            warnings.append(
+                f"{at}: {', '.join(repeated)} written more than once; each address gets one letter"
+            )
         if not addresses["email"] and not any(
             p.startswith(f"{at}, {where['email']}") for p in row_problems
         ):
@@ -380,6 +385,29 @@ def load_contacts(path: Path) -> ContactList:
         raise ContactsError(*problems)
     defaulted = tuple(name for name in OPTIONAL_COLUMNS if name not in columns)
     return ContactList(path, tuple(contacts), tuple(warnings), defaulted)
+
+
+def _once_each(
+    addresses: dict[str, tuple[str, ...]],
+) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """Each mailbox once, in the first place it appears (email before cc).
+
+    Mailboxes are compared without regard to case: ``a@x`` and ``A@x`` are
+    one recipient, and would otherwise get the letter twice.
+    """
+    seen: set[str] = set()
+    repeated: list[str] = []
+    kept: dict[str, tuple[str, ...]] = {}
+    for column in ("email", "cc"):
+        unique = []
+        for address in addresses[column]:
+            if address.lower() in seen:
+                repeated.append(address)
+            else:
+                seen.add(address.lower())
+                unique.append(address)
+        kept[column] = tuple(unique)
+    return kept, list(dict.fromkeys(repeated))
 
 
 def _duplicate_ids(path: Path, frame: pd.DataFrame, where: str) -> list[str]:

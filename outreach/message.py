@@ -9,13 +9,16 @@ value that could break out of its header line, before the stdlib sees it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
+from typing import Any
 
 from outreach.contacts import Contact
 from outreach.errors import MessageError
@@ -25,8 +28,12 @@ from outreach.settings import Settings
 
 #: CRLF line ends and header folding as SMTP wants them. Lines of 76
 #: characters at most: the stdlib's quoted-printable encoder takes its line
-#: length from the policy, and RFC 2045 allows no more than 76.
-WIRE = policy.SMTP.clone(max_line_length=76)
+#: length from the policy, and RFC 2045 allows no more than 76. A header set
+#: as it is (``set_raw``, folded here) is written as it is.
+WIRE = policy.SMTP.clone(max_line_length=76, refold_source="none")
+CRLF = "\r\n"
+#: The longest line SMTP carries, without its CRLF (RFC 5321, 4.5.3.1.6).
+MAX_LINE = 998
 
 
 @dataclass(frozen=True)
@@ -49,9 +56,10 @@ def message_id_for(campaign: str, contact_id: str, domain: str) -> str:
     """A Message-ID that is the same for a contact on every run of a campaign.
 
     Should a letter ever go out twice (a resend after an ambiguous failure),
-    the receiving side can then tell that it is the same letter.
+    the receiving side can then tell that it is the same letter. Ids are
+    compared without regard to case, as everywhere: ``chl`` is ``CHL``.
     """
-    digest = hashlib.sha256(f"{campaign}\0{contact_id}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{campaign}\0{contact_id.upper()}".encode()).hexdigest()[:32]
     return f"<{digest}.outreach@{domain}>"
 
 
@@ -76,12 +84,74 @@ def _source(contact: Contact, rendered: Rendered) -> str:
     return f" (from the column {', '.join(columns)})" if columns else ""
 
 
-def _address(display_name: str, address: str, what: str) -> Address:
-    _checked(address, what)
-    try:
-        return Address(display_name=_checked(display_name, what), addr_spec=address)
-    except (ValueError, IndexError) as err:
-        raise MessageError(f"{what}: {address!r} is not a usable address ({err})") from err
+#: A header's mailboxes: (display name, address) pairs, and what names them to the user.
+Mailboxes = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class _AddressHeader:
+    name: str
+    mailboxes: Mailboxes
+    what: str
+
+
+def _address(display_name: str, address: str) -> Address:
+    return Address(display_name=display_name, addr_spec=address)
+
+
+def _encoded(header: _AddressHeader) -> str:
+    """The header's value with each display name as RFC 2047 encoded words, folded.
+
+    Python 3.11 folds a long quoted display name holding a comma without its
+    quotes, so that it reads back as two mailboxes (one of them whatever the
+    name held in angle brackets). Encoded words carry no comma, quote or
+    angle bracket as such, and fold between words: they read back whole.
+    """
+    parts = []
+    for display_name, address in header.mailboxes:
+        if display_name:
+            words = Header(display_name, "utf-8", maxlinelen=76, header_name=header.name)
+            parts.append(f"{words.encode(linesep=CRLF)} <{address}>")
+        else:
+            parts.append(address)
+    return f",{CRLF} ".join(parts)
+
+
+def _read_back(data: bytes, headers: Sequence[_AddressHeader]) -> list[str]:
+    """What is wrong with the letter's address headers as a mail reader would parse them.
+
+    Each header must give back exactly its mailboxes, and no line of the
+    head may pass the 998 characters SMTP allows (RFC 5322, 2.1.1).
+    """
+    head = data.partition(CRLF.encode() * 2)[0]
+    problems = []
+    name = ""
+    for line in head.split(CRLF.encode()):
+        if not line[:1].isspace():
+            name = line.partition(b":")[0].decode("ascii", "replace")
+        if len(line) > MAX_LINE:
+            problems.append(
+                f"the {name} header has a line of {len(line)} characters, longer than the "
+                f"{MAX_LINE} mail allows"
+            )
+            break
+    parsed = BytesHeaderParser(policy=policy.default).parsebytes(head + CRLF.encode() * 2)
+    for header in headers:
+        found = parsed.get_all(header.name, [])
+        # Names are compared without their spaces: the stdlib's parser adds one
+        # between adjacent encoded words, which mail programs (rightly) do not.
+        got = [
+            ("".join(mailbox.display_name.split()), mailbox.addr_spec.lower())
+            for value in found
+            for mailbox in getattr(value, "addresses", ())
+        ]
+        wanted = [("".join(name.split()), address.lower()) for name, address in header.mailboxes]
+        if got != wanted:
+            problems.append(
+                f"the {header.name} header reads back as {len(got)} mailbox(es) "
+                f"{[a for _, a in got]} instead of {[a for _, a in wanted]}"
+            )
+    return problems
 
 
 def build_message(
@@ -93,26 +163,47 @@ def build_message(
     to: Sequence[str] | None = None,
     subject_prefix: str = "",
     message_id: str | None = None,
-) -> EmailMessage:
-    """The multipart/alternative message for one contact: text, then HTML.
+    encode_names: bool = False,
+) -> tuple[EmailMessage, list[_AddressHeader]]:
+    """The multipart/alternative message for one contact (text, then HTML), and its address headers.
 
     ``to`` replaces the contact's own recipients (a test send goes to one
-    address only, and no Cc).
+    address only, and no Cc). ``encode_names`` writes every display name as
+    encoded words (see ``_encoded``).
     """
     where = f"{contact.id} (line {contact.line})"
     domain = settings.sender.rpartition("@")[2]
-    message = EmailMessage(policy=WIRE)
-    message["From"] = _address(settings.sender_name, settings.sender, "MAIL_FROM_NAME/MAIL_FROM")
     column = "mission" if contact.fields.get("mission") else "country"
     name = contact.fields.get("mission") or contact.country
+    headers = [
+        _AddressHeader(
+            "From", [(settings.sender_name, settings.sender)], "MAIL_FROM_NAME/MAIL_FROM"
+        )
+    ]
     if to is None:
-        message["To"] = [_address(name, a, f"contact {where}, {column}") for a in contact.to]
+        headers.append(
+            _AddressHeader("To", [(name, a) for a in contact.to], f"contact {where}, {column}")
+        )
         if contact.cc:
-            message["Cc"] = [_address("", a, f"contact {where}, cc") for a in contact.cc]
+            headers.append(
+                _AddressHeader("Cc", [("", a) for a in contact.cc], f"contact {where}, cc")
+            )
     else:
-        message["To"] = [_address("", a, "the test address") for a in to]
+        headers.append(_AddressHeader("To", [("", a) for a in to], "the test address"))
     if settings.mail_reply_to:
-        message["Reply-To"] = _address("", settings.mail_reply_to, "MAIL_REPLY_TO")
+        headers.append(_AddressHeader("Reply-To", [("", settings.mail_reply_to)], "MAIL_REPLY_TO"))
+    message = EmailMessage(policy=WIRE)
+    for header in headers:
+        for display_name, address in header.mailboxes:
+            _checked(display_name, header.what)
+            _checked(address, header.what)
+        if encode_names and any(display_name for display_name, _ in header.mailboxes):
+            message.set_raw(header.name, _encoded(header))
+        else:
+            try:
+                message[header.name] = [_address(n, a) for n, a in header.mailboxes]
+            except (ValueError, IndexError) as err:
+                raise MessageError(f"{header.what}: not a usable address ({err})") from err
     message["Subject"] = _checked(
         subject_prefix + rendered.subject, f"the subject for {where}{_source(contact, rendered)}"
     )
@@ -120,7 +211,26 @@ def build_message(
     message["Message-ID"] = message_id or message_id_for(settings.campaign, contact.id, domain)
     message.set_content(rendered.text, subtype="plain", cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    return message
+    return message, headers
+
+
+def _wire_bytes(build: Callable[[bool], tuple[EmailMessage, list[_AddressHeader]]]) -> bytes:
+    """The letter's bytes, built so that every address header reads back as built.
+
+    Built the usual way first; when a header does not read back whole (or a
+    line is too long), again with the display names as encoded words; when
+    even that fails, the letter is refused, naming the header's source.
+    """
+    problems: list[str] = []
+    for encode_names in (False, True):
+        message, headers = build(encode_names)
+        data = message.as_bytes(policy=WIRE)
+        problems = _read_back(data, headers)
+        if not problems:
+            return data
+    named = [h.what for h in headers if f"the {h.name} header" in problems[0]]
+    where = named[0] if named else "the letter"
+    raise MessageError(f"{where}: cannot be put into a mail safely: {problems[0]}")
 
 
 def build_letter(
@@ -138,25 +248,25 @@ def build_letter(
     way it is made have changed since.
     """
     if test_to is None:
-        message = build_message(contact, rendered, settings, now=now, message_id=message_id)
         recipients = contact.recipients
-    else:
-        domain = settings.sender.rpartition("@")[2]
-        message = build_message(
-            contact,
-            rendered,
-            settings,
-            now=now,
-            to=[test_to],
-            subject_prefix="[TEST] ",
-            message_id=make_msgid("test", domain=domain),
+        kept_id = message_id or message_id_for(
+            settings.campaign, contact.id, settings.sender.rpartition("@")[2]
         )
+        options: dict[str, Any] = {"message_id": kept_id}
+    else:
         recipients = (test_to,)
+        kept_id = make_msgid("test", domain=settings.sender.rpartition("@")[2])
+        options = {"to": [test_to], "subject_prefix": "[TEST] ", "message_id": kept_id}
+    data = _wire_bytes(
+        lambda encode: build_message(
+            contact, rendered, settings, now=now, encode_names=encode, **options
+        )
+    )
     return Letter(
         contact_id=contact.id,
         sender=settings.sender,
         recipients=recipients,
-        message_id=str(message["Message-ID"]),
-        subject=str(message["Subject"]),
-        data=message.as_bytes(policy=WIRE),
+        message_id=kept_id,
+        subject=("[TEST] " if test_to else "") + rendered.subject,
+        data=data,
     )

@@ -22,7 +22,10 @@ class SinkHandler:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutreachError(f"--dir {folder}: cannot be made ({err.strerror})") from err
         taken = [int(p.stem) for p in folder.glob("*.eml") if p.stem.isdigit()]
         self._numbers = itertools.count(max(taken, default=0) + 1)
         self.received = 0
@@ -33,7 +36,12 @@ class SinkHandler:
         head = (
             f"X-Sink-Envelope-From: {envelope.mail_from}\r\nX-Sink-Envelope-To: {recipients}\r\n"
         ).encode("utf-8", "replace")
-        (self.folder / name).write_bytes(head + envelope.original_content)
+        try:
+            (self.folder / name).write_bytes(head + envelope.original_content)
+        except OSError as err:
+            # A full disk: the sender keeps the letter and tries again later.
+            (self.folder / name).unlink(missing_ok=True)
+            return f"452 4.3.1 cannot store the message in {self.folder} ({err.strerror})"
         self.received += 1
         return f"250 2.0.0 Ok: stored as {name}"
 

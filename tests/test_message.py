@@ -15,6 +15,8 @@ from outreach.contacts import Contact
 from outreach.errors import MessageError
 from outreach.message import build_letter, message_id_for
 from outreach.render import Rendered
+from tests.conftest import RunCli, write_csv
+from tests.smtp import SmtpServer
 
 NOW = datetime(2015, 8, 31, 9, 30, tzinfo=UTC)
 SETTINGS = {
@@ -227,3 +229,96 @@ def test_the_sender_name_reads_back_as_written(project: Path, name: str) -> None
     assert [(s.display_name, s.addr_spec) for s in sender] == [
         (name.strip(), "campaigns@coalition.example")
     ]
+
+
+# -- every address header reads back as built --------------------------------------------------
+
+MISSION_NAMES = [
+    pytest.param(
+        "Permanent Mission of Chile to the United Nations, New York <evil@attacker.org>",
+        id="a-mailbox-hidden-in-a-long-name",
+    ),
+    pytest.param(
+        "Permanent Mission of Chile to the United Nations, New York", id="long-with-a-comma"
+    ),
+    pytest.param("Mission of Côte d’Ivoire, New York", id="accents-and-a-comma"),
+    pytest.param('The "Permanent" Mission; of Chile: (New York) [UN]', id="every-special"),
+    pytest.param("x" * 2000, id="two-thousand-characters-in-one-word"),
+    pytest.param("Permanent Mission, " * 60, id="long-and-many-commas"),
+]
+
+
+@pytest.mark.parametrize("name", MISSION_NAMES)
+def test_the_to_header_reads_back_as_exactly_the_mission(campaign: Campaign, name: str) -> None:
+    """Reply-All must reach the mission and nobody else, whatever its name holds."""
+    contact = Contact(
+        id="CHL",
+        country="Chile",
+        to=("chl@missions.example",),
+        cc=("desk@chile.example",),
+        language="en",
+        line=2,
+        fields={"mission": name},
+    )
+    rendered = Rendered(subject="S", text="t", html="<p>h</p>", language="en")
+    letter = build_letter(contact, rendered, campaign.settings, now=NOW)
+    message = parse(letter.data)
+    to = message["To"].addresses
+    # (Python's parser puts a space between encoded words; mail programs do not.)
+    assert [("".join(a.display_name.split()), a.addr_spec) for a in to] == [
+        ("".join(name.split()), "chl@missions.example")
+    ]
+    assert [a.addr_spec for a in message["Cc"].addresses] == ["desk@chile.example"]
+    assert b"evil@attacker.org>" not in letter.data.split(b"\r\n\r\n")[0].replace(b"=40", b"@")
+    assert max(len(line) for line in letter.data.split(b"\r\n")) <= 998
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Coalition for the Code of Conduct, Global Centre for R2P", id="comma"),
+        pytest.param("Coalition, " * 12, id="many-commas"),
+    ],
+)
+def test_a_long_sender_name_with_a_comma_reads_back_as_one_sender(project: Path, name: str) -> None:
+    environ = {**SETTINGS, "MAIL_FROM_NAME": name}
+    campaign = Campaign.open(load_settings(environ=environ, env_file=None))
+    (chile,) = campaign.contacts.select(["CHL"])
+    sender = parse(campaign.compose(chile, now=NOW)[1].data)["From"].addresses
+    assert [("".join(s.display_name.split()), s.addr_spec) for s in sender] == [
+        ("".join(name.split()), "campaigns@coalition.example")
+    ]
+
+
+@pytest.mark.parametrize(
+    "mission",
+    [pytest.param("x" * 2000, id="one-long-word"), pytest.param("Mission, " * 250, id="commas")],
+)
+def test_a_two_thousand_character_mission_passes_check_and_is_delivered(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer, mission: str
+) -> None:
+    """No line of the letter passes the 998 characters a server takes (RFC 5322)."""
+    write_csv(
+        project / "contacts.csv", f'id,country,mission,email\nCHL,Chile,"{mission}",c@m.example\n'
+    )
+    assert run_cli("check", env=smtp_server.env()).code == 0
+    result = run_cli("send", "--yes", env=smtp_server.env())
+    assert result.code == 0, result.stdout + result.stderr
+    (received,) = smtp_server.received
+    assert max(len(line) for line in received.data.split(b"\r\n")) <= 998
+    assert [a.addr_spec for a in received.message["To"].addresses] == ["c@m.example"]
+
+
+def test_the_same_mailbox_twice_in_a_row_gets_one_letter(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer
+) -> None:
+    write_csv(
+        project / "contacts.csv",
+        "id,country,email,cc\nCHL,Chile,chl@missions.example;CHL@Missions.example,"
+        "chl@missions.example;desk@chile.example;Desk@Chile.example\n",
+    )
+    result = run_cli("send", "--yes", env=smtp_server.env())
+    assert result.code == 0, result.stdout + result.stderr
+    assert "written more than once; each address gets one letter" in result.stderr
+    (received,) = smtp_server.received
+    assert received.recipients == ["chl@missions.example", "desk@chile.example"]

@@ -494,23 +494,20 @@ def test_a_server_that_trickles_its_greeting_is_given_up_on(project: Path) -> No
                 time.sleep(0.2)
 
     threading.Thread(target=trickle, daemon=True).start()
+    environ = {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(port),
+        "SMTP_SECURITY": "none",
+        "SMTP_TIMEOUT": "1",
+        "MAIL_FROM": "campaign@coalition.example",
+    }
+    campaign = Campaign.open(load_settings(environ=environ, env_file=None))
     started = time.monotonic()
     try:
-        with pytest.raises(DeliveryError, match="did not answer within 1 s"):
-            campaign = Campaign.open(
-                load_settings(
-                    environ={
-                        "SMTP_HOST": "127.0.0.1",
-                        "SMTP_PORT": str(port),
-                        "SMTP_SECURITY": "none",
-                        "SMTP_TIMEOUT": "1",
-                        "MAIL_FROM": "campaign@coalition.example",
-                    },
-                    env_file=None,
-                )
-            )
-            with campaign.open_log() as log:
-                campaign.send(campaign.plan(log, campaign.select(["CHL"])), log)
+        with campaign.open_log() as log:
+            plan = campaign.plan(log, campaign.select(["CHL"]))
+            with pytest.raises(DeliveryError, match="did not answer within 1 s"):
+                campaign.send(plan, log)
     finally:
         stop.set()
         listener.close()

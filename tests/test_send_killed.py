@@ -69,3 +69,55 @@ def test_kill_9_then_resume_sends_every_letter_once(
     by_contact = {record.message_id: cid for cid, record in latest.items()}
     delivered = {by_contact[mid] for mid in received}
     assert delivered | ambiguous == set(FORTY.split(","))
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "how"),
+    [
+        pytest.param(signal.SIGINT, 130, "Ctrl-C", id="ctrl-c"),
+        pytest.param(signal.SIGTERM, 143, "SIGTERM", id="sigterm"),
+    ],
+)
+def test_stopped_mid_send_says_what_went_and_what_is_owed(
+    project: Path, smtp_server: SmtpServer, signum: int, code: int, how: str
+) -> None:
+    env = smtp_server.env(SEND_RATE_PER_MINUTE="300")
+    log = project / "logs" / "send-log.csv"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
+        cwd=project,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_sent(log, 5, process)
+    process.send_signal(signum)
+    out, errors = process.communicate(timeout=60)
+    assert process.returncode == code, out + errors
+    assert "Traceback" not in errors
+    rows = read_log(log)
+    sent = {r.contact_id for r in rows if r.status == "sent"}
+    owed = 40 - len(sent)
+    assert 0 < owed < 40
+    assert (
+        f"Stopped by {how}: {len(sent)} letters sent this run, {owed} still owed. "
+        "Run `make send` again to send only the rest."
+    ) in out
+    # The letter on the wire at the signal finished: nothing is left ambiguous.
+    assert all(record.status in ("sent",) for record in contact_records(rows, "default").values())
+
+    again = subprocess.run(
+        [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
+        cwd=project,
+        env={**os.environ, **smtp_server.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"To send:       {owed}" in again.stdout
+    received = Counter(str(r.message["Message-ID"]) for r in smtp_server.received)
+    assert len(received) == 40
+    assert max(received.values()) == 1
