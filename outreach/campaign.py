@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +30,13 @@ from outreach.addresses import AddressError, is_loopback, is_placeholder, valida
 from outreach.checks import CheckResult, SpamChecker, check_campaign
 from outreach.clock import Clock, SystemClock
 from outreach.contacts import Contact, ContactList, load_contacts
-from outreach.errors import DeliveryError, OutreachError, RepeatError
+from outreach.errors import (
+    DeliveryError,
+    OutreachError,
+    RepeatError,
+    TemplateError,
+    TemplateTooLarge,
+)
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
 from outreach.render import Rendered, Renderer
@@ -132,6 +140,8 @@ class Campaign:
     def _composed(self, contact: Contact, now: datetime) -> Composed:
         try:
             rendered, letter = self.compose(contact, now=now)
+        except TemplateTooLarge:
+            raise
         except OutreachError as err:
             return Composed(contact, None, None, err)
         return Composed(contact, rendered, letter, None)
@@ -142,6 +152,11 @@ class Campaign:
         pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(settings,))
         try:
             yield from pool.map(_compose_in_worker, contacts, chunksize=CHUNK_SIZE)
+        except BrokenProcessPool as err:
+            raise TemplateError(
+                "a process composing the letters ended abruptly (out of memory?); "
+                f"check the templates in {self.settings.templates_dir}"
+            ) from err
         finally:
             pool.shutdown(cancel_futures=True)
 
@@ -307,6 +322,9 @@ class Campaign:
 LETTERS_PER_WORKER = 50
 #: Letters handed to a worker at a time.
 CHUNK_SIZE = 16
+#: The address space a worker may take: a worker composing letters needs a
+#: few hundred MB.
+WORKER_MEMORY = 4 * 1024**3
 _worker_campaign: Campaign | None = None
 
 
@@ -316,6 +334,11 @@ def _start_worker(settings: Settings) -> None:
     # Ctrl-C goes to the whole process group: the main process decides what
     # happens; a worker just stops being asked.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A template that would take all the memory fails in its worker (as an
+    # error naming the template) instead of bringing the machine down.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = WORKER_MEMORY if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     renderer = Renderer(settings.templates_dir, settings.letter_date)
     _worker_campaign = Campaign(settings, ContactList(settings.contacts_file, ()), renderer)
 

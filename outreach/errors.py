@@ -46,6 +46,13 @@ class TemplateError(OutreachError):
     """A template is missing, does not parse, or uses something it may not."""
 
 
+class TemplateTooLarge(TemplateError):
+    """A template asked for more memory or time than any letter needs.
+
+    It would ask the same for every letter: the run stops at the first.
+    """
+
+
 class PreviewError(OutreachError):
     """The preview folder cannot be used or written."""
 

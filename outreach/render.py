@@ -10,11 +10,15 @@ mail clients that drop it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import logging
 import re
+import signal
+import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from outreach.contacts import Contact
-from outreach.errors import TemplateError
+from outreach.errors import TemplateError, TemplateTooLarge
 
 DEFAULT_LANGUAGE = "en"
 SUBJECT, TEXT, HTML = "subject.txt.j2", "letter.txt.j2", "letter.html.j2"
@@ -156,10 +160,27 @@ class Renderer:
         own = self.templates_dir / language / name
         return own if own.exists() else self.templates_dir / name
 
+    def _where(self, err: BaseException, language: str, name: str) -> str:
+        return _template_position(err, str(self._path(language, name)))
+
     def _render(self, language: str, name: str, context: Mapping[str, Any]) -> str:
         try:
             template = self.environment(language).get_template(name)
-            return template.render(context)
+            return _bounded_render(template, context)
+        except TooLarge as err:
+            raise TemplateTooLarge(
+                f"{self._where(err, language, name)}: too large to render ({err}); "
+                "a letter is a few thousand words"
+            ) from err
+        except RecursionError as err:
+            raise TemplateTooLarge(
+                f"{self._where(err, language, name)}: calls itself too deeply "
+                "(a macro or include that calls itself?)"
+            ) from err
+        except MemoryError as err:
+            raise TemplateTooLarge(
+                f"{self._where(err, language, name)}: too large to render (out of memory)"
+            ) from err
         except jinja2.TemplateNotFound as err:
             # err.name is the template that is missing, which may be one that
             # this one includes or extends.
@@ -195,25 +216,99 @@ class Renderer:
             ) from err
 
 
+#: The most characters a template may write, and the largest number a
+#: filter or a method may be given as a width or a count: far above any
+#: letter (the shipped one is 40,000 characters), far below what would
+#: exhaust memory.
+MAX_SIZE = 2_000_000
 #: Longest string or list a template expression may build with ``*``.
 MAX_REPEAT = 1_000_000
+#: Seconds one template may take to render; a letter takes milliseconds.
+MAX_SECONDS = 10.0
+#: The widths and precisions of a %-format or a {}-format.
+_FORMAT_NUMBERS = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?|\{[^{}]*?:[^{}]*?(\d+)[^{}]*\}")
+
+
+class TooLarge(Exception):
+    """What a template asked for would exhaust memory or time."""
+
+
+def _check_format(spec: object) -> None:
+    if isinstance(spec, str):
+        for found in _FORMAT_NUMBERS.finditer(spec):
+            if any(number and int(number) > MAX_SIZE for number in found.groups()):
+                raise TooLarge(f"a format width above {MAX_SIZE:,}")
+
+
+def _check_numbers(values: Iterable[object], what: str) -> None:
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
+            raise TooLarge(f"{what} given {value:,}, more than {MAX_SIZE:,}")
+
+
+def _not_too_long(value: Any) -> Any:
+    """``value``, unless it is a string longer than any letter: one grown out of bounds."""
+    if isinstance(value, str) and len(value) > MAX_SIZE:
+        raise TooLarge(f"a value of more than {MAX_SIZE:,} characters")
+    return value
+
+
+def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, refusing a number above MAX_SIZE among its arguments.
+
+    ``'a'|center(10**12)`` would ask for a terabyte before anything could
+    stop it; the filtered value itself (a population, say) is never checked.
+    """
+    leading = 2 if hasattr(function, "jinja_pass_arg") else 1
+
+    @functools.wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        extra = args[leading:]
+        if name == "format":
+            _check_format(args[leading - 1] if len(args) >= leading else None)
+            if "*" in str(args[leading - 1]):
+                _check_numbers(extra, "the format filter was")
+        else:
+            _check_numbers([*extra, *kwargs.values()], f"the {name} filter was")
+        return function(*args, **kwargs)
+
+    return bounded
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    _check_numbers([n * max], "lipsum was")
+    return str(jinja2.utils.generate_lorem_ipsum(n=n, html=html, min=min, max=max))
 
 
 class _LimitedSandbox(SandboxedEnvironment):
-    """The sandbox, with ``*`` and ``**`` bounded.
+    """Jinja's sandbox, with what a template may ask of memory bounded.
 
-    Jinja2's sandbox keeps templates away from Python's internals but lets
-    ``{{ 'a' * 10**9 }}`` or ``{{ 9 ** 9 ** 9 }}`` run until memory or
-    patience runs out; a template edited by hand must fail fast instead.
+    The sandbox keeps templates away from Python's internals but lets
+    ``{{ 'a' * 10**9 }}``, ``{{ 9 ** 9 ** 9 }}`` or ``'a'|center(10**12)``
+    run until memory runs out; a template edited by hand must fail fast
+    instead. Only the sandbox's documented hooks are used: the operators it
+    intercepts (``intercepted_binops``, ``call_binop``) and ``call``.
     """
 
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "%"])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
+        self.globals["lipsum"] = _lipsum
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
             if isinstance(right, int) and abs(right) > 1000:
                 raise SecurityError(f"the power {right} is too large")
             return left**right
+        if operator == "%":
+            if isinstance(left, str):
+                _check_format(left)
+                if "*" in left:
+                    values = right if isinstance(right, tuple) else (right,)
+                    _check_numbers(values, "a % format was")
+            return left % right
         for sequence, count in ((left, right), (right, left)):
             if (
                 isinstance(sequence, str | list | tuple)
@@ -225,6 +320,68 @@ class _LimitedSandbox(SandboxedEnvironment):
                     f"than {MAX_REPEAT:,} characters"
                 )
         return left * right
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, str) and attribute in ("format", "format_map"):
+            _check_format(obj)  # '{:>999999999999}'.format('a')
+        return _not_too_long(super().getattr(obj, attribute))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return _not_too_long(super().getitem(obj, argument))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        # A macro given, or giving back, a string that has grown too long
+        # (a value doubled again and again), and a method of a string or a
+        # list: ``'a'.ljust(10**12)``, ``'{:>999999999}'.format``.
+        for value in (*args, *kwargs.values()):
+            _not_too_long(value)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str | bytes | list | tuple):
+            name = getattr(__obj, "__name__", "a method")
+            if name in ("format", "format_map"):
+                _check_format(owner)
+            _check_numbers([*args, *kwargs.values()], f"{name} was")
+            grows = len(args) >= 2 and isinstance(args[1], str) and name == "replace"
+            if grows and len(owner) * max(1, len(args[1])) > MAX_SIZE:
+                raise TooLarge(f"replace would make more than {MAX_SIZE:,} characters")
+        return _not_too_long(super().call(__context, __obj, *args, **kwargs))
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Stop a render that runs longer than ``seconds`` (a loop of loops).
+
+    A signal is the only way to interrupt Python code from outside; it
+    can be used in the main thread only, where every letter is rendered
+    (in this process, or in a worker's own main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise TooLarge(f"it takes longer than {seconds:g} s to render")
+
+    before = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def _bounded_render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
+    """The template's output, refused once it passes MAX_SIZE characters."""
+    pieces: list[str] = []
+    size = 0
+    with _time_limit(MAX_SECONDS):
+        for piece in template.generate(context):
+            size += len(piece)
+            if size > MAX_SIZE:
+                raise TooLarge(f"it writes more than {MAX_SIZE:,} characters")
+            pieces.append(piece)
+    return "".join(pieces)
 
 
 def _template_position(err: BaseException, fallback: str) -> str:

@@ -426,3 +426,54 @@ def test_a_runaway_or_broken_expression_fails_fast_with_its_place(
 def test_an_included_template_that_is_missing_is_named(story: Story) -> None:
     (story.project / "templates/en/letter.txt.j2").write_text("{% include 'closing.txt.j2' %}\n")
     story.refused(story.send(), "templates/en/closing.txt.j2: missing")
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        pytest.param("{{ 'a'|center(10**12) }}", "the center filter was given", id="center"),
+        pytest.param("{{ 'a'|indent(10**12) }}", "the indent filter was given", id="indent"),
+        pytest.param("{{ '%*s'|format(10**12, 'a') }}", "the format filter was given", id="format"),
+        pytest.param("{{ '%999999999999s'|format('a') }}", "a format width", id="format-width"),
+        pytest.param("{{ '%*s' % (10**12, 'a') }}", "a % format was given", id="percent"),
+        pytest.param("{{ 'a'.ljust(10**12) }}", "ljust was given", id="ljust"),
+        pytest.param("{{ '{:>999999999999}'.format('a') }}", "a format width", id="str-format"),
+        pytest.param(
+            "{{ ('a' * 1000000).replace('a', 'aaaaaaaaaa') }}", "replace would make", id="replace"
+        ),
+        pytest.param("{{ lipsum(n=10**7) }}", "lipsum was given", id="lipsum"),
+        pytest.param("{{ signatories|slice(10**9) }}", "the slice filter was given", id="slice"),
+        pytest.param(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "it writes more than 2,000,000 characters",
+            id="loops-that-write",
+        ),
+        pytest.param(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "it takes longer than",
+            id="loops-that-spin",
+        ),
+        pytest.param(
+            "{% macro again(n) %}{{ again(n + 1) }}{% endmacro %}{{ again(0) }}",
+            "calls itself too deeply",
+            id="recursive-macro",
+        ),
+        pytest.param(
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
+            "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+            "too large to render",
+            id="doubling-in-a-loop",
+        ),
+    ],
+)
+def test_a_template_that_would_exhaust_memory_or_time_is_refused_naming_it(
+    story: Story, template: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One clear line naming the template, exit 2, nothing sent; within seconds."""
+    monkeypatch.setattr("outreach.render.MAX_SECONDS", 2.0)
+    (story.project / "templates/en/letter.txt.j2").write_text(template + "\n")
+    errors = story.refused(story.send())
+    assert any(
+        "templates/en/letter.txt.j2" in e and "too large to render" in e for e in errors
+    ) or (any("calls itself too deeply" in e for e in errors)), errors
+    assert any(expected in e for e in errors), errors
