@@ -6,13 +6,8 @@ STAMP  := $(VENV)/.installed
 SHELL  := /bin/bash
 
 # The embedded default: a local SMTP server on this machine that keeps what it
-# receives in out/demo/sink/. Nothing leaves the machine; a .env is overridden.
+# receives in out/demo/sink/. Nothing leaves the machine; .env is not read.
 DEMO_PORT ?= 2525
-DEMO_ENV  := SMTP_HOST=127.0.0.1 SMTP_PORT=$(DEMO_PORT) SMTP_SECURITY=none \
-             SMTP_USERNAME= SMTP_PASSWORD= SMTP_CA_FILE= \
-             MAIL_FROM=campaign@coalition.example MAIL_FROM_NAME="Coalition letter (demo)" \
-             MAIL_REPLY_TO= CAMPAIGN=demo LOG_DIR=out/demo/logs PREVIEW_DIR=out/demo/preview \
-             SEND_RATE_PER_MINUTE=0 SEND_DAILY_LIMIT=0
 
 .PHONY: demo test preview check send report sink lint bench clean help
 
@@ -25,15 +20,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: $(STAMP) ## the whole job on this machine: preview, send to a local SMTP server, report
-	@rm -rf out/demo
-	@$(BIN)/outreach sink --port $(DEMO_PORT) --dir out/demo/sink & sink=$$!; \
-	trap 'kill $$sink 2>/dev/null; wait $$sink 2>/dev/null' EXIT; \
-	for _ in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$(DEMO_PORT)) 2>/dev/null && break; sleep 0.1; done; \
-	env $(DEMO_ENV) $(BIN)/outreach preview && \
-	env $(DEMO_ENV) $(BIN)/outreach send --yes && \
-	env $(DEMO_ENV) $(BIN)/outreach report && \
-	echo "The letters as received are in out/demo/sink/; the send log is out/demo/logs/send-log.csv."
+demo: $(STAMP) ## the whole job on this machine: check, preview, send to a local SMTP server, report
+	$(BIN)/outreach demo --port $(DEMO_PORT)
 
 send: $(STAMP) ## send the letters (asks first; reruns send only what is still owed)
 	$(BIN)/outreach send

@@ -481,6 +481,40 @@ def sink(host: str, port: int, folder: Path) -> None:
         click.echo(f"Stopped; {controller.handler.received} message(s) received.")
 
 
+@cli.command()
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=2525,
+    show_default=True,
+    help="Port of the local SMTP server the demo starts.",
+)
+def demo(port: int) -> None:
+    """The whole job on this machine: check, preview, send to a local server, report.
+
+    It uses the contacts and templates of this folder and settings of its own
+    (no .env, no environment variable); everything it writes is in out/demo/.
+    """
+    from outreach.demo import run_demo
+
+    with _progress() as progress:
+        done = run_demo(port, progress=progress)
+    for line in done.checked.summary_lines():
+        if not line.startswith("Addresses:"):
+            click.echo(line)
+    folder = done.previewed.folder
+    click.echo(
+        f"Previews:  {len(done.previewed.entries)} letters in {folder}/ "
+        f"(open {folder / 'index.html'})"
+    )
+    _print_outcome(done.outcome, done.report.log)
+    Console(width=100).print(to_renderables(done.report))
+    click.echo(
+        f"The letters as a mission would receive them are in {done.folder / 'sink'}/; "
+        "nothing left this machine."
+    )
+
+
 @cli.command("report")
 @click.option("--campaign", metavar="NAME", help="The campaign [default: CAMPAIGN, default].")
 @click.option(

@@ -1,0 +1,89 @@
+"""The whole job on this machine: check, preview, send to a local sink, report.
+
+``make demo`` runs it on a fresh machine to show what outreach does before
+anything is set up: its settings are its own (no ``.env``, no environment
+variable is read), the server is ``outreach sink`` on loopback, and every
+file it writes is under ``out/demo/``. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from outreach.campaign import Campaign, Progress, report
+from outreach.checks import CheckResult
+from outreach.errors import OutreachError
+from outreach.preview import PreviewResult
+from outreach.report import Report
+from outreach.sending import Outcome
+from outreach.settings import Settings, load_settings
+from outreach.sink import start_sink
+
+FOLDER = Path("out/demo")
+#: Marks a folder as the demo's own, so that the next demo may clear it.
+MARKER = ".outreach-demo"
+
+
+def demo_settings(port: int, folder: Path = FOLDER) -> Settings:
+    """The demo's settings: the shipped contacts and templates, a sink on loopback."""
+    return load_settings(
+        environ={
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port),
+            "SMTP_SECURITY": "none",
+            "MAIL_FROM": "campaign@coalition.example",
+            "MAIL_FROM_NAME": "Coalition letter (demo)",
+            "CAMPAIGN": "demo",
+            "LOG_DIR": str(folder / "logs"),
+            "PREVIEW_DIR": str(folder / "preview"),
+            "SEND_RATE_PER_MINUTE": "0",
+        },
+        env_file=None,
+    )
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    folder: Path
+    checked: CheckResult
+    previewed: PreviewResult
+    outcome: Outcome
+    report: Report
+
+
+def _fresh(folder: Path) -> None:
+    """An empty demo folder: an earlier demo's is cleared, anything else is left alone."""
+    if folder.exists():
+        if not (folder / MARKER).is_file() or folder.is_symlink():
+            raise OutreachError(
+                f"{folder}: exists and was not written by outreach demo; move it away"
+            )
+        shutil.rmtree(folder)
+    try:
+        folder.mkdir(parents=True)
+        (folder / MARKER).write_text("written by outreach demo\n", encoding="utf-8")
+    except OSError as err:
+        raise OutreachError(f"{folder}: cannot be written ({err.strerror})") from err
+
+
+def run_demo(
+    port: int,
+    folder: Path = FOLDER,
+    *,
+    progress: Progress = lambda stage, done, total: None,
+) -> DemoResult:
+    """Check, preview and send every letter to a sink on ``port``, then report."""
+    settings = demo_settings(port, folder)
+    campaign = Campaign.open(settings)
+    _fresh(folder)
+    sink = start_sink("127.0.0.1", port, folder / "sink")
+    try:
+        checked = campaign.check(progress=progress)
+        previewed = campaign.preview(progress=progress)
+        with campaign.open_log() as log:
+            outcome = campaign.send(campaign.plan(log), log)
+    finally:
+        sink.stop()
+    return DemoResult(folder, checked, previewed, outcome, report(settings))
