@@ -229,3 +229,26 @@ def test_damaged_log_is_an_error_naming_the_line(run_cli: RunCli, log: Path) -> 
     assert result.code == 2
     assert result.stderr.startswith(f"Error: {log.relative_to(log.parents[1])}, line ")
     assert "column 1 (time)" in result.stderr
+
+
+def test_the_report_reads_in_an_80_column_terminal(run_cli: RunCli, project: Path) -> None:
+    """Addresses stay whole (to be copied), and each problem says what to do next."""
+    long = "permanent.mission.of.the.plurinational.state@cancilleria-bolivia.example"
+    write_log(
+        project / "logs" / "send-log.csv",
+        [
+            (0, "BOL", long, "sending", None, ""),
+            (1, "BOL", long, "failed", 550, "5.1.1 <" + long + "> User unknown; no such mailbox"),
+            (2, "AGO", "ago@missions.example", "deferred", 451, "4.7.1 greylisted"),
+            (3, "ATG", "atg@missions.example", "sending", None, ""),
+        ],
+    )
+    result = run_cli("report", env={"COLUMNS": "80"})
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(long in line for line in lines)
+    text = " ".join(result.stdout.split())
+    assert "→ refused for good: check the address with the mission" in text
+    assert "→ still owed: the server refused it for now; run `make send` again later" in text
+    assert "→ the server may have it: ask the mission" in text
