@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,33 @@ from outreach.errors import SettingsError
 from outreach.headers import unsafe_header_reason
 
 SECURITY_MODES = ("starttls", "ssl", "none")
+#: How outreach signs in to the SMTP (and IMAP) server.
+AUTH_MODES = ("password", "xoauth2", "oauthbearer")
+PROVIDERS = ("microsoft365", "google")
+#: What each provider preset fills in, when the setting is not given.
+PRESETS: dict[str, dict[str, str]] = {
+    "microsoft365": {
+        "SMTP_HOST": "smtp.office365.com",
+        "SMTP_PORT": "587",
+        "SMTP_SECURITY": "starttls",
+        "SMTP_AUTH": "xoauth2",
+        "SEND_RATE_PER_MINUTE": "30",
+        "SEND_DAILY_LIMIT": "10000",
+        "IMAP_HOST": "outlook.office365.com",
+        "IMAP_PORT": "993",
+        "IMAP_SECURITY": "ssl",
+    },
+    "google": {
+        "SMTP_HOST": "smtp.gmail.com",
+        "SMTP_PORT": "587",
+        "SMTP_SECURITY": "starttls",
+        "SEND_DAILY_LIMIT": "2000",
+        "IMAP_HOST": "imap.gmail.com",
+        "IMAP_PORT": "993",
+        "IMAP_SECURITY": "ssl",
+    },
+}
+IMAP_DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 #: Most connections a run opens at once.
 MAX_CONNECTIONS = 10
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
@@ -42,8 +70,24 @@ KNOWN_SETTINGS: dict[str, str] = {
     "SMTP_SECURITY": "starttls",
     "SMTP_USERNAME": "",
     "SMTP_PASSWORD": "",
+    "SMTP_AUTH": "",
+    "SMTP_TOKEN_COMMAND": "",
+    "SMTP_PASSWORD_COMMAND": "",
+    "SMTP_PROVIDER": "",
     "SMTP_TIMEOUT": "60",
     "SMTP_CA_FILE": "",
+    "OAUTH_CLIENT_ID": "",
+    "OAUTH_TENANT": "organizations",
+    "OAUTH_AUTHORITY": "https://login.microsoftonline.com",
+    "IMAP_HOST": "",
+    "IMAP_PORT": "",
+    "IMAP_SECURITY": "ssl",
+    "IMAP_CA_FILE": "",
+    "IMAP_USERNAME": "",
+    "IMAP_PASSWORD": "",
+    "IMAP_TOKEN_COMMAND": "",
+    "IMAP_PASSWORD_COMMAND": "",
+    "IMAP_FOLDERS": "INBOX",
     "MAIL_FROM": "",
     "MAIL_FROM_NAME": "",
     "MAIL_REPLY_TO": "",
@@ -61,7 +105,7 @@ KNOWN_SETTINGS: dict[str, str] = {
     "SEND_DAILY_LIMIT": "0",
 }
 
-_OUR_PREFIXES = ("SMTP_", "MAIL_", "SEND_")
+_OUR_PREFIXES = ("SMTP_", "MAIL_", "SEND_", "IMAP_", "OAUTH_")
 
 
 class Secret:
@@ -105,6 +149,25 @@ class Settings:
     smtp_password: Secret = field(default_factory=lambda: Secret(""), repr=False)
     smtp_timeout: float = 60.0
     smtp_ca_file: Path | None = None
+    #: ``password``, ``xoauth2``, ``oauthbearer``, or "" (no login).
+    smtp_auth: str = ""
+    smtp_token_command: str = field(default="", repr=False)
+    smtp_password_command: str = field(default="", repr=False)
+    smtp_provider: str = ""
+    oauth_client_id: str = ""
+    oauth_tenant: str = "organizations"
+    oauth_authority: str = "https://login.microsoftonline.com"
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_security: str = "ssl"
+    imap_ca_file: Path | None = None
+    imap_username: str = ""
+    imap_password: Secret = field(default_factory=lambda: Secret(""), repr=False)
+    imap_token_command: str = field(default="", repr=False)
+    imap_password_command: str = field(default="", repr=False)
+    imap_folders: tuple[str, ...] = ("INBOX",)
+    #: The settings a provider preset filled in, as ``NAME=value`` (for ``check``).
+    preset: tuple[str, ...] = ()
     mail_from: str = ""
     mail_from_name: str = ""
     mail_reply_to: str = ""
@@ -276,14 +339,53 @@ def _port(raw: str) -> int:
     return port
 
 
+def _with_preset(values: dict[str, str], problems: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``values`` with SMTP_PROVIDER's preset filled in wherever a setting is not given."""
+    provider = values.get("SMTP_PROVIDER", "").strip().lower()
+    if not provider:
+        return values, []
+    if provider not in PRESETS:
+        problems.append(
+            f"SMTP_PROVIDER={provider!r} is not valid: expected one of {', '.join(PROVIDERS)}, "
+            "or nothing"
+        )
+        return values, []
+    filled = {k: v for k, v in PRESETS[provider].items() if not values.get(k, "").strip()}
+    return {**values, **filled}, [f"{k}={v}" for k, v in filled.items()]
+
+
+def _command(read: _Reader, name: str) -> str:
+    """A command line: split as a shell would, but never run by one."""
+    raw = read.text(name)
+    if raw:
+        try:
+            if not shlex.split(raw):
+                raise ValueError(raw)
+        except ValueError:
+            read.problems.append(f"{name} cannot be read as a command (an unclosed quote?)")
+    return raw
+
+
+def _ca_file(read: _Reader, name: str) -> Path | None:
+    if not read.text(name):
+        return None
+    path = Path(read.text(name))
+    if not path.is_file():
+        read.problems.append(f"{name}={str(path)!r}: no such file")
+    return path
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
     """Settings from ``env_file`` overlaid by the real environment, validated."""
     file_values = read_env_file(env_file) if env_file is not None else {}
     env = os.environ if environ is None else environ
-    values = {**file_values, **{k: v for k, v in env.items() if k in KNOWN_SETTINGS}}
+    given = {**file_values, **{k: v for k, v in env.items() if k in KNOWN_SETTINGS}}
+    problems: list[str] = []
+    values, preset = _with_preset(given, problems)
     read = _Reader(values)
+    read.problems.extend(problems)
 
     warnings = tuple(
         f"{env_file}: {key} is not a setting outreach knows (a typo?)"
@@ -315,22 +417,63 @@ def load_settings(
         if reason:
             read.problems.append(f"{name} is not valid: it {reason}")
 
-    ca_file: Path | None = None
-    if read.text("SMTP_CA_FILE"):
-        ca_file = Path(read.text("SMTP_CA_FILE"))
-        if not ca_file.is_file():
-            read.problems.append(f"SMTP_CA_FILE={str(ca_file)!r}: no such file")
+    username = read.text("SMTP_USERNAME")
+    token_command = _command(read, "SMTP_TOKEN_COMMAND")
+    password_command = _command(read, "SMTP_PASSWORD_COMMAND")
+    auth = read.text("SMTP_AUTH").lower()
+    if auth and auth not in AUTH_MODES:
+        read.problems.append(
+            f"SMTP_AUTH={auth!r} is not valid: expected one of {', '.join(AUTH_MODES)}"
+        )
+        auth = ""
+    if not auth:
+        auth = "xoauth2" if token_command else "password" if username else ""
+    if auth and not username:
+        read.problems.append(f"SMTP_AUTH={auth} needs SMTP_USERNAME: the mailbox to sign in as")
+
+    imap_security = read.text("IMAP_SECURITY").lower()
+    if imap_security not in SECURITY_MODES:
+        read.problems.append(
+            f"IMAP_SECURITY={imap_security!r} is not valid: expected one of "
+            f"{', '.join(SECURITY_MODES)}"
+        )
+        imap_security = "ssl"
+    imap_port = IMAP_DEFAULT_PORTS[imap_security]
+    if read.text("IMAP_PORT"):
+        imap_port = read.parsed(
+            "IMAP_PORT", _port, "expected a port number from 1 to 65535", imap_port
+        )
+    folders = tuple(f.strip() for f in read.text("IMAP_FOLDERS").split(";") if f.strip())
 
     settings = Settings(
         smtp_host=read.text("SMTP_HOST"),
         smtp_port=port,
         smtp_security=security,
-        smtp_username=read.text("SMTP_USERNAME"),
+        smtp_username=username,
         smtp_password=Secret(values.get("SMTP_PASSWORD", "")),
         smtp_timeout=read.number(
             "SMTP_TIMEOUT", minimum=1, maximum=600, why="a server silent for ten minutes is down"
         ),
-        smtp_ca_file=ca_file,
+        smtp_ca_file=_ca_file(read, "SMTP_CA_FILE"),
+        smtp_auth=auth,
+        smtp_token_command=token_command,
+        smtp_password_command=password_command,
+        smtp_provider=read.text("SMTP_PROVIDER").lower(),
+        oauth_client_id=read.text("OAUTH_CLIENT_ID"),
+        oauth_tenant=read.text("OAUTH_TENANT") or "organizations",
+        oauth_authority=(read.text("OAUTH_AUTHORITY") or KNOWN_SETTINGS["OAUTH_AUTHORITY"]).rstrip(
+            "/"
+        ),
+        imap_host=read.text("IMAP_HOST"),
+        imap_port=imap_port,
+        imap_security=imap_security,
+        imap_ca_file=_ca_file(read, "IMAP_CA_FILE"),
+        imap_username=read.text("IMAP_USERNAME") or username,
+        imap_password=Secret(values.get("IMAP_PASSWORD", "") or values.get("SMTP_PASSWORD", "")),
+        imap_token_command=_command(read, "IMAP_TOKEN_COMMAND") or token_command,
+        imap_password_command=_command(read, "IMAP_PASSWORD_COMMAND") or password_command,
+        imap_folders=folders or ("INBOX",),
+        preset=tuple(preset),
         mail_from=addresses.get("MAIL_FROM", ""),
         mail_from_name=from_name,
         mail_reply_to=addresses.get("MAIL_REPLY_TO", ""),
