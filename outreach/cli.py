@@ -153,6 +153,8 @@ def check(ctx: click.Context, spam_all: bool) -> None:
     )
     for line in result.summary_lines():
         click.echo(line)
+    if settings.preset:
+        click.echo(f"Provider:  {settings.smtp_provider} preset: {', '.join(settings.preset)}")
     for number, line in enumerate(settings.placeholders()):
         click.echo(f"{'Settings:' if number == 0 else '':<11}{line}")
     sender = settings.mail_from or "not set (previews use a placeholder; sending needs MAIL_FROM)"
@@ -199,11 +201,12 @@ def _with_password(campaign: Campaign) -> Campaign:
     Typing it at a prompt keeps it out of ``.env`` files and shell history.
     """
     settings = campaign.settings
-    if not settings.smtp_username or settings.smtp_password:
+    if settings.smtp_auth != "password" or settings.smtp_password or settings.smtp_password_command:
         return campaign
     if not sys.stdin.isatty():
         raise SettingsError(
-            "SMTP_USERNAME is set but SMTP_PASSWORD is not, and there is no terminal to ask on"
+            "SMTP_USERNAME is set but SMTP_PASSWORD is not, and there is no terminal to ask on "
+            "(set SMTP_PASSWORD_COMMAND to read it from a password manager)"
         )
     password = click.prompt(
         f"Password for {settings.smtp_username} at {settings.smtp_host}",

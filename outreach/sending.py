@@ -49,6 +49,7 @@ from outreach.transport import (
     Connection,
     Reply,
     Server,
+    StopRun,
     Unreachable,
 )
 
@@ -478,7 +479,15 @@ class Sender:
             if self._stop.is_set():
                 raise _Stopped
             attempt += 1
-            result = connection.send(letter, pending, begin)
+            try:
+                result = connection.send(letter, pending, begin)
+            except StopRun as stop:
+                # Refused for a reason every letter shares (a sender the account
+                # may not send as): this letter stays owed, and the run stops.
+                self._record_each(
+                    delivery, letter, "retry", attempt, dict.fromkeys(pending, stop.reply)
+                )
+                raise
             again: dict[str, Reply] = {}
             for address, reply in result.refused.items():
                 if reply.code >= 500:

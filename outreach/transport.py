@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from outreach.addresses import is_loopback
+from outreach.credentials import Credentials, oauthbearer, smtp_credentials, xoauth2
 from outreach.errors import DeliveryError
 from outreach.message import Letter
-from outreach.settings import Secret, Settings
+from outreach.settings import Settings
 
 _T = TypeVar("_T")
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -110,8 +111,7 @@ class Server:
     port: int
     security: str
     timeout: float
-    username: str = ""
-    password: Secret = field(default_factory=lambda: Secret(""), repr=False)
+    credentials: Credentials = field(default_factory=lambda: Credentials("", ""), repr=False)
     ca_file: Path | None = None
 
     @classmethod
@@ -121,8 +121,7 @@ class Server:
             port=settings.smtp_port,
             security=settings.smtp_security,
             timeout=settings.smtp_timeout,
-            username=settings.smtp_username,
-            password=settings.smtp_password,
+            credentials=smtp_credentials(settings),
             ca_file=settings.smtp_ca_file,
         )
 
@@ -130,26 +129,65 @@ class Server:
     def name(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def scrub(self, text: str) -> str:
-        """``text`` with the password, plain or as AUTH sends it, blotted out.
+    @property
+    def username(self) -> str:
+        return self.credentials.username if self.credentials.mechanism else ""
 
-        A server that echoes what it was sent must not put the password into
-        an error message or the send log.
-        """
-        secret = self.password.reveal()
-        if not secret:
-            return text
-        forms = {secret, _b64(secret)}
-        for user in ("", self.username):
-            forms.add(_b64(f"{user}\0{user}\0{secret}"))
-            forms.add(_b64(f"\0{user}\0{secret}"))
-        for form in sorted(forms, key=len, reverse=True):
-            text = text.replace(form, "********")
-        return text
+    def scrub(self, text: str) -> str:
+        """``text`` with every password and token used, plain or as AUTH sends it,
+        blotted out: a server that echoes what it was sent must not put them
+        into an error message or the send log."""
+        return self.credentials.scrub(text)
+
+
+#: What a provider's refusal means, and what to do: (code, enhanced status, words).
+PROVIDER_REPLIES = (
+    (
+        535,
+        "5.7.139",
+        "SMTP AUTH is turned off for this mailbox or tenant: an administrator turns on "
+        "Authenticated SMTP for {user} (Microsoft 365 admin center: Users, the mailbox, "
+        "Mail, Manage email apps)",
+    ),
+    (
+        550,
+        "5.7.30",
+        "basic authentication (a password) is switched off for sending: use SMTP_AUTH=xoauth2 "
+        "and run `outreach login`, or set SMTP_TOKEN_COMMAND",
+    ),
+    (
+        535,
+        "5.7.3",
+        "the server did not accept the credentials of {user}: check SMTP_USERNAME and the "
+        "password or token",
+    ),
+    (
+        534,
+        "5.7.9",
+        "Google wants an app password for {user} (Google Account, Security, App passwords), "
+        "or SMTP_AUTH=xoauth2 with SMTP_TOKEN_COMMAND",
+    ),
+    (
+        535,
+        "5.7.8",
+        "the user name and password of {user} were not accepted: check SMTP_USERNAME and "
+        "SMTP_PASSWORD (with 2-Step Verification, an app password)",
+    ),
+)
+#: Microsoft's words for a sender the account may not send as (at MAIL or after the data).
+SEND_AS_DENIED = ("5.2.252", "5.7.60")
+
+
+def provider_words(reply: Reply, user: str) -> str | None:
+    """What a provider's sign-in refusal means, in words, or None."""
+    for code, enhanced, words in PROVIDER_REPLIES:
+        if reply.code == code and reply.enhanced == enhanced:
+            return words.format(user=user)
+    return None
 
 
 def _b64(text: str) -> str:
-    """UTF-8, then base64: how SASL carries a name or a password (RFC 4616)."""
+    """UTF-8, then base64: how SASL carries a name, a password or a token (RFC 4616)."""
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
@@ -181,6 +219,17 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
+class StopRun(DeliveryError):
+    """The server refused a letter for a reason every other letter shares: stop the run.
+
+    The letter itself is still owed: it was refused, never delivered.
+    """
+
+    def __init__(self, reply: Reply, problem: str) -> None:
+        super().__init__(problem)
+        self.reply = reply
+
+
 class _TimedOut(Exception):
     """A reply did not come whole within SMTP_TIMEOUT."""
 
@@ -192,6 +241,7 @@ class Connection:
         self.server = server
         self._smtp: smtplib.SMTP | None = None
         self._timed_out = threading.Event()
+        self._sender = ""
 
     @property
     def is_open(self) -> bool:
@@ -261,7 +311,7 @@ class Connection:
                     )
                 self._timed(lambda: smtp.starttls(context=context))
                 self._timed(smtp.ehlo_or_helo_if_needed)
-            if server.username:
+            if server.credentials.mechanism:
                 self._login(smtp)
         except DeliveryError:
             self.close()
@@ -274,38 +324,66 @@ class Connection:
             raise
 
     def _login(self, smtp: smtplib.SMTP) -> None:
-        """AUTH PLAIN, or LOGIN, with the name and password in UTF-8 (RFC 4616).
+        """Sign in with the mechanism SMTP_AUTH names, if the server offers it.
 
-        smtplib's own login encodes them as ASCII, so a password such as
-        ``pässwörd`` could not be sent at all.
+        A password goes with AUTH PLAIN (or LOGIN) in UTF-8 (RFC 4616):
+        smtplib's own login encodes it as ASCII, so ``pässwörd`` could not be
+        sent at all. A token goes with XOAUTH2 or OAUTHBEARER; when the
+        server refuses it, a fresh one is asked for and tried once more.
         """
-        server = self.server
+        credentials = self.server.credentials
         offered = str(smtp.esmtp_features.get("auth", "")).upper().split()
-        user, password = server.username, server.password.reveal()
-        if "PLAIN" in offered:
-            code, reply = self._timed(
-                lambda: smtp.docmd("AUTH", "PLAIN " + _b64(f"\0{user}\0{password}"))
-            )
-        elif "LOGIN" in offered:
-            code, reply = self._timed(lambda: smtp.docmd("AUTH", "LOGIN " + _b64(user)))
-            if code == 334:
-                code, reply = self._timed(lambda: smtp.docmd(_b64(password)))
+        if credentials.uses_token:
+            wanted = credentials.mechanism.upper()
+            if wanted not in offered:
+                raise DeliveryError(
+                    f"{self.server.name} does not offer SMTP_AUTH={credentials.mechanism} "
+                    f"(it offers: {' '.join(offered) or 'no login'}); check SMTP_AUTH"
+                )
+            code, reply = self._token_login(smtp, wanted, fresh=False)
+            if code != 235:
+                code, reply = self._token_login(smtp, wanted, fresh=True)
+        elif "PLAIN" in offered or "LOGIN" in offered:
+            code, reply = self._password_login(smtp, offered)
         else:
             raise DeliveryError(
-                f"{server.name} offers no login this program can use (it offers: "
-                f"{' '.join(offered) or 'none'}); check SMTP_SECURITY and SMTP_PORT"
+                f"{self.server.name} offers no password login (it offers: "
+                f"{' '.join(offered) or 'no login'}); check SMTP_AUTH, SMTP_SECURITY and SMTP_PORT"
             )
         if code != 235:
             raise smtplib.SMTPAuthenticationError(code, reply)
+
+    def _password_login(self, smtp: smtplib.SMTP, offered: list[str]) -> tuple[int, bytes]:
+        credentials = self.server.credentials
+        user, password = credentials.username, credentials.secret().reveal()
+        if "PLAIN" in offered:
+            return self._timed(lambda: smtp.docmd("AUTH", "PLAIN " + _b64(f"\0{user}\0{password}")))
+        code, reply = self._timed(lambda: smtp.docmd("AUTH", "LOGIN " + _b64(user)))
+        if code == 334:
+            code, reply = self._timed(lambda: smtp.docmd(_b64(password)))
+        return code, reply
+
+    def _token_login(self, smtp: smtplib.SMTP, mechanism: str, *, fresh: bool) -> tuple[int, bytes]:
+        """One try with a token; a refusal comes as a 334 with a JSON error, answered empty."""
+        credentials = self.server.credentials
+        token = credentials.secret(fresh=fresh).reveal()
+        make = xoauth2 if mechanism == "XOAUTH2" else oauthbearer
+        response = _b64(make(credentials.username, token))
+        code, reply = self._timed(lambda: smtp.docmd("AUTH", f"{mechanism} {response}"))
+        if code == 334:
+            code, reply = self._timed(lambda: smtp.docmd(""))
+        return code, reply
 
     def _connect_error(self, err: Exception) -> Exception:
         """The error of a failed connection: DeliveryError (stop) or Unreachable (retry)."""
         server = self.server
         if isinstance(err, smtplib.SMTPAuthenticationError):
+            reply = Reply(err.smtp_code, server.scrub(_reply_text(err.smtp_error)))
+            words = provider_words(reply, server.username)
+            secret = "the token" if server.credentials.uses_token else "SMTP_PASSWORD"
             return DeliveryError(
                 f"{server.name} refused the login of SMTP_USERNAME={server.username} "
-                f"({err.smtp_code} {server.scrub(_reply_text(err.smtp_error))}); "
-                "check SMTP_USERNAME and SMTP_PASSWORD"
+                f"({reply}); " + (words or f"check SMTP_USERNAME and {secret}")
             )
         if isinstance(err, smtplib.SMTPNotSupportedError):
             return DeliveryError(f"{server.name} does not support {err}; check SMTP_SECURITY")
@@ -403,6 +481,7 @@ class Connection:
         phase: list[str],
     ) -> Attempt:
         scrub = self.server.scrub
+        self._sender = letter.sender
         code, text = self._timed(lambda: smtp.mail(letter.sender))
         reply = Reply(code, scrub(_reply_text(text)))
         if code != 250:
@@ -440,9 +519,26 @@ class Connection:
         reason = f"an answer that could not be read after the data was sent: {text!r}"
         return Attempt(tuple(accepted), refused, "ambiguous", Reply(0, reason[:200]))
 
+    def _send_as_denied(self, reply: Reply, sender: str) -> DeliveryError:
+        username = self.server.username
+        account = f"SMTP_USERNAME={username}" if username else "this login"
+        return StopRun(
+            reply,
+            f"{self.server.name} will not send as MAIL_FROM={sender} ({reply}): it is not a "
+            f"mailbox {account} may send as; send from that mailbox, or have an administrator "
+            "grant it Send As",
+        )
+
     def _refused_data(
         self, reply: Reply, accepted: tuple[str, ...], refused: dict[str, Reply]
     ) -> Attempt:
+        if reply.enhanced in SEND_AS_DENIED or provider_words(reply, "") is not None:
+            # Every letter would be refused the same way: the run stops here.
+            self._reset()
+            words = provider_words(reply, self.server.username)
+            if words is not None:
+                raise StopRun(reply, f"{self.server.name} refused to send ({reply}); {words}")
+            raise self._send_as_denied(reply, self._sender)
         if 500 <= reply.code < 600:
             self._reset()
             return Attempt(accepted, refused, "failed", reply)
@@ -454,6 +550,11 @@ class Connection:
         return Attempt(accepted, refused, "retry", reply, kind)
 
     def _sender_refused(self, reply: Reply, sender: str) -> Attempt:
+        words = provider_words(reply, self.server.username)
+        if words is not None:
+            raise DeliveryError(f"{self.server.name} refused to send ({reply}); {words}")
+        if reply.enhanced in SEND_AS_DENIED:
+            raise self._send_as_denied(reply, sender)
         if reply.code in (530, 535):
             raise DeliveryError(
                 f"{self.server.name} requires a login ({reply}); set SMTP_USERNAME and "
