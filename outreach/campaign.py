@@ -21,19 +21,24 @@ import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from outreach.addresses import AddressError, is_loopback, is_placeholder, validate_address
+from outreach.attachments import Attachment, AttachmentProblem, split_paths
+from outreach.attachments import load as load_attachment
 from outreach.checks import CheckResult, SpamChecker, check_campaign
 from outreach.clock import Clock, SystemClock
 from outreach.contacts import Contact, ContactList, load_contacts
+from outreach.donotcontact import DoNotContact, load_do_not_contact
 from outreach.errors import (
     DeliveryError,
+    MessageError,
     OutreachError,
     RepeatError,
+    SettingsError,
     TemplateError,
     TemplateTooLarge,
 )
@@ -79,12 +84,33 @@ class Campaign:
     settings: Settings
     contacts: ContactList
     renderer: Renderer
+    do_not_contact: DoNotContact = field(default_factory=DoNotContact)
+    #: The files every letter carries (ATTACHMENTS).
+    attachments: tuple[Attachment, ...] = ()
 
     @classmethod
     def open(cls, settings: Settings) -> Campaign:
-        """Read the templates folder and the contacts file the settings name."""
+        """Read the templates, the contacts, the do-not-contact list and the attachments."""
+        empty = cls.without_contacts(settings)
+        return dataclasses.replace(empty, contacts=load_contacts(settings.contacts_file))
+
+    @classmethod
+    def without_contacts(cls, settings: Settings) -> Campaign:
+        """Everything but the contacts: what composing a letter for a given contact needs."""
         renderer = Renderer(settings.templates_dir, settings.letter_date)
-        return cls(settings, load_contacts(settings.contacts_file), renderer)
+        do_not_contact = load_do_not_contact(
+            settings.do_not_contact_file, required=settings.do_not_contact_required
+        )
+        problems, files = [], []
+        for path in settings.attachments:
+            try:
+                files.append(load_attachment(path, Path("."), _max_bytes(settings)))
+            except AttachmentProblem as problem:
+                problems.append(f"ATTACHMENTS: {path!r} {problem}")
+        if problems:
+            raise SettingsError(*problems)
+        contacts = ContactList(settings.contacts_file, ())
+        return cls(settings, contacts, renderer, do_not_contact, tuple(files))
 
     def with_password(self, password: str) -> Campaign:
         """The same campaign, logging in with ``password`` (asked for at a prompt)."""
@@ -109,6 +135,7 @@ class Campaign:
 
         ``message_id`` keeps the Message-ID of the letter's earlier attempts.
         """
+        contact = dataclasses.replace(contact, cc=self.do_not_contact.without(contact.cc))
         rendered = self.renderer.render(contact)
         letter = build_letter(
             contact,
@@ -117,8 +144,25 @@ class Campaign:
             now=now or SystemClock().now(),
             test_to=test_to,
             message_id=message_id,
+            attachments=self.attachments + self._attachments_of(contact),
+            max_bytes=_max_bytes(self.settings),
         )
         return rendered, letter
+
+    def _attachments_of(self, contact: Contact) -> tuple[Attachment, ...]:
+        """The files named in the contact's ``attachments`` cell (relative to the contacts file)."""
+        where = f"contact {contact.id} (line {contact.line}), attachments"
+        cell = self.renderer.render_cell(contact, contact.fields.get("attachments", ""), where)
+        base = self.settings.contacts_file.parent
+        files, problems = [], []
+        for path in split_paths(cell):
+            try:
+                files.append(load_attachment(path, base, _max_bytes(self.settings)))
+            except AttachmentProblem as problem:
+                problems.append(f"{where}: {path!r} {problem}")
+        if problems:
+            raise MessageError(*problems)
+        return tuple(files)
 
     def compose_each(
         self, contacts: Sequence[Contact], *, clock: Clock | None = None
@@ -241,6 +285,7 @@ class Campaign:
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,
             allow_repeat=allow_repeat,
+            do_not_contact=self.do_not_contact,
         )
         refuse_placeholders(plan.to_send, Server.from_settings(self.settings))
         return plan
@@ -339,13 +384,16 @@ def _start_worker(settings: Settings) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = WORKER_MEMORY if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    renderer = Renderer(settings.templates_dir, settings.letter_date)
-    _worker_campaign = Campaign(settings, ContactList(settings.contacts_file, ()), renderer)
+    _worker_campaign = Campaign.without_contacts(settings)
 
 
 def _compose_in_worker(contact: Contact) -> Composed:
     assert _worker_campaign is not None, "worker not started"
     return _worker_campaign._composed(contact, SystemClock().now())
+
+
+def _max_bytes(settings: Settings) -> int:
+    return int(settings.max_message_mb * 1024 * 1024)
 
 
 def report(settings: Settings, campaign: str | None = None) -> Report:
@@ -358,6 +406,13 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
         contacts: ContactList | None = load_contacts(settings.contacts_file)
     except OutreachError:
         contacts = None
+    listed = load_do_not_contact(
+        settings.do_not_contact_file, required=settings.do_not_contact_required
+    )
     return build_report(
-        read_log(settings.send_log), campaign or settings.campaign, settings.send_log, contacts
+        read_log(settings.send_log),
+        campaign or settings.campaign,
+        settings.send_log,
+        contacts,
+        do_not_contact=listed,
     )

@@ -236,6 +236,13 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         )
     if plan.held_back:
         click.echo(f"Held back:     {plan.held_back} by --limit")
+    if plan.do_not_contact:
+        click.echo(
+            f"Held back:     {len(plan.do_not_contact)} on the do-not-contact list "
+            f"({settings.do_not_contact_file}): "
+            + ", ".join(contact_id for contact_id, _ in plan.do_not_contact[:10])
+            + (" …" if len(plan.do_not_contact) > 10 else "")
+        )
     if plan.daily_room is not None and plan.resume_at is not None:
         click.echo(
             f"Daily limit:   only {plan.daily_room} may go today (SEND_DAILY_LIMIT="

@@ -37,6 +37,7 @@ OPTIONAL_COLUMNS: dict[str, Callable[[Mapping[str, str]], str]] = {
     "status": lambda row: "member",
     "name_in_text": lambda row: row["country"],
     "salutation": lambda row: "",
+    "attachments": lambda row: "",
 }
 #: Columns whose values become a header (the To display name is the mission,
 #: or the country when there is none).

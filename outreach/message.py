@@ -20,6 +20,7 @@ from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from outreach.attachments import Attachment
 from outreach.contacts import Contact
 from outreach.errors import MessageError
 from outreach.headers import unsafe_header_reason
@@ -50,6 +51,8 @@ class Letter:
     message_id: str
     subject: str
     data: bytes
+    #: The files it carries: name, size in bytes, and where the file is.
+    attachments: tuple[tuple[str, int, str], ...] = ()
 
 
 def message_id_for(campaign: str, contact_id: str, domain: str) -> str:
@@ -164,6 +167,7 @@ def build_message(
     subject_prefix: str = "",
     message_id: str | None = None,
     encode_names: bool = False,
+    attachments: Sequence[Attachment] = (),
 ) -> tuple[EmailMessage, list[_AddressHeader]]:
     """The multipart/alternative message for one contact (text, then HTML), and its address headers.
 
@@ -211,6 +215,15 @@ def build_message(
     message["Message-ID"] = message_id or message_id_for(settings.campaign, contact.id, domain)
     message.set_content(rendered.text, subtype="plain", cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    for attachment in attachments:
+        # The letter becomes multipart/mixed: its two versions, then each file
+        # (a name that is not ASCII is encoded as RFC 2231 says).
+        message.add_attachment(
+            attachment.data,
+            maintype=attachment.maintype,
+            subtype=attachment.subtype,
+            filename=attachment.name,
+        )
     return message, headers
 
 
@@ -241,6 +254,8 @@ def build_letter(
     now: datetime,
     test_to: str | None = None,
     message_id: str = "",
+    attachments: Sequence[Attachment] = (),
+    max_bytes: int | None = None,
 ) -> Letter:
     """The Letter for a contact; with ``test_to``, a marked test copy for one address.
 
@@ -252,16 +267,27 @@ def build_letter(
         kept_id = message_id or message_id_for(
             settings.campaign, contact.id, settings.sender.rpartition("@")[2]
         )
-        options: dict[str, Any] = {"message_id": kept_id}
+        options: dict[str, Any] = {"message_id": kept_id, "attachments": attachments}
     else:
         recipients = (test_to,)
         kept_id = make_msgid("test", domain=settings.sender.rpartition("@")[2])
-        options = {"to": [test_to], "subject_prefix": "[TEST] ", "message_id": kept_id}
+        options = {
+            "to": [test_to],
+            "subject_prefix": "[TEST] ",
+            "message_id": kept_id,
+            "attachments": attachments,
+        }
     data = _wire_bytes(
         lambda encode: build_message(
             contact, rendered, settings, now=now, encode_names=encode, **options
         )
     )
+    if max_bytes is not None and len(data) > max_bytes:
+        raise MessageError(
+            f"contact {contact.id} (line {contact.line}): with its attachments the letter is "
+            f"{len(data) / 1024 / 1024:.1f} MB, more than MAX_MESSAGE_MB="
+            f"{max_bytes / 1024 / 1024:g} (providers refuse larger messages)"
+        )
     return Letter(
         contact_id=contact.id,
         sender=settings.sender,
@@ -269,4 +295,5 @@ def build_letter(
         message_id=kept_id,
         subject=("[TEST] " if test_to else "") + rendered.subject,
         data=data,
+        attachments=tuple((a.name, a.size, str(a.source)) for a in attachments),
     )

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,8 @@ class PreviewEntry:
     language: str
     warnings: list[str] = field(default_factory=list)
     placeholder_addresses: int = 0
+    #: The files the letter carries: name, size and a link from the preview folder.
+    attachments: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def placeholder(self) -> bool:
@@ -196,7 +199,7 @@ def write_previews(
             if item.error is not None:
                 errors.append(item.error)
                 continue
-            _write_letter(built, item, entries)
+            _write_letter(built, folder, item, entries)
         if errors:
             raise OutreachError(*problems_of(errors))
         result = PreviewResult(folder=folder, entries=entries)
@@ -215,7 +218,9 @@ def write_previews(
         shutil.rmtree(built, ignore_errors=True)
 
 
-def _write_letter(built: Path, composed: Composed, entries: list[PreviewEntry]) -> None:
+def _write_letter(
+    built: Path, folder: Path, composed: Composed, entries: list[PreviewEntry]
+) -> None:
     """One letter's three files, and its row of the index (without the letter)."""
     assert composed.rendered is not None
     assert composed.letter is not None
@@ -224,7 +229,8 @@ def _write_letter(built: Path, composed: Composed, entries: list[PreviewEntry]) 
     (letters / f"{contact.id}.eml").write_bytes(letter.data)
     (letters / f"{contact.id}.html").write_text(rendered.html, encoding="utf-8")
     (letters / f"{contact.id}.txt").write_text(rendered.text, encoding="utf-8")
-    message = email.message_from_bytes(letter.data, policy=email.policy.default)
+    head = letter.data.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    message = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
     entries.append(
         PreviewEntry(
             id=contact.id,
@@ -236,6 +242,10 @@ def _write_letter(built: Path, composed: Composed, entries: list[PreviewEntry]) 
             language=rendered.language,
             warnings=letter_warnings(rendered, letter, contact),
             placeholder_addresses=sum(1 for a in letter.recipients if is_placeholder(a)),
+            attachments=[
+                {"name": name, "size": size, "href": os.path.relpath(path, folder.resolve())}
+                for name, size, path in letter.attachments
+            ],
         )
     )
 
@@ -259,6 +269,7 @@ def _letter_data(built: Path, entry: PreviewEntry) -> dict[str, object]:
         "subject": entry.subject,
         "language": entry.language,
         "warnings": entry.warnings,
+        "attachments": entry.attachments,
         "html": _read_back(built / LETTERS / f"{entry.id}.html"),
         "text": _read_back(built / LETTERS / f"{entry.id}.txt"),
     }

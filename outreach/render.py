@@ -156,6 +156,17 @@ class Renderer:
         html = self._render(language, HTML, context)
         return Rendered(subject=subject, text=text, html=inline_css(html), language=language)
 
+    def render_cell(self, contact: Contact, text: str, where: str) -> str:
+        """A contacts cell that may itself be a template (``annex-{{ language }}.pdf``)."""
+        if "{" not in text:
+            return text
+        language = self.language_for(contact)
+        try:
+            template = self.environment(language).from_string(text)
+            return _bounded_render(template, self.context(contact, language))
+        except (jinja2.TemplateError, TooLarge, ArithmeticError, TypeError, ValueError) as err:
+            raise TemplateError(f"{where}: {text!r} cannot be rendered ({err})") from err
+
     def _path(self, language: str, name: str) -> Path:
         own = self.templates_dir / language / name
         return own if own.exists() else self.templates_dir / name

@@ -24,11 +24,13 @@ from rich.table import Table
 from rich.text import Text
 
 from outreach.contacts import ContactList
+from outreach.donotcontact import DoNotContact
 from outreach.sendlog import LogRow, contact_key, contact_records, neutralise_cell
 
 NOT_ATTEMPTED = "not attempted"
+HELD_BACK = "held back"
 #: The order statuses are shown in: done first, then what needs a look.
-ORDER = ("sent", "retry", "deferred", "failed", "ambiguous", NOT_ATTEMPTED)
+ORDER = ("sent", "retry", "deferred", "failed", "ambiguous", HELD_BACK, NOT_ATTEMPTED)
 #: Statuses that someone should look at, with the server's reply.
 PROBLEMS = ("retry", "deferred", "failed", "ambiguous")
 CSV_COLUMNS = (
@@ -61,6 +63,7 @@ def next_step(status: str, contacts_file: str = "contacts.csv") -> str:
             "arrived; if not, run `outreach send --resend-ambiguous`"
         ),
         NOT_ATTEMPTED: "not sent yet: `make send` sends it",
+        HELD_BACK: "on the do-not-contact list: no letter goes to this mission",
     }.get(status, "")
 
 
@@ -123,7 +126,12 @@ class Report:
 
 
 def build_report(
-    rows: Iterable[LogRow], campaign: str, log: Path, contacts: ContactList | None
+    rows: Iterable[LogRow],
+    campaign: str,
+    log: Path,
+    contacts: ContactList | None,
+    *,
+    do_not_contact: DoNotContact | None = None,
 ) -> Report:
     """Every contact of the contacts file (and any other the log names), with its state.
 
@@ -141,6 +149,25 @@ def build_report(
         contact = known.get(key)
         record = records.get(key)
         country = contact.country if contact is not None else ""
+        held = contact is not None and do_not_contact is not None and do_not_contact.holds(contact)
+        if held and (record is None or record.status != "sent"):
+            assert contact is not None
+            states.append(
+                ContactState(
+                    contact.id,
+                    country,
+                    ";".join(contact.recipients),
+                    HELD_BACK,
+                    record.attempts if record else 0,
+                    record.rows[-1].time if record else None,
+                    None,
+                    str(held),
+                    record.message_id if record else "",
+                    "",
+                    next_step(HELD_BACK),
+                )
+            )
+            continue
         if record is None:
             assert contact is not None
             email = ";".join(contact.recipients)

@@ -30,6 +30,7 @@ from tenacity import (
 from outreach.addresses import is_loopback, is_placeholder
 from outreach.clock import Clock
 from outreach.contacts import Contact
+from outreach.donotcontact import DoNotContact
 from outreach.errors import DeliveryError, OutreachError
 from outreach.message import Letter
 from outreach.ratelimit import RateLimiter
@@ -93,6 +94,8 @@ class Plan:
     resume_at: datetime | None = None
     repeats: list[Repeat] = field(default_factory=list)
     allow_repeat: bool = False
+    #: Contacts on the do-not-contact list: (id, why).
+    do_not_contact: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def contacts(self) -> list[Contact]:
@@ -118,8 +121,15 @@ def make_plan(
     retry_failed: bool = False,
     resend_ambiguous: bool = False,
     allow_repeat: bool = False,
+    do_not_contact: DoNotContact | None = None,
 ) -> Plan:
-    """Which of ``contacts`` are owed their letter, at which addresses; how many may go today."""
+    """Which of ``contacts`` are owed their letter, at which addresses; how many may go today.
+
+    Nobody on the do-not-contact list is planned a letter: a contact whose id
+    or To address is listed is held back, a listed Cc is left out.
+    """
+    listed = do_not_contact or DoNotContact()
+    held: list[tuple[str, str]] = []
     records = contact_records(rows, settings.campaign)
     again = {None, "retry", "deferred"}
     if retry_failed:
@@ -130,8 +140,13 @@ def make_plan(
     to_send: list[Delivery] = []
     for contact in contacts:
         record = records.get(contact_key(contact.id))
+        why = listed.holds(contact)
+        if why is not None and (record is None or record.status != "sent"):
+            held.append((contact.id, why))
+            continue
+        reachable = listed.without(contact.recipients)
         if record is None:
-            to_send.append(Delivery(contact, contact.recipients))
+            to_send.append(Delivery(contact, reachable))
             continue
         status = record.status
         by_status[status].append(contact.id)
@@ -141,7 +156,7 @@ def make_plan(
             or (status == "ambiguous" and not resend_ambiguous)
         ):
             continue
-        owed = tuple(a for a in contact.recipients if record.state(a) in again)
+        owed = tuple(a for a in reachable if record.state(a) in again)
         if owed:
             to_send.append(Delivery(contact, owed, record.attempts, record.message_id))
     held_back = 0
@@ -165,6 +180,7 @@ def make_plan(
         resume_at=resume_at,
         repeats=find_repeats(to_send, rows, settings.campaign, subject_of),
         allow_repeat=allow_repeat,
+        do_not_contact=held,
     )
 
 

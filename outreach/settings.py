@@ -97,6 +97,9 @@ KNOWN_SETTINGS: dict[str, str] = {
     "PREVIEW_DIR": "out/preview",
     "LOG_DIR": "logs",
     "LETTER_DATE": "31 August 2015",
+    "ATTACHMENTS": "",
+    "MAX_MESSAGE_MB": "20",
+    "DO_NOT_CONTACT_FILE": "",
     "SEND_CONNECTIONS": "1",
     "SEND_RETRY_WAIT_SECONDS": "2",
     "SEND_RETRY_MAX_WAIT_SECONDS": "120",
@@ -177,6 +180,12 @@ class Settings:
     preview_dir: Path = Path("out/preview")
     log_dir: Path = Path("logs")
     letter_date: str = "31 August 2015"
+    #: Files every letter carries, relative to the working folder.
+    attachments: tuple[str, ...] = ()
+    max_message_mb: float = 20.0
+    do_not_contact_file: Path = Path("do-not-contact.csv")
+    #: True when DO_NOT_CONTACT_FILE was set: then the file must exist.
+    do_not_contact_required: bool = False
     send_connections: int = 1
     send_retry_wait_seconds: float = 2.0
     send_retry_max_wait_seconds: float = 120.0
@@ -483,6 +492,15 @@ def load_settings(
         preview_dir=Path(read.text("PREVIEW_DIR") or "out/preview"),
         log_dir=Path(read.text("LOG_DIR") or "logs"),
         letter_date=read.text("LETTER_DATE"),
+        attachments=tuple(p.strip() for p in read.text("ATTACHMENTS").split(";") if p.strip()),
+        max_message_mb=read.number(
+            "MAX_MESSAGE_MB",
+            minimum=1,
+            maximum=100,
+            why="Gmail refuses more than 25 MB, Microsoft 365 more than 35 MB",
+        ),
+        do_not_contact_file=Path(read.text("DO_NOT_CONTACT_FILE") or "do-not-contact.csv"),
+        do_not_contact_required=bool(read.text("DO_NOT_CONTACT_FILE")),
         send_connections=int(
             read.number(
                 "SEND_CONNECTIONS",
