@@ -9,10 +9,14 @@ recorded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import shutil
 import socket
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -491,6 +495,140 @@ def test_logout_deletes_the_saved_sign_in(trusted: SignInServer) -> None:
 def test_logout_with_nobody_signed_in_is_fine(trusted: SignInServer) -> None:
     assert logout(settings_for(trusted)) is False
     assert logout(settings_for(trusted)) is False
+
+
+# -- the file: this user's only, at every moment --------------------------------------------
+
+
+def test_the_saved_sign_in_is_never_readable_by_others_even_for_a_moment(
+    trusted: SignInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[int] = []
+    seen: list[tuple[int, int]] = []
+    real_open, real_replace = os.open, os.replace
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        descriptor = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_CREAT:  # the first moment the file exists
+            created.append(stat.S_IMODE(os.fstat(descriptor).st_mode))
+        return descriptor
+
+    def replace(source: Any, target: Any) -> None:
+        # The moment before the file takes its name: already whole, still 0600.
+        seen.append((mode(Path(source)), Path(source).stat().st_size))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "replace", replace)
+    before = os.umask(0)  # a file created with the default mode would be 0666
+    try:
+        signed_in(trusted)
+    finally:
+        os.umask(before)
+
+    assert created == [0o600]
+    ((renamed_mode, size),) = seen
+    assert renamed_mode == 0o600
+    assert size == token_cache_path().stat().st_size > 0
+    assert mode(token_cache_path()) == 0o600
+    assert mode(token_cache_path().parent) == 0o700
+    assert [p.name for p in token_cache_path().parent.iterdir()] == ["msal-token-cache.json"]
+
+
+def test_a_saved_sign_in_others_could_read_is_replaced_by_one_of_this_user_only(
+    trusted: SignInServer,
+) -> None:
+    settings, _ = signed_in(trusted)
+    path = token_cache_path()
+    path.chmod(0o644)
+    path.parent.chmod(0o755)
+    inode = path.stat().st_ino
+
+    assert access_token(settings) == trusted.access_tokens[0]  # nothing to refresh
+
+    assert mode(path) == 0o600
+    assert path.stat().st_ino != inode  # a new file, not the old one made private
+    assert mode(path.parent) == 0o700
+
+
+def test_the_folder_is_made_private_when_it_exists_already(trusted: SignInServer) -> None:
+    folder = token_cache_path().parent
+    folder.mkdir(parents=True, mode=0o755)
+    folder.chmod(0o755)
+    signed_in(trusted)
+    assert mode(folder) == 0o700
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a file system with no byte left (a small tmpfs: needs root, as CI has)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {done.stderr.decode().strip()}")
+    try:
+        (folder / "outreach").mkdir(mode=0o700)
+        filler = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            with contextlib.suppress(OSError):  # ENOSPC: full, as wanted
+                while True:
+                    os.write(filler, b"x" * 512)
+        finally:
+            os.close(filler)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_file(
+    trusted: SignInServer, full_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(full_disk))
+
+    error = error_of(login, settings_for(trusted), print)
+
+    path = full_disk / "outreach" / "msal-token-cache.json"
+    assert_tells(error, trusted, f"{path}: cannot be written (No space left on device)")
+    assert [p.name for p in (full_disk / "outreach").iterdir()] == []  # no half-written file
+
+
+def test_a_folder_that_cannot_be_made_is_one_line_naming_the_file(
+    trusted: SignInServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker))
+
+    error = error_of(login, settings_for(trusted), print)
+
+    assert_tells(error, trusted, f"{token_cache_path()}: cannot be written (Not a directory)")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/srv/state", "/srv/state/outreach/msal-token-cache.json"),
+        ("", "~/.local/state/outreach/msal-token-cache.json"),
+        (None, "~/.local/state/outreach/msal-token-cache.json"),
+        ("relative/state", "~/.local/state/outreach/msal-token-cache.json"),
+    ],
+    ids=["set", "empty", "unset", "relative"],
+)
+def test_the_saved_sign_in_lives_in_the_state_folder(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: str
+) -> None:
+    if value is None:
+        monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_STATE_HOME", value)
+    assert token_cache_path() == Path(expected).expanduser()
 
 
 # -- no token anywhere it could be seen ------------------------------------------------------
