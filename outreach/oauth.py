@@ -46,6 +46,10 @@ _UNREACHABLE = (OSError, MsalServiceError)
 #: Hints for the Entra errors that campaign staff can act on.
 _HINTS = {
     "AADSTS700016": "check OAUTH_CLIENT_ID and OAUTH_TENANT: the app is not registered there",
+    "AADSTS50194": (
+        "the app is registered for your organisation only: set OAUTH_TENANT to its "
+        "Directory (tenant) ID, shown on the app's Overview page"
+    ),
     "AADSTS7000218": (
         "the app registration must allow public client flows: in the Microsoft Entra "
         "admin center, App registrations › the app › Authentication › Advanced settings, "

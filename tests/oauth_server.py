@@ -45,6 +45,10 @@ ERRORS = {
     "interaction_required": "AADSTS50076: Due to a configuration change made by your "
     "administrator, or because you moved to a new location, you must use multi-factor "
     "authentication to access 'outlook.office.com'.",
+    "invalid_request": "AADSTS50194: Application '{client}'(Outreach) is not configured as a "
+    "multi-tenant application. Usage of the /common endpoint is not supported for such "
+    "applications created after '10/15/2018'. Use a tenant-specific endpoint or configure the "
+    "application to be multi-tenant.",
     "invalid_client": "AADSTS7000218: The request body must contain the following parameter: "
     "'client_assertion' or 'client_secret'.",
     "unauthorized_client": f"AADSTS700016: Application with identifier '{{client}}' was not "
@@ -91,6 +95,8 @@ class Script:
     refresh: deque[str] = field(default_factory=deque)
     #: An error name for the device-code endpoint itself (a refused app).
     devicecode_error: str = ""
+    #: The app is registered for one organisation: "organizations" and "common" refuse it.
+    single_tenant: bool = False
     #: Answer every request with this HTTP status (a 503: the service is down) ...
     status: int = 0
     #: ... or every POST with a web page (a network's login page, say).
@@ -204,6 +210,8 @@ class SignInServer:
     def devicecode(self, tenant: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if form.get("client_id") != CLIENT_ID:
             return self.error("unauthorized_client", client=form.get("client_id", ""))
+        if self.script.single_tenant and tenant in ("organizations", "common"):
+            return self.error("invalid_request", client=form["client_id"])
         if self.script.devicecode_error:
             return self.error(self.script.devicecode_error, client=form["client_id"])
         device_code = "DAQABAAEAAAD-" + secrets.token_urlsafe(32)

@@ -27,7 +27,14 @@ from outreach import oauth
 from outreach.errors import OutreachError, SettingsError
 from outreach.oauth import IMAP_SCOPE, SMTP_SCOPE, access_token, login, logout, token_cache_path
 from outreach.settings import Settings
-from tests.oauth_server import CLIENT_ID, DOMAIN, USERNAME, SignInServer, run_sign_in_server
+from tests.oauth_server import (
+    CLIENT_ID,
+    DOMAIN,
+    TENANT_ID,
+    USERNAME,
+    SignInServer,
+    run_sign_in_server,
+)
 
 DEVICE_GRANT = "device_code"
 REFRESH_GRANT = "refresh_token"
@@ -393,6 +400,16 @@ def test_an_app_registration_that_cannot_work_says_what_to_change(
 
     assert_tells(error, trusted, said, answer)
     assert not token_cache_path().exists()
+
+
+def test_an_app_for_one_organisation_asks_for_its_tenant(trusted: SignInServer) -> None:
+    trusted.script.single_tenant = True
+
+    error = error_of(login, settings_for(trusted), print)
+
+    assert_tells(error, trusted, "AADSTS50194", "set OAUTH_TENANT to its Directory (tenant) ID")
+    settings, _ = signed_in(trusted, oauth_tenant=TENANT_ID)
+    assert access_token(settings) == trusted.access_tokens[0]
 
 
 def test_a_wrong_client_id_is_refused_by_the_service(trusted: SignInServer) -> None:
