@@ -493,6 +493,49 @@ def sink(host: str, port: int, folder: Path) -> None:
 
 @cli.command()
 @click.option(
+    "--inbox",
+    is_flag=True,
+    help="Also let `outreach inbox` read the mailbox (the app needs IMAP.AccessAsUser.All).",
+)
+@click.pass_context
+def login(ctx: click.Context, inbox: bool) -> None:
+    """Sign in to Microsoft 365 once, for SMTP_AUTH=xoauth2 without a token command.
+
+    Prints an address and a code: open the address on any device, type the
+    code, and sign in as SMTP_USERNAME. Later sends get fresh tokens silently.
+    """
+    from outreach import oauth
+
+    settings = _settings(ctx)
+    scopes = (oauth.SMTP_SCOPE, oauth.IMAP_SCOPE) if inbox else (oauth.SMTP_SCOPE,)
+    name = oauth.login(settings, show=click.echo, scopes=scopes)
+    click.echo(
+        f"Signed in as {name}; the sign-in is kept in {oauth.token_cache_path()}, "
+        "readable by you only. `outreach logout` deletes it."
+    )
+    if settings.smtp_username and settings.smtp_username.lower() != name.lower():
+        click.echo(
+            f"Warning: SMTP_USERNAME={settings.smtp_username} is not the account that signed "
+            f"in ({name}); set SMTP_USERNAME={name}, or run `outreach login` again as "
+            f"{settings.smtp_username}",
+            err=True,
+        )
+
+
+@cli.command()
+@click.pass_context
+def logout(ctx: click.Context) -> None:
+    """Delete the sign-in `outreach login` kept on this computer."""
+    from outreach import oauth
+
+    if oauth.logout(_settings(ctx)):
+        click.echo(f"Signed out: deleted {oauth.token_cache_path()}.")
+    else:
+        click.echo("Nobody was signed in on this computer.")
+
+
+@cli.command()
+@click.option(
     "--port",
     type=click.IntRange(1, 65535),
     default=2525,

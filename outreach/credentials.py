@@ -161,6 +161,7 @@ def smtp_credentials(settings: Settings) -> Credentials:
         password=settings.smtp_password,
         password_command=settings.smtp_password_command,
         token_command=settings.smtp_token_command,
+        cached_token=_signed_in(settings, "smtp"),
         prefix="SMTP",
     )
 
@@ -172,5 +173,20 @@ def imap_credentials(settings: Settings) -> Credentials:
         password=settings.imap_password,
         password_command=settings.imap_password_command,
         token_command=settings.imap_token_command,
+        cached_token=_signed_in(settings, "imap"),
         prefix="IMAP",
     )
+
+
+def _signed_in(settings: Settings, service: str) -> Callable[[bool], Secret] | None:
+    """The tokens of ``outreach login`` for ``service``, when an app is set (OAUTH_CLIENT_ID)."""
+    if not settings.oauth_client_id:
+        return None
+
+    def token(fresh: bool) -> Secret:
+        from outreach import oauth  # msal is imported only when it is used
+
+        scope = oauth.SMTP_SCOPE if service == "smtp" else oauth.IMAP_SCOPE
+        return Secret(oauth.access_token(settings, (scope,), fresh=fresh))
+
+    return token

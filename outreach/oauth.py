@@ -133,13 +133,15 @@ def login(
     return username
 
 
-def access_token(settings: Settings, scopes: Sequence[str] = (SMTP_SCOPE,)) -> str:
+def access_token(
+    settings: Settings, scopes: Sequence[str] = (SMTP_SCOPE,), *, fresh: bool = False
+) -> str:
     """A valid access token for SMTP_USERNAME (or the only account signed in), without asking.
 
-    Refreshes it with the saved refresh token when it has expired, and saves
-    what changed. Raises SettingsError for settings that cannot work, and
-    SignInError, telling to run ``outreach login``, when there is no usable
-    sign-in.
+    Refreshes it with the saved refresh token when it has expired, or when
+    ``fresh`` (the server refused the one it had), and saves what changed.
+    Raises SettingsError for settings that cannot work, and SignInError,
+    telling to run ``outreach login``, when there is no usable sign-in.
     """
     _authority(settings)  # a missing OAUTH_CLIENT_ID is named before anything else
     path = token_cache_path()
@@ -151,7 +153,9 @@ def access_token(settings: Settings, scopes: Sequence[str] = (SMTP_SCOPE,)) -> s
     app = _application(settings, cache)
     account = _account(settings, app)
     try:
-        result = app.acquire_token_silent_with_error(_scopes(scopes), account=account)
+        result = app.acquire_token_silent_with_error(
+            _scopes(scopes), account=account, force_refresh=fresh
+        )
     except _UNREACHABLE as err:
         raise _unreachable(settings, err) from err
     except ValueError as err:

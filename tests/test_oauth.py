@@ -681,3 +681,50 @@ def test_the_module_is_what_the_cli_needs(trusted: SignInServer) -> None:
     assert oauth.SMTP_SCOPE == "https://outlook.office.com/SMTP.Send"
     assert oauth.IMAP_SCOPE == "https://outlook.office.com/IMAP.AccessAsUser.All"
     assert issubclass(oauth.SignInError, OutreachError)
+
+
+# -- the whole way: `outreach login`, then a campaign sent with its tokens ----------------------
+
+
+def test_outreach_login_then_a_campaign_sends_through_a_server_that_takes_only_xoauth2(
+    trusted: SignInServer,
+    run_cli: Any,
+    project: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tests.test_signin import handler, serving_tokens
+
+    env = {
+        "OAUTH_CLIENT_ID": CLIENT_ID,
+        "OAUTH_AUTHORITY": trusted.url,
+        "SMTP_USERNAME": USERNAME,
+    }
+    signed = run_cli("login", env=env)
+    assert signed.code == 0, signed.stdout + signed.stderr
+    assert "Signed in as campaign@coalition.example" in signed.stdout
+    assert mode(token_cache_path()) == 0o600
+    with serving_tokens(tmp_path_factory.mktemp("tls"), ("PLAIN", "LOGIN")) as smtp:
+        token = access_token(settings_for(trusted))
+        handler(smtp).valid = {str(token)}
+        assert smtp.ca_file is not None
+        result = run_cli(
+            "send",
+            "--yes",
+            "--only",
+            "CHL,FRA",
+            env={
+                **env,
+                **smtp.env(),
+                "SMTP_SECURITY": "starttls",
+                "SMTP_CA_FILE": str(smtp.ca_file),
+                "SMTP_AUTH": "xoauth2",
+            },
+        )
+    assert result.code == 0, result.stdout + result.stderr
+    assert len(smtp.received) == 2
+    assert all(r.authenticated for r in smtp.received)
+    assert str(token) not in result.stdout + result.stderr
+    assert str(token) not in (project / "logs" / "send-log.csv").read_text()
+    out = run_cli("logout", env=env)
+    assert "Signed out" in out.stdout
+    assert not token_cache_path().exists()
