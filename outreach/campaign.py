@@ -42,6 +42,7 @@ from outreach.errors import (
     TemplateError,
     TemplateTooLarge,
 )
+from outreach.followup import Original, originals
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
 from outreach.render import Rendered, Renderer
@@ -55,7 +56,7 @@ from outreach.sending import (
     refuse_placeholders,
     repeat_problem,
 )
-from outreach.sendlog import LogRow, SendLog, read_log
+from outreach.sendlog import LogRow, SendLog, contact_key, read_log
 from outreach.settings import Secret, Settings, require_for_sending
 from outreach.transport import Attempt, Connection, Server, Unreachable
 
@@ -87,6 +88,8 @@ class Campaign:
     do_not_contact: DoNotContact = field(default_factory=DoNotContact)
     #: The files every letter carries (ATTACHMENTS).
     attachments: tuple[Attachment, ...] = ()
+    #: For a follow-up: each contact's first letter, as the send log had it at open.
+    originals: dict[str, Original] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings) -> Campaign:
@@ -97,7 +100,14 @@ class Campaign:
     @classmethod
     def without_contacts(cls, settings: Settings) -> Campaign:
         """Everything but the contacts: what composing a letter for a given contact needs."""
-        renderer = Renderer(settings.templates_dir, settings.letter_date)
+        renderer = Renderer(
+            settings.templates_dir, settings.letter_date, follow_up=bool(settings.follow_up_of)
+        )
+        first_letters = (
+            originals(read_log(settings.send_log), settings.follow_up_of)
+            if settings.follow_up_of
+            else {}
+        )
         do_not_contact = load_do_not_contact(
             settings.do_not_contact_file, required=settings.do_not_contact_required
         )
@@ -110,7 +120,7 @@ class Campaign:
         if problems:
             raise SettingsError(*problems)
         contacts = ContactList(settings.contacts_file, ())
-        return cls(settings, contacts, renderer, do_not_contact, tuple(files))
+        return cls(settings, contacts, renderer, do_not_contact, tuple(files), first_letters)
 
     def with_password(self, password: str) -> Campaign:
         """The same campaign, logging in with ``password`` (asked for at a prompt)."""
@@ -118,8 +128,19 @@ class Campaign:
         return dataclasses.replace(self, settings=settings)
 
     def select(self, only: Sequence[str] = (), limit: int | None = None) -> list[Contact]:
-        """The contacts named by ``only`` (all when empty), at most ``limit``."""
-        return self.contacts.select(only, limit)
+        """The contacts named by ``only`` (all when empty), at most ``limit``.
+
+        For a follow-up, only those whose first letter calls for one (see
+        ``followup.py``): the others would get no letter.
+        """
+        chosen = self.contacts.select(only)
+        if self.settings.follow_up_of:
+            chosen = [c for c in chosen if self._original(c) is not None]
+        return chosen[:limit] if limit is not None else chosen
+
+    def _original(self, contact: Contact) -> Original | None:
+        original = self.originals.get(contact_key(contact.id))
+        return original if original is not None and original.followed_up else None
 
     # -- composing ---------------------------------------------------------------------
 
@@ -130,13 +151,20 @@ class Campaign:
         now: datetime | None = None,
         test_to: str | None = None,
         message_id: str = "",
+        original: Original | None = None,
     ) -> tuple[Rendered, Letter]:
         """One contact's rendered letter and the message built from it.
 
-        ``message_id`` keeps the Message-ID of the letter's earlier attempts.
+        ``message_id`` keeps the Message-ID of the letter's earlier attempts;
+        a follow-up answers the contact's ``original`` letter (by default, the
+        one the send log had when the campaign was opened).
         """
         contact = dataclasses.replace(contact, cc=self.do_not_contact.without(contact.cc))
-        rendered = self.renderer.render(contact)
+        original = original or self._original(contact)
+        extra = original.template_values() if original else None
+        if self.settings.follow_up_of and original is None:
+            extra = {"original_date": "", "original_subject": ""}
+        rendered = self.renderer.render(contact, extra)
         letter = build_letter(
             contact,
             rendered,
@@ -146,6 +174,7 @@ class Campaign:
             message_id=message_id,
             attachments=self.attachments + self._attachments_of(contact),
             max_bytes=_max_bytes(self.settings),
+            in_reply_to=original.message_id if original else "",
         )
         return rendered, letter
 
@@ -219,7 +248,7 @@ class Campaign:
         Raises OutreachError listing every letter that cannot be built.
         ``spam`` is the installed SpamAssassin unless given (None: no score).
         """
-        chosen = list(self.contacts) if contacts is None else list(contacts)
+        chosen = self.select() if contacts is None else list(contacts)
         return check_campaign(
             self.compose_each(chosen),
             len(chosen),
@@ -239,7 +268,7 @@ class Campaign:
 
         Nothing is sent and no network connection is opened.
         """
-        chosen = list(self.contacts) if contacts is None else list(contacts)
+        chosen = self.select() if contacts is None else list(contacts)
         return write_previews(
             self.compose_each(chosen),
             folder or self.settings.preview_dir,
@@ -280,7 +309,7 @@ class Campaign:
             log.rows(),
             self.settings,
             now=now or SystemClock().now(),
-            subject_of=self.renderer.subject,
+            subject_of=self._subject_of,
             limit=limit,
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,
@@ -289,6 +318,12 @@ class Campaign:
         )
         refuse_placeholders(plan.to_send, Server.from_settings(self.settings))
         return plan
+
+    def _subject_of(self, delivery: Delivery) -> str:
+        extra = delivery.original.template_values() if delivery.original else None
+        if self.settings.follow_up_of and extra is None:
+            extra = {"original_date": "", "original_subject": ""}
+        return self.renderer.subject(delivery.contact, extra)
 
     def send(
         self,
@@ -315,7 +350,10 @@ class Campaign:
         """Each delivery's letter, composed as it is about to go, to its own recipients."""
         for delivery in deliveries:
             _, letter = self.compose(
-                delivery.contact, now=clock.now(), message_id=delivery.message_id
+                delivery.contact,
+                now=clock.now(),
+                message_id=delivery.message_id,
+                original=delivery.original,
             )
             yield delivery, dataclasses.replace(letter, recipients=delivery.recipients)
 

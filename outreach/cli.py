@@ -7,6 +7,7 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import signal
 import sys
@@ -67,8 +68,16 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def _campaign(ctx: click.Context) -> Campaign:
-    campaign = Campaign.open(_settings(ctx))
+def _campaign(ctx: click.Context, follow_up_of: str | None = None) -> Campaign:
+    settings = _settings(ctx)
+    if follow_up_of:
+        if follow_up_of == settings.campaign:
+            raise SettingsError(
+                f"--follow-up-of {follow_up_of} is CAMPAIGN itself: a follow-up is a campaign "
+                "of its own (CAMPAIGN=code-of-conduct-2015-reminder-1, say)"
+            )
+        settings = dataclasses.replace(settings, follow_up_of=follow_up_of)
+    campaign = Campaign.open(settings)
     for warning in campaign.contacts.warnings:
         click.echo(f"Warning: {warning}", err=True)
     return campaign
@@ -225,6 +234,15 @@ def _print_checked(result: CheckResult) -> None:
 
 def _print_plan(plan: Plan, settings: Settings) -> None:
     click.echo(f"Campaign:      {plan.campaign}")
+    if plan.follow_up_of:
+        left_out = ", ".join(
+            f"{len(ids)} {_FIRST_LETTER_STATES.get(state, state)}"
+            for state, ids in sorted(plan.not_followed_up.items())
+        )
+        click.echo(
+            f"Follows up:    {plan.follow_up_of}, threaded on its letters; not reminded: "
+            + (left_out or "nobody")
+        )
     click.echo(f"To send:       {len(plan.to_send)}")
     click.echo(f"Already sent:  {len(plan.sent)}")
     if plan.failed:
@@ -263,6 +281,17 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
     )
     click.echo(f"From:          {sender}")
     click.echo(f"Send log:      {settings.send_log}")
+
+
+#: The first letter's states a follow-up leaves out, as the plan says them.
+_FIRST_LETTER_STATES = {
+    "replied": "replied",
+    "bounced": "bounced",
+    "failed": "failed",
+    "ambiguous": "ambiguous",
+    "retry": "still owed the first letter",
+    "deferred": "still owed the first letter",
+}
 
 
 def _print_repeats(plan: Plan) -> None:
@@ -370,6 +399,11 @@ def _terminating() -> Iterator[None]:
     is_flag=True,
     help="Send even to addresses that already got a letter with this subject (another campaign).",
 )
+@click.option(
+    "--follow-up-of",
+    metavar="NAME",
+    help="This campaign follows up campaign NAME [default: FOLLOW_UP_OF].",
+)
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -379,6 +413,7 @@ def send(
     retry_failed: bool,
     resend_ambiguous: bool,
     allow_repeat: bool,
+    follow_up_of: str | None,
 ) -> None:
     """Send the letters over SMTP, each exactly once, and record each in the send log.
 
@@ -388,7 +423,7 @@ def send(
     when stopped by Ctrl-C or SIGTERM.
     """
     clock: Clock = ctx.obj["clock"]
-    campaign = _campaign(ctx)
+    campaign = _campaign(ctx, follow_up_of)
     settings = campaign.settings
     campaign = _with_password(campaign)
     with _terminating(), campaign.open_log() as log:
@@ -400,7 +435,7 @@ def send(
             )
         plan = campaign.plan(
             log,
-            campaign.select(_ids(only)),
+            campaign.contacts.select(_ids(only)),
             limit=limit,
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,

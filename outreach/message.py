@@ -168,6 +168,7 @@ def build_message(
     message_id: str | None = None,
     encode_names: bool = False,
     attachments: Sequence[Attachment] = (),
+    in_reply_to: str = "",
 ) -> tuple[EmailMessage, list[_AddressHeader]]:
     """The multipart/alternative message for one contact (text, then HTML), and its address headers.
 
@@ -213,6 +214,10 @@ def build_message(
     )
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id or message_id_for(settings.campaign, contact.id, domain)
+    if in_reply_to:
+        # A follow-up: the same conversation as the first letter, in Outlook and Gmail.
+        message["In-Reply-To"] = _checked(in_reply_to, "the first letter's Message-ID")
+        message["References"] = in_reply_to
     message.set_content(rendered.text, subtype="plain", cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
     for attachment in attachments:
@@ -256,6 +261,7 @@ def build_letter(
     message_id: str = "",
     attachments: Sequence[Attachment] = (),
     max_bytes: int | None = None,
+    in_reply_to: str = "",
 ) -> Letter:
     """The Letter for a contact; with ``test_to``, a marked test copy for one address.
 
@@ -267,7 +273,11 @@ def build_letter(
         kept_id = message_id or message_id_for(
             settings.campaign, contact.id, settings.sender.rpartition("@")[2]
         )
-        options: dict[str, Any] = {"message_id": kept_id, "attachments": attachments}
+        options: dict[str, Any] = {
+            "message_id": kept_id,
+            "attachments": attachments,
+            "in_reply_to": in_reply_to,
+        }
     else:
         recipients = (test_to,)
         kept_id = make_msgid("test", domain=settings.sender.rpartition("@")[2])
@@ -276,6 +286,7 @@ def build_letter(
             "subject_prefix": "[TEST] ",
             "message_id": kept_id,
             "attachments": attachments,
+            "in_reply_to": in_reply_to,
         }
     data = _wire_bytes(
         lambda encode: build_message(

@@ -31,6 +31,8 @@ from outreach.contacts import Contact
 from outreach.errors import TemplateError, TemplateTooLarge
 
 DEFAULT_LANGUAGE = "en"
+#: A follow-up's templates: ``templates/<language>/follow-up/``.
+FOLLOW_UP = "follow-up"
 SUBJECT, TEXT, HTML = "subject.txt.j2", "letter.txt.j2", "letter.html.j2"
 
 
@@ -90,25 +92,32 @@ def inline_css(html: str) -> str:
 class Renderer:
     """Renders letters for contacts from one templates folder."""
 
-    def __init__(self, templates_dir: Path, letter_date: str) -> None:
+    def __init__(self, templates_dir: Path, letter_date: str, *, follow_up: bool = False) -> None:
         if not templates_dir.is_dir():
             raise TemplateError(f"{templates_dir}: no such folder (set TEMPLATES_DIR)")
         self.templates_dir = templates_dir
         self.letter_date = letter_date
+        self.follow_up = follow_up
         self.data = load_data_files(templates_dir)
         self._environments: dict[str, SandboxedEnvironment] = {}
+
+    def folder(self, language: str) -> Path:
+        """Where a language's templates are: ``templates/en/``, or for a follow-up
+        ``templates/en/follow-up/`` (never the first letter's, by mistake)."""
+        own = self.templates_dir / language
+        return own / FOLLOW_UP if self.follow_up else own
 
     def language_for(self, contact: Contact) -> str:
         """The contact's language when its templates exist, else English."""
         language = contact.language
-        if language != DEFAULT_LANGUAGE and (self.templates_dir / language).is_dir():
+        if language != DEFAULT_LANGUAGE and self.folder(language).is_dir():
             return language
         return DEFAULT_LANGUAGE
 
     def environment(self, language: str) -> SandboxedEnvironment:
         if language not in self._environments:
             self._environments[language] = _LimitedSandbox(
-                loader=jinja2.FileSystemLoader([self.templates_dir / language, self.templates_dir]),
+                loader=jinja2.FileSystemLoader([self.folder(language), self.templates_dir]),
                 undefined=jinja2.StrictUndefined,
                 autoescape=jinja2.select_autoescape(
                     enabled_extensions=("html", "htm", "xml", "html.j2"),
@@ -120,11 +129,14 @@ class Renderer:
             )
         return self._environments[language]
 
-    def context(self, contact: Contact, language: str) -> dict[str, Any]:
-        """What the templates see: data files, the date, then every column.
+    def context(
+        self, contact: Contact, language: str, extra: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """What the templates see: data files, the date, every column, then ``extra``.
 
         ``letter_language`` is the language the letter is written in, which
         differs from the contact's ``language`` until its templates exist.
+        A follow-up's ``extra`` is ``original_date`` and ``original_subject``.
         """
         return {
             **self.data,
@@ -132,14 +144,18 @@ class Renderer:
             **contact.fields,
             "salutation": contact.fields.get("salutation", ""),
             "letter_language": language,
+            **(extra or {}),
         }
 
-    def subject(self, contact: Contact) -> str:
+    def subject(self, contact: Contact, extra: Mapping[str, str] | None = None) -> str:
         """The contact's subject line alone."""
         language = self.language_for(contact)
-        return self._subject(language, self.context(contact, language), contact)
+        return self._subject(language, self.context(contact, language, extra), contact)
 
     def _subject(self, language: str, context: Mapping[str, Any], contact: Contact) -> str:
+        if self.follow_up and not (self.folder(language) / SUBJECT).exists():
+            # A reply in the same conversation, unless the template says otherwise.
+            return f"Re: {context.get('original_subject', '')}".strip()
         subject = self._render(language, SUBJECT, context).strip()
         if "\n" in subject or "\r" in subject:
             raise TemplateError(
@@ -148,9 +164,9 @@ class Renderer:
             )
         return subject
 
-    def render(self, contact: Contact) -> Rendered:
+    def render(self, contact: Contact, extra: Mapping[str, str] | None = None) -> Rendered:
         language = self.language_for(contact)
-        context = self.context(contact, language)
+        context = self.context(contact, language, extra)
         subject = self._subject(language, context, contact)
         text = self._render(language, TEXT, context)
         html = self._render(language, HTML, context)
@@ -168,7 +184,7 @@ class Renderer:
             raise TemplateError(f"{where}: {text!r} cannot be rendered ({err})") from err
 
     def _path(self, language: str, name: str) -> Path:
-        own = self.templates_dir / language / name
+        own = self.folder(language) / name
         return own if own.exists() else self.templates_dir / name
 
     def _where(self, err: BaseException, language: str, name: str) -> str:
@@ -197,8 +213,8 @@ class Renderer:
             # this one includes or extends.
             missing = err.name or name
             raise TemplateError(
-                f"{self.templates_dir / language / missing}: missing "
-                f"(looked in {self.templates_dir / language} and {self.templates_dir})"
+                f"{self.folder(language) / missing}: missing "
+                f"(looked in {self.folder(language)} and {self.templates_dir})"
             ) from err
         except jinja2.TemplateSyntaxError as err:
             raise TemplateError(

@@ -32,6 +32,7 @@ from outreach.clock import Clock
 from outreach.contacts import Contact
 from outreach.donotcontact import DoNotContact
 from outreach.errors import DeliveryError, OutreachError
+from outreach.followup import NEVER_GOT_IT, Original, originals
 from outreach.message import Letter
 from outreach.ratelimit import RateLimiter
 from outreach.sendlog import (
@@ -66,6 +67,8 @@ class Delivery:
     recipients: tuple[str, ...]
     attempts: int = 0
     message_id: str = ""
+    #: For a follow-up: the contact's first letter, which this one answers.
+    original: Original | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ class Plan:
     allow_repeat: bool = False
     #: Contacts on the do-not-contact list: (id, why).
     do_not_contact: list[tuple[str, str]] = field(default_factory=list)
+    #: For a follow-up: the campaign it follows, and the contacts it leaves
+    #: out by the state of their first letter (replied, bounced, …).
+    follow_up_of: str = ""
+    not_followed_up: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def contacts(self) -> list[Contact]:
@@ -116,7 +123,7 @@ def make_plan(
     settings: Settings,
     *,
     now: datetime,
-    subject_of: Callable[[Contact], str],
+    subject_of: Callable[[Delivery], str],
     limit: int | None = None,
     retry_failed: bool = False,
     resend_ambiguous: bool = False,
@@ -131,6 +138,8 @@ def make_plan(
     listed = do_not_contact or DoNotContact()
     held: list[tuple[str, str]] = []
     records = contact_records(rows, settings.campaign)
+    first_letters = originals(rows, settings.follow_up_of) if settings.follow_up_of else {}
+    not_followed_up: dict[str, list[str]] = defaultdict(list)
     again = {None, "retry", "deferred"}
     if retry_failed:
         again |= {"failed", "refused"}
@@ -140,13 +149,19 @@ def make_plan(
     to_send: list[Delivery] = []
     for contact in contacts:
         record = records.get(contact_key(contact.id))
+        original = first_letters.get(contact_key(contact.id))
+        if settings.follow_up_of and (original is None or not original.followed_up):
+            # Never a reminder to a mission that replied, or whose letter bounced
+            # or never went: not even one owed from an earlier run.
+            not_followed_up[original.status if original else NEVER_GOT_IT].append(contact.id)
+            continue
         why = listed.holds(contact)
         if why is not None and (record is None or record.status != "sent"):
             held.append((contact.id, why))
             continue
         reachable = listed.without(contact.recipients)
         if record is None:
-            to_send.append(Delivery(contact, reachable))
+            to_send.append(Delivery(contact, reachable, original=original))
             continue
         status = record.status
         by_status[status].append(contact.id)
@@ -158,7 +173,7 @@ def make_plan(
             continue
         owed = tuple(a for a in reachable if record.state(a) in again)
         if owed:
-            to_send.append(Delivery(contact, owed, record.attempts, record.message_id))
+            to_send.append(Delivery(contact, owed, record.attempts, record.message_id, original))
     held_back = 0
     if limit is not None and len(to_send) > limit:
         held_back, to_send = len(to_send) - limit, to_send[:limit]
@@ -178,9 +193,13 @@ def make_plan(
         held_back=held_back,
         daily_room=room,
         resume_at=resume_at,
-        repeats=find_repeats(to_send, rows, settings.campaign, subject_of),
+        repeats=find_repeats(
+            to_send, rows, settings.campaign, subject_of, follows=settings.follow_up_of
+        ),
         allow_repeat=allow_repeat,
         do_not_contact=held,
+        follow_up_of=settings.follow_up_of,
+        not_followed_up=dict(not_followed_up),
     )
 
 
@@ -188,7 +207,9 @@ def find_repeats(
     deliveries: Iterable[Delivery],
     rows: Iterable[LogRow],
     campaign: str,
-    subject_of: Callable[[Contact], str],
+    subject_of: Callable[[Delivery], str],
+    *,
+    follows: str = "",
 ) -> list[Repeat]:
     """Addresses about to get a letter whose subject they already got, in any campaign.
 
@@ -196,17 +217,18 @@ def find_repeats(
     the subject and the addresses give it away. A row written before
     subjects were kept counts as the same subject: better one question too
     many than 195 letters twice. A reminder or next year's letter has
-    another subject and is no repeat.
+    another subject and is no repeat, nor is a declared follow-up of the
+    campaign it ``follows``.
     """
     got: dict[str, list[LogRow]] = defaultdict(list)
     for row in rows:
-        if row.status in ("sent", "ambiguous", "sending"):
+        if row.status in ("sent", "ambiguous", "sending") and row.campaign != follows:
             for address in row.addresses:
                 got[address].append(row)
     repeats = []
     for delivery in deliveries:
         key = contact_key(delivery.contact.id)
-        subject = subject_of(delivery.contact)
+        subject = subject_of(delivery)
         for address in delivery.recipients:
             for row in got.get(address.lower(), []):
                 if row.campaign == campaign and contact_key(row.contact_id) == key:

@@ -92,6 +92,7 @@ KNOWN_SETTINGS: dict[str, str] = {
     "MAIL_FROM_NAME": "",
     "MAIL_REPLY_TO": "",
     "CAMPAIGN": "default",
+    "FOLLOW_UP_OF": "",
     "CONTACTS_FILE": "contacts.csv",
     "TEMPLATES_DIR": "templates",
     "PREVIEW_DIR": "out/preview",
@@ -175,6 +176,8 @@ class Settings:
     mail_from_name: str = ""
     mail_reply_to: str = ""
     campaign: str = "default"
+    #: The campaign this one follows up ("" when it is a first letter).
+    follow_up_of: str = ""
     contacts_file: Path = Path("contacts.csv")
     templates_dir: Path = Path("templates")
     preview_dir: Path = Path("out/preview")
@@ -421,7 +424,7 @@ def load_settings(
             except AddressError as err:
                 read.problems.append(f"{name}={raw!r} is not a valid address: {err}")
     from_name = read.text("MAIL_FROM_NAME")
-    for name in ("MAIL_FROM_NAME", "CAMPAIGN", "LETTER_DATE"):
+    for name in ("MAIL_FROM_NAME", "CAMPAIGN", "LETTER_DATE", "FOLLOW_UP_OF"):
         reason = unsafe_header_reason(read.text(name))
         if reason:
             read.problems.append(f"{name} is not valid: it {reason}")
@@ -487,6 +490,7 @@ def load_settings(
         mail_from_name=from_name,
         mail_reply_to=addresses.get("MAIL_REPLY_TO", ""),
         campaign=read.text("CAMPAIGN") or "default",
+        follow_up_of=read.text("FOLLOW_UP_OF"),
         contacts_file=Path(read.text("CONTACTS_FILE") or "contacts.csv"),
         templates_dir=Path(read.text("TEMPLATES_DIR") or "templates"),
         preview_dir=Path(read.text("PREVIEW_DIR") or "out/preview"),
@@ -545,6 +549,11 @@ def load_settings(
         ),
         warnings=warnings,
     )
+    if settings.follow_up_of and settings.follow_up_of == settings.campaign:
+        read.problems.append(
+            f"FOLLOW_UP_OF={settings.follow_up_of!r} is CAMPAIGN itself: a follow-up is a "
+            "campaign of its own (CAMPAIGN=code-of-conduct-2015-reminder-1, say)"
+        )
     if read.problems:
         raise SettingsError(*read.problems)
     return settings

@@ -1,0 +1,54 @@
+"""Follow-ups: a reminder to the missions that have the first letter and have not answered.
+
+A follow-up is a campaign of its own (its own CAMPAIGN, its own templates in
+``templates/<language>/follow-up/``) that names the campaign it follows
+(FOLLOW_UP_OF). Who gets it is read from the send log: a mission whose
+first letter was delivered (``sent``, ``delayed``, or answered only by an
+automatic reply) and has not replied, bounced or failed. Its letter carries
+``In-Reply-To`` and ``References`` with the first letter's Message-ID, so it
+lands in the same conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from outreach.sendlog import LogRow, contact_records
+
+#: The first letter's states that call for a reminder: the mission has it and
+#: has not answered (an out-of-office is no answer).
+FOLLOWED_UP = ("sent", "delayed", "auto-replied")
+NEVER_GOT_IT = "never got the first letter"
+
+
+@dataclass(frozen=True)
+class Original:
+    """What the send log says of a contact's first letter."""
+
+    status: str
+    message_id: str
+    subject: str
+    sent: datetime | None
+
+    @property
+    def followed_up(self) -> bool:
+        return self.status in FOLLOWED_UP
+
+    def template_values(self) -> dict[str, str]:
+        """``original_date`` ("31 August 2015") and ``original_subject``, for the templates."""
+        when = self.sent
+        date = f"{when.day} {when:%B %Y}" if when is not None else ""
+        return {"original_date": date, "original_subject": self.subject}
+
+
+def originals(rows: Iterable[LogRow], campaign: str) -> dict[str, Original]:
+    """Each contact's first letter in ``campaign``, keyed as the log keys contacts."""
+    found = {}
+    for key, record in contact_records(rows, campaign).items():
+        sent = [row.time for row in record.rows if row.status == "sent"]
+        found[key] = Original(
+            record.status, record.message_id, record.subject, min(sent, default=None)
+        )
+    return found
