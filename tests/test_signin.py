@@ -420,3 +420,14 @@ def test_an_unknown_provider_is_refused(run_cli: RunCli) -> None:
     assert "SMTP_PROVIDER='yahoo' is not valid: expected one of microsoft365, google" in (
         result.stderr
     )
+
+
+def test_a_token_command_that_hangs_is_given_up_on(
+    run_cli: RunCli, token_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("outreach.credentials.COMMAND_SECONDS", 1)
+    env = env_for(token_server, SMTP_TOKEN_COMMAND="sleep 30")
+    result = run_cli("send", "--yes", "--only", "CHL", env=env)
+    assert result.code == 2
+    assert "Error: SMTP_TOKEN_COMMAND: 'sleep' did not finish within 1 s" in result.stderr
+    assert token_server.received == []
