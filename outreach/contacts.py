@@ -39,6 +39,8 @@ OPTIONAL_COLUMNS: dict[str, Callable[[Mapping[str, str]], str]] = {
     "salutation": lambda row: "",
     "attachments": lambda row: "",
 }
+#: The optional columns whose default is a value of its own, which check names.
+_NAMED_DEFAULTS = ("mission", "language", "status", "name_in_text")
 #: Columns whose values become a header (the To display name is the mission,
 #: or the country when there is none).
 HEADER_COLUMNS = ("country", "mission")
@@ -384,7 +386,8 @@ def load_contacts(path: Path) -> ContactList:
     problems += _duplicate_ids(path, frame, where["id"])
     if problems:
         raise ContactsError(*problems)
-    defaulted = tuple(name for name in OPTIONAL_COLUMNS if name not in columns)
+    # Columns that are merely optional (a Cc, a salutation) are not named.
+    defaulted = tuple(name for name in _NAMED_DEFAULTS if name not in columns)
     return ContactList(path, tuple(contacts), tuple(warnings), defaulted)
 
 
