@@ -155,26 +155,24 @@ def oauthbearer(user: str, token: str) -> str:
 
 
 def smtp_credentials(settings: Settings) -> Credentials:
-    return Credentials(
-        mechanism=settings.smtp_auth,
-        username=settings.smtp_username,
-        password=settings.smtp_password,
-        password_command=settings.smtp_password_command,
-        token_command=settings.smtp_token_command,
-        cached_token=_signed_in(settings, "smtp"),
-        prefix="SMTP",
-    )
+    return _credentials(settings, "SMTP")
 
 
 def imap_credentials(settings: Settings) -> Credentials:
+    """As for SMTP; IMAP_USERNAME and the rest default to the SMTP ones (settings.py)."""
+    return _credentials(settings, "IMAP")
+
+
+def _credentials(settings: Settings, prefix: str) -> Credentials:
+    smtp = prefix == "SMTP"
     return Credentials(
         mechanism=settings.smtp_auth,
-        username=settings.imap_username,
-        password=settings.imap_password,
-        password_command=settings.imap_password_command,
-        token_command=settings.imap_token_command,
-        cached_token=_signed_in(settings, "imap"),
-        prefix="IMAP",
+        username=settings.smtp_username if smtp else settings.imap_username,
+        password=settings.smtp_password if smtp else settings.imap_password,
+        password_command=settings.smtp_password_command if smtp else settings.imap_password_command,
+        token_command=settings.smtp_token_command if smtp else settings.imap_token_command,
+        cached_token=_signed_in(settings, prefix.lower()),
+        prefix=prefix,
     )
 
 

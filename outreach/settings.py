@@ -63,6 +63,33 @@ DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 PLACEHOLDER_SENDER = "mail-from-not-set@sender.invalid"
 PLACEHOLDER_SENDER_NAME = "MAIL_FROM is not set"
 
+#: Every number a setting holds: its bounds, whether whole, and why the upper bound.
+BOUNDS: dict[str, tuple[float, float, bool, str]] = {
+    "SMTP_TIMEOUT": (1, 600, False, "a server silent for ten minutes is down"),
+    "MAX_MESSAGE_MB": (
+        1,
+        100,
+        False,
+        "Gmail refuses more than 25 MB, Microsoft 365 more than 35 MB",
+    ),
+    "SEND_CONNECTIONS": (
+        1,
+        MAX_CONNECTIONS,
+        True,
+        "providers refuse more at once; Microsoft 365 allows 3",
+    ),
+    "SEND_RETRY_WAIT_SECONDS": (0, 3600, False, "at most an hour"),
+    "SEND_RETRY_MAX_WAIT_SECONDS": (0, 3600, False, "at most an hour; for longer, run again later"),
+    "SEND_MAX_ATTEMPTS": (1, 20, True, "a letter refused 20 times will not go by trying more"),
+    "SEND_RATE_PER_MINUTE": (
+        0,
+        6000,
+        False,
+        "0 for no limit; no provider takes more than 100 a second",
+    ),
+    "SEND_DAILY_LIMIT": (0, 1_000_000, True, "0 for no limit"),
+}
+
 #: Every setting outreach reads, with its default ("" = unset).
 KNOWN_SETTINGS: dict[str, str] = {
     "SMTP_HOST": "",
@@ -328,10 +355,9 @@ class _Reader:
             self.problems.append(f"{name}={raw!r} is not valid: {what}")
             return fallback
 
-    def number(
-        self, name: str, *, minimum: float, maximum: float, why: str, integer: bool = False
-    ) -> float:
-        """A number within bounds; ``why`` says what the upper bound protects."""
+    def bounded(self, name: str) -> float:
+        """A number within the bounds BOUNDS gives it, whose reason the error says."""
+        minimum, maximum, integer, why = BOUNDS[name]
 
         def parse(raw: str) -> float:
             value = float(int(raw)) if integer else float(raw)
@@ -463,9 +489,7 @@ def load_settings(
         smtp_security=security,
         smtp_username=username,
         smtp_password=Secret(values.get("SMTP_PASSWORD", "")),
-        smtp_timeout=read.number(
-            "SMTP_TIMEOUT", minimum=1, maximum=600, why="a server silent for ten minutes is down"
-        ),
+        smtp_timeout=read.bounded("SMTP_TIMEOUT"),
         smtp_ca_file=_ca_file(read, "SMTP_CA_FILE"),
         smtp_auth=auth,
         smtp_token_command=token_command,
@@ -497,56 +521,15 @@ def load_settings(
         log_dir=Path(read.text("LOG_DIR") or "logs"),
         letter_date=read.text("LETTER_DATE"),
         attachments=tuple(p.strip() for p in read.text("ATTACHMENTS").split(";") if p.strip()),
-        max_message_mb=read.number(
-            "MAX_MESSAGE_MB",
-            minimum=1,
-            maximum=100,
-            why="Gmail refuses more than 25 MB, Microsoft 365 more than 35 MB",
-        ),
+        max_message_mb=read.bounded("MAX_MESSAGE_MB"),
         do_not_contact_file=Path(read.text("DO_NOT_CONTACT_FILE") or "do-not-contact.csv"),
         do_not_contact_required=bool(read.text("DO_NOT_CONTACT_FILE")),
-        send_connections=int(
-            read.number(
-                "SEND_CONNECTIONS",
-                minimum=1,
-                maximum=MAX_CONNECTIONS,
-                integer=True,
-                why="providers refuse more at once; Microsoft 365 allows 3",
-            )
-        ),
-        send_retry_wait_seconds=read.number(
-            "SEND_RETRY_WAIT_SECONDS", minimum=0, maximum=3600, why="at most an hour"
-        ),
-        send_retry_max_wait_seconds=read.number(
-            "SEND_RETRY_MAX_WAIT_SECONDS",
-            minimum=0,
-            maximum=3600,
-            why="at most an hour; for longer, run again later",
-        ),
-        send_max_attempts=int(
-            read.number(
-                "SEND_MAX_ATTEMPTS",
-                minimum=1,
-                maximum=20,
-                integer=True,
-                why="a letter refused 20 times will not go by trying more",
-            )
-        ),
-        send_rate_per_minute=read.number(
-            "SEND_RATE_PER_MINUTE",
-            minimum=0,
-            maximum=6000,
-            why="0 for no limit; no provider takes more than 100 a second",
-        ),
-        send_daily_limit=int(
-            read.number(
-                "SEND_DAILY_LIMIT",
-                minimum=0,
-                maximum=1_000_000,
-                integer=True,
-                why="0 for no limit",
-            )
-        ),
+        send_connections=int(read.bounded("SEND_CONNECTIONS")),
+        send_retry_wait_seconds=read.bounded("SEND_RETRY_WAIT_SECONDS"),
+        send_retry_max_wait_seconds=read.bounded("SEND_RETRY_MAX_WAIT_SECONDS"),
+        send_max_attempts=int(read.bounded("SEND_MAX_ATTEMPTS")),
+        send_rate_per_minute=read.bounded("SEND_RATE_PER_MINUTE"),
+        send_daily_limit=int(read.bounded("SEND_DAILY_LIMIT")),
         warnings=warnings,
     )
     if settings.follow_up_of and settings.follow_up_of == settings.campaign:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -234,3 +235,36 @@ def chile(**fields: str) -> Contact:
         line=2,
         fields=base,
     )
+
+
+@contextlib.contextmanager
+def full_disk_at(folder: Path, *, folders: tuple[str, ...] = ()) -> Iterator[Path]:
+    """``folder`` on a small file system with no byte left (with ``folders`` made first).
+
+    The disk is real: a tmpfs, mounted for the test, which needs root (as CI
+    has); elsewhere the test is skipped.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1000", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {done.stderr.decode().strip()}")
+    try:
+        for name in folders:
+            (folder / name).mkdir(mode=0o700)
+        filler = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            with contextlib.suppress(OSError):  # ENOSPC: full, as wanted
+                while True:
+                    os.write(filler, b"x" * 512)
+        finally:
+            os.close(filler)
+        assert os.statvfs(folder).f_bavail == 0
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -7,10 +7,6 @@ test (which needs root, as CI has; elsewhere the test is skipped).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,36 +14,15 @@ import pytest
 from aiosmtpd.smtp import Envelope
 
 from outreach.sink import SinkHandler
-from tests.conftest import RunCli
+from tests.conftest import RunCli, full_disk_at
 from tests.smtp import SmtpServer
 
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A folder on a file system with no byte left."""
-    folder = tmp_path / "full"
-    folder.mkdir()
-    if shutil.which("mount") is None or os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1000", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here: {done.stderr.decode().strip()}")
-    try:
-        filler = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            with contextlib.suppress(OSError):  # ENOSPC: full, as wanted
-                while True:
-                    os.write(filler, b"x" * 512)
-        finally:
-            os.close(filler)
-        assert os.statvfs(folder).f_bavail == 0
+    with full_disk_at(tmp_path / "full") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_send_log_on_a_full_disk_stops_before_any_letter_goes(

@@ -9,14 +9,11 @@ recorded.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from outreach import oauth
 from outreach.errors import OutreachError, SettingsError
 from outreach.oauth import IMAP_SCOPE, SMTP_SCOPE, access_token, login, logout, token_cache_path
 from outreach.settings import Settings
+from tests.conftest import full_disk_at
 from tests.oauth_server import (
     CLIENT_ID,
     DOMAIN,
@@ -578,30 +576,9 @@ def test_the_folder_is_made_private_when_it_exists_already(trusted: SignInServer
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a file system with no byte left (a small tmpfs: needs root, as CI has)."""
-    folder = tmp_path / "full"
-    folder.mkdir()
-    if shutil.which("mount") is None or os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here: {done.stderr.decode().strip()}")
-    try:
-        (folder / "outreach").mkdir(mode=0o700)
-        filler = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            with contextlib.suppress(OSError):  # ENOSPC: full, as wanted
-                while True:
-                    os.write(filler, b"x" * 512)
-        finally:
-            os.close(filler)
+    """A folder on a file system with no byte left, its ``outreach`` folder made first."""
+    with full_disk_at(tmp_path / "full", folders=("outreach",)) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_full_disk_is_one_line_naming_the_file(
