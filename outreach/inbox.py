@@ -481,7 +481,8 @@ def read_imap(
         _sign_in(client, settings)
         for folder in settings.imap_folders:
             uidvalidity = _examine(client, folder, settings)
-            last = 0 if since is not None else positions.last_uid(account, folder, uidvalidity)
+            remembered = positions.last_uid(account, folder, uidvalidity)
+            last = 0 if since is not None else remembered
             criteria: list[Any] = ["UID", f"{last + 1}:*"]
             start = since or (
                 first_letter - timedelta(days=1) if first_letter and not last else None
@@ -497,7 +498,7 @@ def read_imap(
                     data = fetched.get(uid, {}).get(b"BODY[]")
                     if isinstance(data, bytes):
                         handle(Fetched(f"{folder}, UID {uid}", data))
-            top = max([last, *uids])
+            top = max([remembered, *uids])
             if top:
                 positions.remember(account, folder, uidvalidity, top)
             done.append(folder)

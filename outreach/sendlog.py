@@ -527,7 +527,7 @@ class SendLog:
             os.close(fd)
             if err.errno in (errno.EAGAIN, errno.EACCES):
                 raise SendLogError(
-                    f"{path} is in use by another outreach send; "
+                    f"{path} is in use by another outreach send or inbox; "
                     "wait for it to finish, or stop it, then run again"
                 ) from err
             raise SendLogError(f"{path}: cannot be locked ({err.strerror})") from err

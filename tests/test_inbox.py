@@ -421,3 +421,15 @@ def test_settings_that_cannot_read_a_mailbox_are_one_line(
     settings = {**sent.env(), "IMAP_USERNAME": "campaign@coalition.org", **env}
     done = run_cli("inbox", env=settings)
     assert (done.code, done.stderr) == (2, error)
+
+
+def test_inbox_waits_for_no_send_it_stops_while_one_has_the_log(
+    run_cli: RunCli, sent: SmtpServer, project: Path, tmp_path: Path
+) -> None:
+    with SendLog(project / "logs" / "send-log.csv"):
+        done = run_cli("inbox", "--from", str(folder_of_eml(tmp_path)), env=sent.env())
+    assert done.code == 2
+    assert done.stderr.startswith(
+        "Error: logs/send-log.csv is in use by another outreach send or inbox; wait for it"
+    )
+    assert inbox_rows(project) == set()

@@ -13,7 +13,7 @@ import io
 import smtplib
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -160,6 +160,12 @@ def test_twenty_letters_five_bounces_an_answer_and_an_out_of_office(
     assert "Recorded:      nothing new" in third.stdout
     assert "Already in the send log: 7" in third.stdout
     assert inbox_rows(project) == rows
+    # --since reads again what arrived from that day on, and keeps the position where it was.
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    fourth = run_cli("inbox", "--since", yesterday, env=env)
+    assert f"Read {inbox_before + 7} messages" in fourth.stdout
+    assert "Recorded:      nothing new" in fourth.stdout
+    assert "Read 0 messages" in run_cli("inbox", env=env).stdout
     # The mailbox is as it was: the same messages, every flag the same, no file moved.
     assert mailbox_state(mail_system) == before
 
