@@ -46,7 +46,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from outreach.addresses import is_loopback
 from outreach.clock import Clock, SystemClock
-from outreach.errors import OutreachError, SendLogError, SettingsError
+from outreach.errors import InboxError, SendLogError, SettingsError
 from outreach.notices import BOUNCED, DELAYED, Notice, parse, read_notice
 from outreach.sendlog import (
     HAS_LETTER,
@@ -63,10 +63,6 @@ from outreach.transport import tls_context
 STATE_FILE = "inbox-state.json"
 #: Messages fetched from the server at a time.
 BATCH = 50
-
-
-class InboxError(OutreachError):
-    """The mailbox cannot be reached, signed in to, or read."""
 
 
 @dataclass(frozen=True)

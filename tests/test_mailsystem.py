@@ -221,6 +221,15 @@ def test_starttls_reads_the_same_mailbox(
     assert f"from INBOX of {SENDER} at 127.0.0.1:{mail_system.imap_port}" in done.stdout
 
 
+def test_no_encryption_only_to_this_machine(
+    run_cli: RunCli, mail_system: MailSystem, a_log: Path
+) -> None:
+    env = mail_system.env(IMAP_SECURITY="none", IMAP_PORT=str(mail_system.imap_port))
+    done = run_cli("inbox", env=env)
+    assert done.code == 0, done.stderr
+    assert f"at 127.0.0.1:{mail_system.imap_port}." in done.stdout
+
+
 def test_a_wrong_password_is_one_line_and_never_shown(
     run_cli: RunCli, mail_system: MailSystem, a_log: Path
 ) -> None:
