@@ -175,7 +175,7 @@ class Matcher:
                 contact_id=record.contact_id,
                 email=";".join(addresses),
                 status=event.kind,
-                attempt=max(record.addresses[a].attempt for a in addresses),
+                attempt=max((record.addresses[a].attempt for a in addresses), default=0),
                 smtp_code=event.status or None,
                 smtp_reply=with_notice(event.text, notice.notice_id),
                 message_id=record.message_id,

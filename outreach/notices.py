@@ -109,7 +109,7 @@ def parse(data: bytes) -> EmailMessage:
 def read_notice(message: EmailMessage, data: bytes = b"") -> Notice:
     """What ``message`` says about letters (``data``: its bytes, for an id when it has none)."""
     own = message_ids(_text(message, "Message-ID"))
-    digest = hashlib.sha256(data or message.as_bytes(policy=policy.SMTP)).hexdigest()[:32]
+    digest = hashlib.sha256(data or _bytes_of(message)).hexdigest()[:32]
     notice_id = own[0] if own else f"<{digest}.no-message-id@notice.invalid>"
     sender = _sender(message)
     subject = _clean(_text(message, "Subject"))
@@ -360,6 +360,14 @@ def _date(message: EmailMessage) -> datetime | None:
     if not isinstance(value, datetime):
         return None
     return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _bytes_of(message: EmailMessage) -> bytes:
+    """The message's bytes, for a digest; a message too broken to write out gives its headers."""
+    try:
+        return message.as_bytes(policy=policy.SMTP)
+    except (ValueError, TypeError, LookupError, HeaderParseError):
+        return repr(list(message.raw_items())).encode("utf-8", "replace")
 
 
 def _clean(text: str) -> str:

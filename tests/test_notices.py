@@ -253,3 +253,12 @@ def test_a_mangled_message_is_read_without_an_error() -> None:
     assert notice.kind == "answer"
     assert notice.date is None
     assert notice.events[0].text.startswith("undated, from ")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in MAIL.glob("*.eml")))
+def test_a_message_cut_short_anywhere_is_read_without_an_error(name: str) -> None:
+    data = (MAIL / name).read_bytes()
+    for cut in range(0, len(data), max(1, len(data) // 40)):
+        for damaged in (data[:cut], data[:cut] + b"\xff\xfe\x00garbage\r\n", data[cut:]):
+            notice = read_notice(parse(damaged), damaged)
+            assert notice.notice_id.startswith("<")
