@@ -9,7 +9,7 @@ SHELL  := /bin/bash
 # receives in out/demo/sink/. Nothing leaves the machine; .env is not read.
 DEMO_PORT ?= 2525
 
-.PHONY: demo test preview check send report sink lint bench clean help
+.PHONY: demo test preview check send inbox report sink lint bench clean help
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,9 @@ preview: $(STAMP) ## write every letter to out/preview/ to look at
 
 check: $(STAMP) ## check settings, contacts, templates and letters, with a SpamAssassin score
 	$(BIN)/outreach check
+
+inbox: $(STAMP) ## bounces and replies from the mailbox into the send log (reads, changes nothing)
+	$(BIN)/outreach inbox
 
 report: $(STAMP) ## what became of every contact, from the send log
 	$(BIN)/outreach report

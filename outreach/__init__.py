@@ -2,14 +2,15 @@
 
 The library is ``outreach.campaign``: open a ``Campaign`` from the
 settings, then ``check``, ``preview``, ``plan`` and ``send`` it, and
-``report`` on it afterwards. The pipeline underneath is one module per
+``report`` on it afterwards; ``read_inbox`` puts the bounces and answers
+that come back to the mailbox into the send log first. The pipeline underneath is one module per
 stage: ``settings`` → ``contacts`` → ``render`` → ``message`` →
 ``checks`` / ``preview`` / ``sending`` (over ``transport``, into
 ``sendlog``) → ``report``. The command line in ``cli`` is a thin layer
 over ``campaign``.
 """
 
-from outreach.campaign import Campaign, Composed, report
+from outreach.campaign import Campaign, Composed, read_inbox, report
 from outreach.contacts import Contact, ContactList, load_contacts
 from outreach.errors import OutreachError
 from outreach.message import Letter, build_letter
@@ -29,5 +30,6 @@ __all__ = [
     "build_letter",
     "load_contacts",
     "load_settings",
+    "read_inbox",
     "report",
 ]

@@ -7,6 +7,7 @@ The path of a letter, in the order a run takes it::
     campaign.preview(folder)     every letter written to files to look at; nothing sent
     campaign.plan(log)           who is owed a letter, from the send log
     campaign.send(plan, log)     each owed letter composed and sent once, each attempt logged
+    read_inbox(settings)         bounces and answers from the mailbox, into the send log
     report(settings)             what became of every contact, from the send log
 
 ``cli.py`` parses options, calls these, and prints; a script can do the same.
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,8 @@ from outreach.errors import (
     TemplateTooLarge,
 )
 from outreach.followup import Original, originals
+from outreach.inbox import InboxResult
+from outreach.inbox import read_inbox as _read_inbox
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
 from outreach.render import Rendered, Renderer
@@ -292,6 +295,7 @@ class Campaign:
         retry_failed: bool = False,
         resend_ambiguous: bool = False,
         allow_repeat: bool = False,
+        retry_bounced: bool = False,
         now: datetime | None = None,
     ) -> Plan:
         """Which contacts (all by default) are owed their letter, and at which addresses.
@@ -300,7 +304,8 @@ class Campaign:
         placeholder addresses bound for a server off this machine. The plan
         lists the addresses that already got a letter with the same subject,
         in any campaign of the log (``plan.repeats``): ``send`` refuses them
-        unless ``allow_repeat``.
+        unless ``allow_repeat``. A letter that bounced goes again only with
+        ``retry_bounced``, and only to an address that changed.
         """
         require_for_sending(self.settings)
         chosen = list(self.contacts) if contacts is None else list(contacts)
@@ -314,6 +319,7 @@ class Campaign:
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,
             allow_repeat=allow_repeat,
+            retry_bounced=retry_bounced,
             do_not_contact=self.do_not_contact,
         )
         refuse_placeholders(plan.to_send, Server.from_settings(self.settings))
@@ -454,3 +460,21 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
         contacts,
         do_not_contact=listed,
     )
+
+
+def read_inbox(
+    settings: Settings,
+    source: Path | None = None,
+    since: date | None = None,
+    *,
+    clock: Clock | None = None,
+) -> InboxResult:
+    """What came back to the mailbox the letters were sent from, into the send log.
+
+    Reads IMAP_FOLDERS over IMAP without changing the mailbox, or the
+    exported mail at ``source`` (a folder of .eml files, a Maildir, an mbox
+    file); ``since`` reads only mail from that day on. Bounces, delays and
+    answers that match a letter of the send log are appended to it; nothing
+    is recorded twice however often it runs (see ``outreach.inbox``).
+    """
+    return _read_inbox(settings, source=source, since=since, clock=clock)

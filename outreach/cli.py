@@ -30,13 +30,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from outreach.campaign import Campaign, report
+from outreach.campaign import Campaign, read_inbox, report
 from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
+from outreach.inbox import require_for_reading
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
 from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
-from outreach.settings import Settings, load_settings
+from outreach.settings import Secret, Settings, load_settings
 
 
 class OutreachGroup(click.Group):
@@ -252,6 +253,16 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
             f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; not sent again "
             "unless --resend-ambiguous)"
         )
+    if plan.bounced and plan.retry_bounced:
+        click.echo(
+            f"Still bounced: {len(plan.bounced)} (same address in the contacts file: "
+            f"{', '.join(plan.bounced)})"
+        )
+    elif plan.bounced:
+        click.echo(
+            f"Bounced:       {len(plan.bounced)} (not sent again unless --retry-bounced, and "
+            "then only to a changed address)"
+        )
     if plan.held_back:
         click.echo(f"Held back:     {plan.held_back} by --limit")
     if plan.do_not_contact:
@@ -395,6 +406,11 @@ def _terminating() -> Iterator[None]:
     help="Send again to contacts whose letter the server may already have.",
 )
 @click.option(
+    "--retry-bounced",
+    is_flag=True,
+    help="Send to contacts whose letter bounced, at an address changed since in the contacts file.",
+)
+@click.option(
     "--allow-repeat",
     is_flag=True,
     help="Send even to addresses that already got a letter with this subject (another campaign).",
@@ -412,6 +428,7 @@ def send(
     yes: bool,
     retry_failed: bool,
     resend_ambiguous: bool,
+    retry_bounced: bool,
     allow_repeat: bool,
     follow_up_of: str | None,
 ) -> None:
@@ -440,6 +457,7 @@ def send(
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,
             allow_repeat=allow_repeat,
+            retry_bounced=retry_bounced,
             now=clock.now(),
         )
         if plan.to_send:
@@ -601,6 +619,79 @@ def demo(port: int) -> None:
         f"The letters as a mission would receive them are in {done.folder / 'sink'}/; "
         "nothing left this machine."
     )
+
+
+def _with_imap_password(settings: Settings) -> Settings:
+    """Ask for the mailbox's password when a user name is set but no password is."""
+    if not settings.imap_username or settings.imap_password or settings.smtp_auth == "xoauth2":
+        return settings
+    if not sys.stdin.isatty():
+        raise SettingsError(
+            "IMAP_USERNAME is set but IMAP_PASSWORD is not (nor SMTP_PASSWORD), and there is "
+            "no terminal to ask on"
+        )
+    password = click.prompt(
+        f"Password for {settings.imap_username} at {settings.imap_host}",
+        hide_input=True,
+        err=True,
+    )
+    return dataclasses.replace(settings, imap_password=Secret(password))
+
+
+@cli.command()
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Read exported mail instead of the mailbox: a folder of .eml files, a Maildir or an mbox.",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="DATE",
+    help="Read only mail from DATE (YYYY-MM-DD) on, even mail an earlier run read.",
+)
+@click.option(
+    "--verbose", "-v", is_flag=True, help="List the bounces that match no letter, and why."
+)
+@click.pass_context
+def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbose: bool) -> None:
+    """Read bounces and replies from the mailbox into the send log; change nothing there.
+
+    Reads IMAP_FOLDERS of the mailbox the letters were sent from (read-only:
+    nothing is flagged, moved or deleted) and records, for each letter,
+    `bounced` and `delayed` (delivery status notifications), `replied` and
+    `auto-replied`. Running it again records nothing twice.
+    """
+    settings = _settings(ctx)
+    if source is None:
+        require_for_reading(settings)
+        settings = _with_imap_password(settings)
+    result = read_inbox(settings, source, since.date() if since else None, clock=ctx.obj["clock"])
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    click.echo(f"Read {result.read} message{'s' if result.read != 1 else ''} from {result.source}.")
+    if result.rows:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
+        click.echo(f"Recorded:      {counts}")
+        for row in result.rows:
+            code = f" {row.smtp_code}" if row.smtp_code else ""
+            click.echo(f"  {row.contact_id} {row.email}: {row.status}{code} {row.reply_text}")
+    else:
+        click.echo("Recorded:      nothing new")
+    if result.already:
+        click.echo(f"Already in the send log: {result.already}")
+    if result.unmatched:
+        listed = "" if verbose else " (--verbose lists them)"
+        click.echo(f"Unmatched:     {len(result.unmatched)} bounce(s) matching no letter{listed}")
+        if verbose:
+            for item in result.unmatched:
+                notice = item.notice
+                click.echo(f"  {item.where}: {item.why}")
+                click.echo(f"    from {notice.sender or '?'}, subject: {notice.subject or '?'}")
+    click.echo(f"Other mail:    {result.other} (about no letter)")
+    click.echo(f"Send log:      {result.log}")
 
 
 @cli.command("report")

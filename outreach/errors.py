@@ -74,6 +74,10 @@ class DeliveryError(OutreachError):
     """
 
 
+class InboxError(OutreachError):
+    """The mailbox cannot be reached, signed in to, or read (``outreach inbox``)."""
+
+
 class ConfirmationError(OutreachError):
     """Sending needs a confirmation that was not, or could not be, given."""
 

@@ -1,8 +1,9 @@
 """After sending: what became of every contact, read from the send log.
 
 The log is the only record, and it is written for machines (one row per
-event); staff want one line per contact, the counts, and the problems with
-the server's own words. The same report is shown in the terminal, written as
+event); staff want one line per contact, the counts, the problems with the
+server's own words, and the answers to follow up (``outreach inbox`` puts
+bounces and replies into the log). The same report is shown in the terminal, written as
 CSV for a spreadsheet, as JSON for other tools, or as one HTML page.
 """
 
@@ -25,14 +26,28 @@ from rich.text import Text
 
 from outreach.contacts import ContactList
 from outreach.donotcontact import DoNotContact
-from outreach.sendlog import LogRow, contact_key, contact_records, neutralise_cell
+from outreach.sendlog import HAS_LETTER, LogRow, contact_key, contact_records, neutralise_cell
 
 NOT_ATTEMPTED = "not attempted"
 HELD_BACK = "held back"
 #: The order statuses are shown in: done first, then what needs a look.
-ORDER = ("sent", "retry", "deferred", "failed", "ambiguous", HELD_BACK, NOT_ATTEMPTED)
+ORDER = (
+    "sent",
+    "replied",
+    "auto-replied",
+    "delayed",
+    "retry",
+    "deferred",
+    "failed",
+    "bounced",
+    "ambiguous",
+    HELD_BACK,
+    NOT_ATTEMPTED,
+)
 #: Statuses that someone should look at, with the server's reply.
-PROBLEMS = ("retry", "deferred", "failed", "ambiguous")
+PROBLEMS = ("retry", "deferred", "failed", "bounced", "ambiguous")
+#: Statuses of a letter the mission answered: someone follows up.
+REPLIES = ("replied", "auto-replied")
 CSV_COLUMNS = (
     "id",
     "country",
@@ -62,6 +77,19 @@ def next_step(status: str, contacts_file: str = "contacts.csv") -> str:
             "the server may have it: ask the mission, or your provider's logs, whether it "
             "arrived; if not, run `outreach send --resend-ambiguous`"
         ),
+        "bounced": (
+            "the address no longer works: find the mission's current address (the Blue Book "
+            f"is often out of date; ask the mission), put it in {contacts_file}, "
+            "run `outreach send --retry-bounced`"
+        ),
+        "delayed": (
+            "the mission's server has not taken it yet and is still trying: nothing to do; "
+            "run `outreach inbox` later to see whether it bounced"
+        ),
+        "replied": "the mission answered: read the reply in the mailbox and follow up",
+        "auto-replied": (
+            "an automatic answer (out of office): the letter arrived; follow up if nobody answers"
+        ),
         NOT_ATTEMPTED: "not sent yet: `make send` sends it",
         HELD_BACK: "on the do-not-contact list: no letter goes to this mission",
     }.get(status, "")
@@ -81,7 +109,7 @@ class ContactState:
     status: str
     attempts: int
     last_time: datetime | None
-    smtp_code: int | None
+    smtp_code: int | str | None
     smtp_reply: str
     message_id: str
     sent_to: str = ""
@@ -117,6 +145,11 @@ class Report:
         return [c for c in self.contacts if c.status in PROBLEMS]
 
     @property
+    def replies(self) -> list[ContactState]:
+        """Letters the mission answered (the reply's date and sender in ``smtp_reply``)."""
+        return [c for c in self.contacts if c.status in REPLIES]
+
+    @property
     def never_attempted(self) -> list[ContactState]:
         return [c for c in self.contacts if c.status == NOT_ATTEMPTED]
 
@@ -150,7 +183,7 @@ def build_report(
         record = records.get(key)
         country = contact.country if contact is not None else ""
         held = contact is not None and do_not_contact is not None and do_not_contact.holds(contact)
-        if held and (record is None or record.status != "sent"):
+        if held and (record is None or record.status not in HAS_LETTER):
             assert contact is not None
             states.append(
                 ContactState(
@@ -178,20 +211,21 @@ def build_report(
                 )
             )
             continue
-        reason = record.reason
+        current = contact.recipients if contact is not None else None
+        reason = record.reason_for(current)
         assert reason is not None
-        status = record.status
-        sent_to = [a for a, row in record.addresses.items() if row.status == "sent"]
+        status = record.status_for(current)
+        sent_to = [a for a, row in record.addresses.items() if row.status in HAS_LETTER]
         states.append(
             ContactState(
                 id=contact.id if contact is not None else record.contact_id,
                 country=country,
-                email=reason.email if status != "sent" else ";".join(sent_to),
+                email=reason.email if status not in HAS_LETTER else ";".join(sent_to),
                 status=status,
                 attempts=record.attempts,
                 last_time=record.rows[-1].time,
                 smtp_code=reason.smtp_code,
-                smtp_reply=reason.smtp_reply,
+                smtp_reply=reason.reply_text,
                 message_id=record.message_id,
                 sent_to=";".join(sent_to),
                 next_step=next_step(status, file_name),
@@ -234,7 +268,7 @@ def _short_time(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
-def _code(value: int | None) -> str:
+def _code(value: int | str | None) -> str:
     return "" if value is None else str(value)
 
 
@@ -287,6 +321,7 @@ def to_data(report: Report) -> dict[str, Any]:
         "rate_per_minute": report.rate_per_minute,
         "contacts": [_state_dict(c) for c in report.contacts],
         "problems": [_state_dict(c) for c in report.problems],
+        "replies": [_state_dict(c) for c in report.replies],
         "never_attempted": [c.id for c in report.never_attempted],
         "notes": report.notes,
     }
@@ -323,6 +358,10 @@ STYLES = {
     "deferred": "yellow",
     "failed": "red",
     "ambiguous": "magenta",
+    "bounced": "red",
+    "delayed": "green",
+    "replied": "bold green",
+    "auto-replied": "green",
     NOT_ATTEMPTED: "dim",
 }
 
@@ -363,6 +402,14 @@ def to_renderables(report: Report) -> RenderableType:
             reply = f"{_code(c.smtp_code)} {c.smtp_reply}".strip()
             if reply:
                 parts.append(Padding(Text(f"server: {reply}"), (0, 0, 0, 4)))
+            parts.append(Padding(Text(f"→ {c.next_step}", style="cyan"), (0, 0, 0, 4)))
+    if report.replies:
+        parts.append(Text(f"\nReplies ({len(report.replies)})", style="bold"))
+        for c in report.replies:
+            parts.append(
+                Text.assemble((c.id, "bold"), f"  {c.country}  ", (c.status, STYLES[c.status]))
+            )
+            parts.append(Padding(Text(c.smtp_reply), (0, 0, 0, 4)))
             parts.append(Padding(Text(f"→ {c.next_step}", style="cyan"), (0, 0, 0, 4)))
     never = report.never_attempted
     if never:

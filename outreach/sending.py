@@ -36,6 +36,7 @@ from outreach.followup import NEVER_GOT_IT, Original, originals
 from outreach.message import Letter
 from outreach.ratelimit import RateLimiter
 from outreach.sendlog import (
+    HAS_LETTER,
     LogRow,
     SendLog,
     contact_key,
@@ -93,6 +94,10 @@ class Plan:
     ambiguous: list[str]
     deferred: list[str]
     held_back: int = 0
+    #: Contacts whose letter bounced and that get no letter this run: without
+    #: --retry-bounced all of them; with it, those whose address is unchanged.
+    bounced: list[str] = field(default_factory=list)
+    retry_bounced: bool = False
     daily_room: int | None = None
     resume_at: datetime | None = None
     repeats: list[Repeat] = field(default_factory=list)
@@ -128,19 +133,24 @@ def make_plan(
     retry_failed: bool = False,
     resend_ambiguous: bool = False,
     allow_repeat: bool = False,
+    retry_bounced: bool = False,
     do_not_contact: DoNotContact | None = None,
 ) -> Plan:
     """Which of ``contacts`` are owed their letter, at which addresses; how many may go today.
 
-    Nobody on the do-not-contact list is planned a letter: a contact whose id
-    or To address is listed is held back, a listed Cc is left out.
+    A letter the mission's server took is done, whatever came back to the
+    mailbox since (a delay notice, an answer). One that bounced goes again
+    only with ``retry_bounced``, and then only to the contact's addresses
+    that never had it: a changed address. The same address would bounce
+    again. Nobody on the do-not-contact list is planned a letter: a contact
+    whose id or To address is listed is held back, a listed Cc is left out.
     """
     listed = do_not_contact or DoNotContact()
     held: list[tuple[str, str]] = []
     records = contact_records(rows, settings.campaign)
     first_letters = originals(rows, settings.follow_up_of) if settings.follow_up_of else {}
     not_followed_up: dict[str, list[str]] = defaultdict(list)
-    again = {None, "retry", "deferred"}
+    again: set[str | None] = {None, "retry", "deferred"}
     if retry_failed:
         again |= {"failed", "refused"}
     if resend_ambiguous:
@@ -156,24 +166,27 @@ def make_plan(
             not_followed_up[original.status if original else NEVER_GOT_IT].append(contact.id)
             continue
         why = listed.holds(contact)
-        if why is not None and (record is None or record.status != "sent"):
+        if why is not None and (record is None or record.status not in HAS_LETTER):
             held.append((contact.id, why))
             continue
         reachable = listed.without(contact.recipients)
         if record is None:
             to_send.append(Delivery(contact, reachable, original=original))
             continue
-        status = record.status
-        by_status[status].append(contact.id)
+        status = record.status_for(contact.recipients)
+        by_status["sent" if status in HAS_LETTER else status].append(contact.id)
         if (
-            status == "sent"
+            status in HAS_LETTER
             or (status == "failed" and not retry_failed)
             or (status == "ambiguous" and not resend_ambiguous)
+            or (status == "bounced" and not retry_bounced)
         ):
             continue
         owed = tuple(a for a in reachable if record.state(a) in again)
         if owed:
             to_send.append(Delivery(contact, owed, record.attempts, record.message_id, original))
+        elif status == "bounced":
+            by_status["still bounced"].append(contact.id)
     held_back = 0
     if limit is not None and len(to_send) > limit:
         held_back, to_send = len(to_send) - limit, to_send[:limit]
@@ -191,6 +204,8 @@ def make_plan(
         ambiguous=by_status["ambiguous"],
         deferred=by_status["retry"] + by_status["deferred"],
         held_back=held_back,
+        bounced=by_status["still bounced"] if retry_bounced else by_status["bounced"],
+        retry_bounced=retry_bounced,
         daily_room=room,
         resume_at=resume_at,
         repeats=find_repeats(

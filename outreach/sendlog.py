@@ -9,6 +9,13 @@ sends only what is still owed. Staff read the same file in a spreadsheet.
 Each row speaks of the addresses in its ``email`` column: a letter's rows
 say, address by address, which recipients have it. ``contact_records``
 reads them back into one record per contact.
+
+``outreach inbox`` appends what came back to the sender's mailbox after a
+letter left: ``bounced`` and ``delayed`` (a delivery status notification
+about one address), ``replied`` and ``auto-replied`` (an answer to the
+letter). Such a row keeps the notice's own Message-ID at the end of its
+``smtp_reply`` (`` [notice <id>]``), so that reading the same mailbox again
+records nothing twice.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,7 +49,22 @@ COLUMNS_WITHOUT_SUBJECT = (
     "message_id",
 )
 COLUMNS = (*COLUMNS_WITHOUT_SUBJECT, "subject")
-STATUSES = ("sending", "sent", "retry", "deferred", "failed", "ambiguous", "refused", "test")
+#: What ``outreach inbox`` records: what came back to the mailbox after a letter left.
+INBOX_STATUSES = ("bounced", "delayed", "replied", "auto-replied")
+STATUSES = (
+    "sending",
+    "sent",
+    "retry",
+    "deferred",
+    "failed",
+    "ambiguous",
+    "refused",
+    "test",
+    *INBOX_STATUSES,
+)
+#: Statuses of an address that has the letter: the server took it, and what came
+#: back since (a delay notice, an answer) says nothing against it.
+HAS_LETTER = ("sent", "delayed", "replied", "auto-replied")
 #: Statuses after which an address is not sent to again (unless asked).
 DONE = ("sent", "failed", "refused", "ambiguous", "sending")
 #: Statuses of an address that may still go (its letter is owed).
@@ -50,6 +72,10 @@ OWED = ("retry", "deferred")
 #: Cells beginning with these are formulas to a spreadsheet.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 _CUT_SHORT = "the run stopped while this letter was being sent"
+#: An enhanced status code (RFC 3463), as a bounce's ``smtp_code``: ``5.1.1``, ``5.1.10``.
+ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+#: How an inbox row's ``smtp_reply`` ends: the Message-ID of the notice it came from.
+_NOTICE = re.compile(r" \[notice (<[^<>\s]*>)\]$")
 
 
 def neutralise_cell(value: str) -> str:
@@ -64,6 +90,19 @@ def neutralise_cell(value: str) -> str:
 
 def restore_cell(value: str) -> str:
     return value[1:] if value.startswith("'") else value
+
+
+def with_notice(text: str, notice_id: str) -> str:
+    """An inbox row's ``smtp_reply``: what the notice says, then its own Message-ID."""
+    return f"{' '.join(text.split())} [notice {notice_id}]"
+
+
+def split_notice(reply: str) -> tuple[str, str]:
+    """``smtp_reply`` without the notice's Message-ID, and that Message-ID ("" for none)."""
+    found = _NOTICE.search(reply)
+    if found is None:
+        return reply, ""
+    return reply[: found.start()], found.group(1)
 
 
 def contact_key(contact_id: str) -> str:
@@ -81,7 +120,8 @@ class LogRow:
     email: str
     status: str
     attempt: int = 0
-    smtp_code: int | None = None
+    #: The server's reply code (``550``), or for a bounce the status it gives (``5.1.1``).
+    smtp_code: int | str | None = None
     smtp_reply: str = ""
     message_id: str = ""
     subject: str = ""
@@ -91,6 +131,16 @@ class LogRow:
     def addresses(self) -> list[str]:
         """The addresses this row speaks of, in lower case."""
         return [a.strip().lower() for a in self.email.split(";") if a.strip()]
+
+    @property
+    def reply_text(self) -> str:
+        """``smtp_reply`` as staff read it: without the notice's Message-ID."""
+        return split_notice(self.smtp_reply)[0]
+
+    @property
+    def notice_id(self) -> str:
+        """For a row of ``outreach inbox``: the Message-ID of the notice it came from."""
+        return split_notice(self.smtp_reply)[1]
 
     def cells(self, columns: tuple[str, ...] = COLUMNS) -> list[str]:
         values = {
@@ -146,10 +196,14 @@ def _parse_row(path: Path, line: int, cells: list[str], columns: tuple[str, ...]
         attempt = int(values["attempt"])
     except ValueError:
         raise bad("attempt", "a whole number") from None
-    try:
-        code = int(values["smtp_code"]) if values["smtp_code"] else None
-    except ValueError:
-        raise bad("smtp_code", "an SMTP reply code") from None
+    code: int | str | None = None
+    if ENHANCED_STATUS.fullmatch(values["smtp_code"]):
+        code = values["smtp_code"]  # a bounce's status, such as 5.1.1
+    elif values["smtp_code"]:
+        try:
+            code = int(values["smtp_code"])
+        except ValueError:
+            raise bad("smtp_code", "an SMTP reply code or status") from None
     return LogRow(
         time=time,
         campaign=values["campaign"],
@@ -289,28 +343,55 @@ class ContactRecord:
 
     @property
     def status(self) -> str:
+        """The letter's status, from the log alone (see ``status_for``)."""
+        return self.status_for(None)
+
+    def status_for(self, current: Collection[str] | None) -> str:
         """The letter's status: ``sent`` only when every address tried has it.
 
         An address whose last row is ``sending`` was on the wire when a run
         stopped: ambiguous. What may still go (retry, deferred) comes before
         what failed, so that a contact owed a letter is never shown done.
+        Then what came back to the mailbox: a bounce, an answer, a delay.
+
+        ``current`` are the contact's addresses in the contacts file now: a
+        bounced address the file no longer has is history once one of these
+        has the letter (the mission's address changed, and the letter went
+        to the new one).
         """
-        states = [row.status for row in self.addresses.values()]
+        states = [row.status for row in self._rows_for(current)]
         for status in ("ambiguous", "retry", "deferred", "failed"):
             if status in states or (status == "ambiguous" and "sending" in states):
                 return status
         if "refused" in states:
             return "failed"
+        for status in ("bounced", "replied", "auto-replied", "delayed"):
+            if status in states:
+                return status
         return "sent" if states else "not attempted"
+
+    def _rows_for(self, current: Collection[str] | None) -> list[LogRow]:
+        if current is None:
+            return list(self.addresses.values())
+        now = {address.lower() for address in current}
+        rows = self.addresses.items()
+        if not any(row.status in HAS_LETTER for address, row in rows if address in now):
+            return list(self.addresses.values())
+        return [row for address, row in rows if address in now or row.status != "bounced"]
 
     @property
     def reason(self) -> LogRow | None:
         """The row that explains ``status``: the server's words for it."""
+        return self.reason_for(None)
+
+    def reason_for(self, current: Collection[str] | None) -> LogRow | None:
+        """The row that explains ``status_for(current)``."""
+        status = self.status_for(current)
         wanted = {
             "ambiguous": ("sending", "ambiguous"),
             "failed": ("failed", "refused"),
-        }.get(self.status, (self.status,))
-        found = [row for row in self.addresses.values() if row.status in wanted]
+        }.get(status, (status,))
+        found = [row for row in self._rows_for(current) if row.status in wanted]
         if not found:
             return self.rows[-1] if self.rows else None
         row = max(found, key=lambda r: r.line or 0)
@@ -334,7 +415,28 @@ class ContactRecord:
             # recipient on ``sent``, after a ``refused`` row for the one refused.
             if row.status == "sent" and address in refused_now:
                 continue
-            self.addresses[address] = row
+            before = self.addresses.get(address)
+            if before is None or _supersedes(row, before):
+                self.addresses[address] = row
+
+
+#: Of the rows saying an address has the letter, which says the most: an
+#: out-of-office read after the mission's answer does not hide the answer.
+_RANK = {"sent": 0, "delayed": 1, "auto-replied": 2, "replied": 3}
+
+
+def _supersedes(row: LogRow, before: LogRow) -> bool:
+    """Whether ``row`` becomes an address's state in place of ``before``.
+
+    A row of a run always does. What ``outreach inbox`` read need not come in
+    the order it happened: a delay notice read after the bounce that ended
+    the delay does not undo the bounce.
+    """
+    if row.status == "delayed" and before.status == "bounced":
+        return False
+    if row.status in INBOX_STATUSES and row.status in _RANK and before.status in _RANK:
+        return _RANK[row.status] >= _RANK[before.status]
+    return True
 
 
 def contact_records(rows: Iterable[LogRow], campaign: str) -> dict[str, ContactRecord]:
@@ -425,7 +527,7 @@ class SendLog:
             os.close(fd)
             if err.errno in (errno.EAGAIN, errno.EACCES):
                 raise SendLogError(
-                    f"{path} is in use by another outreach send; "
+                    f"{path} is in use by another outreach send or inbox; "
                     "wait for it to finish, or stop it, then run again"
                 ) from err
             raise SendLogError(f"{path}: cannot be locked ({err.strerror})") from err

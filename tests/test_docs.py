@@ -38,7 +38,9 @@ def test_the_example_settings_load() -> None:
     assert settings.warnings == ()
 
 
-@pytest.mark.parametrize("target", ["demo", "test", "preview", "check", "send", "report", "lint"])
+@pytest.mark.parametrize(
+    "target", ["demo", "test", "preview", "check", "send", "inbox", "report", "lint"]
+)
 def test_every_make_target_in_the_readme_exists(target: str) -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(rf"^{target}:", makefile, re.M)
