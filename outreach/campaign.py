@@ -45,6 +45,7 @@ from outreach.errors import (
 )
 from outreach.followup import Original, originals
 from outreach.inbox import InboxResult
+from outreach.inbox import last_read as inbox_last_read
 from outreach.inbox import read_inbox as _read_inbox
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
@@ -323,6 +324,8 @@ class Campaign:
             do_not_contact=self.do_not_contact,
         )
         refuse_placeholders(plan.to_send, Server.from_settings(self.settings))
+        if self.settings.follow_up_of:
+            plan = dataclasses.replace(plan, inbox_read_at=inbox_last_read(self.settings))
         return plan
 
     def _subject_of(self, delivery: Delivery) -> str:

@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +244,15 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
             f"Follows up:    {plan.follow_up_of}, threaded on its letters; not reminded: "
             + (left_out or "nobody")
         )
+        read = plan.inbox_read_at
+        if read is None or datetime.now(UTC) - read > timedelta(days=1):
+            when = f"last read {_local(read)}" if read else "never read by outreach inbox"
+            click.echo(
+                f"Inbox:         {when}: run `outreach inbox` first, so that no reminder goes "
+                "to a mission that answered or whose letter bounced"
+            )
+        else:
+            click.echo(f"Inbox:         read {_local(read)}")
     click.echo(f"To send:       {len(plan.to_send)}")
     click.echo(f"Already sent:  {len(plan.sent)}")
     if plan.failed:
@@ -623,12 +632,14 @@ def demo(port: int) -> None:
 
 def _with_imap_password(settings: Settings) -> Settings:
     """Ask for the mailbox's password when a user name is set but no password is."""
-    if not settings.imap_username or settings.imap_password or settings.smtp_auth == "xoauth2":
+    from outreach.credentials import imap_credentials
+
+    if not imap_credentials(settings).needs_prompt():
         return settings
     if not sys.stdin.isatty():
         raise SettingsError(
             "IMAP_USERNAME is set but IMAP_PASSWORD is not (nor SMTP_PASSWORD), and there is "
-            "no terminal to ask on"
+            "no terminal to ask on (set IMAP_PASSWORD_COMMAND to read it from a password manager)"
         )
     password = click.prompt(
         f"Password for {settings.imap_username} at {settings.imap_host}",

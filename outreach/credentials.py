@@ -165,9 +165,11 @@ def imap_credentials(settings: Settings) -> Credentials:
 
 def _credentials(settings: Settings, prefix: str) -> Credentials:
     smtp = prefix == "SMTP"
+    username = settings.smtp_username if smtp else settings.imap_username
     return Credentials(
-        mechanism=settings.smtp_auth,
-        username=settings.smtp_username if smtp else settings.imap_username,
+        # A mailbox read with a name of its own and no SMTP login signs in with a password.
+        mechanism=settings.smtp_auth or ("password" if username else ""),
+        username=username,
         password=settings.smtp_password if smtp else settings.imap_password,
         password_command=settings.smtp_password_command if smtp else settings.imap_password_command,
         token_command=settings.smtp_token_command if smtp else settings.imap_token_command,

@@ -37,7 +37,7 @@ import ssl
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from outreach.addresses import is_loopback
 from outreach.clock import Clock, SystemClock
+from outreach.credentials import imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
 from outreach.notices import BOUNCED, DELAYED, Event, Notice, parse, read_notice
 from outreach.sendlog import (
@@ -293,10 +294,14 @@ class Positions:
         self.path = path
         self.warning = ""
         self.data: dict[str, Any] = {}
+        #: When ``outreach inbox`` last read mail (for a follow-up's plan).
+        self.read_at: datetime | None = None
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(loaded, dict) and isinstance(loaded.get("mailboxes"), dict):
                 self.data = loaded["mailboxes"]
+                with contextlib.suppress(TypeError, ValueError):
+                    self.read_at = datetime.fromisoformat(loaded.get("read_at", ""))
             else:
                 raise ValueError("not the shape outreach writes")
         except FileNotFoundError:
@@ -320,7 +325,15 @@ class Positions:
             "uidvalidity": uidvalidity,
             "last_uid": last_uid,
         }
-        text = json.dumps({"version": 1, "mailboxes": self.data}, indent=2, sort_keys=True)
+        self.save()
+
+    def save(self, read_at: datetime | None = None) -> None:
+        """Write the positions (and when mail was last read), atomically."""
+        self.read_at = read_at or self.read_at
+        state: dict[str, Any] = {"version": 1, "mailboxes": self.data}
+        if self.read_at is not None:
+            state["read_at"] = self.read_at.isoformat(timespec="seconds")
+        text = json.dumps(state, indent=2, sort_keys=True)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with temporary.open("w", encoding="utf-8") as handle:
@@ -422,31 +435,39 @@ def _connect_error(err: BaseException, settings: Settings) -> BaseException:
 
 
 def _sign_in(client: IMAPClient, settings: Settings) -> None:
-    """Sign in to the mailbox: the one place that does, whatever the way of signing in."""
+    """Sign in to the mailbox: the one place that does, whatever the way of signing in.
+
+    As for SMTP (``credentials.py``): a password, from IMAP_PASSWORD (or
+    SMTP_PASSWORD) or a command; or, with SMTP_AUTH=xoauth2 or oauthbearer,
+    a token from a command or from ``outreach login --inbox``, asked for
+    once more when the server refuses it.
+    """
     name = server_name(settings)
-    if settings.smtp_auth in ("xoauth2", "oauthbearer"):
-        raise SettingsError(
-            f"SMTP_AUTH={settings.smtp_auth}: outreach inbox signs in with IMAP_USERNAME and "
-            "IMAP_PASSWORD"
-        )
-    if not settings.imap_username:
+    credentials = imap_credentials(settings)
+    if not credentials.username:
         raise SettingsError(
             "IMAP_USERNAME is not set (nor SMTP_USERNAME): give the mailbox to read"
         )
-    if not settings.imap_password:
-        raise SettingsError(
-            f"IMAP_PASSWORD is not set (nor SMTP_PASSWORD): the password of "
-            f"{settings.imap_username}"
-        )
-    secret = settings.imap_password.reveal()
-    try:
-        client.login(settings.imap_username, secret)
-    except LoginError as err:
-        said = str(err).replace(secret, "********")
-        raise InboxError(
-            f"{name} refused the sign-in of IMAP_USERNAME={settings.imap_username} ({said}); "
-            "check IMAP_USERNAME and IMAP_PASSWORD"
-        ) from None
+    user = credentials.username
+    tries = (False, True) if credentials.uses_token else (False,)
+    for fresh in tries:
+        secret = credentials.secret(fresh=fresh).reveal()
+        try:
+            if credentials.mechanism == "xoauth2":
+                client.oauth2_login(user, secret)
+            elif credentials.mechanism == "oauthbearer":
+                client.oauthbearer_login(user, secret)
+            else:
+                client.login(user, secret)
+            return
+        except LoginError as err:
+            said = credentials.scrub(str(err))
+            if fresh or not credentials.uses_token:
+                what = "the token" if credentials.uses_token else "IMAP_PASSWORD"
+                raise InboxError(
+                    f"{name} refused the sign-in of IMAP_USERNAME={user} ({said}); "
+                    f"check IMAP_USERNAME and {what}"
+                ) from None
 
 
 def _close(client: IMAPClient) -> None:
@@ -553,16 +574,22 @@ def read_inbox(
                 log.append(row, durable=True)
                 result.rows.append(row)
 
+        positions = Positions(settings.log_dir / STATE_FILE)
         if source is not None:
             for fetched in read_files(source):
                 if since is None or _arrived_since(fetched, since):
                     handle(fetched)
         else:
-            positions = Positions(settings.log_dir / STATE_FILE)
             if positions.warning:
                 result.warnings.append(positions.warning)
             read_imap(settings, positions, since, matcher.first_letter, handle)
+        positions.save(read_at=clock.now())
     return result
+
+
+def last_read(settings: Settings) -> datetime | None:
+    """When ``outreach inbox`` last read the mail of this send log, if it ever did."""
+    return Positions(settings.log_dir / STATE_FILE).read_at
 
 
 def _imap_source(settings: Settings) -> str:

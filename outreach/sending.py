@@ -108,6 +108,8 @@ class Plan:
     #: out by the state of their first letter (replied, bounced, …).
     follow_up_of: str = ""
     not_followed_up: dict[str, list[str]] = field(default_factory=dict)
+    #: For a follow-up: when ``outreach inbox`` last read the replies and bounces.
+    inbox_read_at: datetime | None = None
 
     @property
     def contacts(self) -> list[Contact]:

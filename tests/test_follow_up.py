@@ -117,3 +117,103 @@ def test_a_campaign_cannot_follow_itself(run_cli: RunCli) -> None:
     result = run_cli("check", env={"CAMPAIGN": FIRST, "FOLLOW_UP_OF": FIRST})
     assert result.code == 2
     assert "FOLLOW_UP_OF='code-of-conduct-2015' is CAMPAIGN itself" in result.stderr
+
+
+# -- with what came back to the mailbox ----------------------------------------------------
+
+
+def reply(contact_id: str, *refs: str, automatic: bool = False) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"{contact_id.lower()}@missions.example"
+    message["To"] = "campaign@coalition.example"
+    message["Subject"] = "Re: Request to endorse the Code of Conduct"
+    message["Message-ID"] = f"<answer-{contact_id}-{len(refs)}@missions.example>"
+    message["Date"] = "Mon, 30 Nov 2026 10:00:00 +0000"
+    message["In-Reply-To"] = refs[-1]
+    message["References"] = " ".join(refs)
+    if automatic:
+        message["Auto-Submitted"] = "auto-replied"
+    message.set_content("Thank you for your letter." if not automatic else "I am away.")
+    return bytes(message)
+
+
+def report(contact_id: str, letter_id: str, action: str, status: str) -> bytes:
+    """An RFC 3464 delivery status notification about one letter."""
+    address = f"{contact_id.lower()}@missions.example"
+    return (
+        "From: MAILER-DAEMON@mail.coalition.example\r\n"
+        "To: campaign@coalition.example\r\n"
+        f"Subject: Delivery Status Notification ({action})\r\n"
+        f"Message-ID: <dsn-{contact_id}@mail.coalition.example>\r\n"
+        "Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nA letter could not be delivered.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mail.coalition.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {address}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {status} no such mailbox\r\n\r\n"
+        "--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {letter_id}\r\nTo: {address}\r\n\r\n"
+        "--b--\r\n"
+    ).encode()
+
+
+def test_only_missions_that_have_the_letter_and_have_not_answered_are_reminded(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer
+) -> None:
+    env = smtp_server.env(CAMPAIGN=FIRST)
+    five = "CHL,FRA,KEN,DZA,AND"
+    assert run_cli("send", "--yes", "--only", five, env=env).code == 0
+    ids = {r.contact_id: r.message_id for r in read_log(project / "logs" / "send-log.csv")}
+    mail = project / "mail"
+    mail.mkdir()
+    (mail / "1.eml").write_bytes(report("CHL", ids["CHL"], "failed", "5.1.1"))
+    (mail / "2.eml").write_bytes(reply("FRA", ids["FRA"]))
+    (mail / "3.eml").write_bytes(reply("KEN", ids["KEN"], automatic=True))
+    (mail / "4.eml").write_bytes(report("DZA", ids["DZA"], "delayed", "4.4.7"))
+    read = run_cli("inbox", "--from", str(mail), env=env)
+    assert read.code == 0, read.stdout + read.stderr
+    smtp_server.received.clear()
+
+    env["CAMPAIGN"] = REMINDER
+    result = run_cli("send", "--yes", "--follow-up-of", FIRST, "--only", five, env=env)
+    assert result.code == 0, result.stdout + result.stderr
+    assert "not reminded: 1 bounced, 1 replied" in result.stdout
+    assert "Inbox:         read " in result.stdout
+    reminded = sorted(r.recipients[0] for r in smtp_server.received)
+    assert reminded == ["and@missions.example", "dza@missions.example", "ken@missions.example"]
+
+    # Algeria answers the reminder: the answer names both letters of the thread.
+    reminder_ids = {
+        r.contact_id: r.message_id
+        for r in read_log(project / "logs" / "send-log.csv")
+        if r.campaign == REMINDER and r.status == "sent"
+    }
+    (mail / "5.eml").write_bytes(reply("DZA", ids["DZA"], reminder_ids["DZA"]))
+    assert run_cli("inbox", "--from", str(mail), env=env).code == 0
+    smtp_server.received.clear()
+    env["CAMPAIGN"] = "code-of-conduct-2015-reminder-2"
+    # The same reminder again is a repeat of the first reminder: it needs a yes.
+    refused = run_cli("send", "--yes", "--follow-up-of", FIRST, "--only", five, env=env)
+    assert refused.code == 2
+    assert "campaign 'code-of-conduct-2015-reminder-1'" in refused.stderr
+    second = run_cli(
+        "send", "--yes", "--allow-repeat", "--follow-up-of", FIRST, "--only", five, env=env
+    )
+    assert second.code == 0, second.stdout + second.stderr
+    assert sorted(r.recipients[0] for r in smtp_server.received) == [
+        "and@missions.example",
+        "ken@missions.example",
+    ]
+
+
+def test_the_plan_says_to_read_the_inbox_first_when_it_was_not_read_today(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer, first_letters: dict[str, str]
+) -> None:
+    env = smtp_server.env(CAMPAIGN=REMINDER, FOLLOW_UP_OF=FIRST)
+    result = run_cli("send", "--yes", "--only", "CHL", env=env)
+    assert (
+        "Inbox:         never read by outreach inbox: run `outreach inbox` first, so that no "
+        "reminder goes to a mission that answered or whose letter bounced"
+    ) in result.stdout

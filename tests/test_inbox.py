@@ -410,7 +410,8 @@ def test_a_bounced_address_no_longer_in_the_contacts_file_is_history_once_replac
         pytest.param(
             {"IMAP_HOST": "127.0.0.1", "IMAP_PASSWORD": ""},
             "Error: IMAP_USERNAME is set but IMAP_PASSWORD is not (nor SMTP_PASSWORD), and "
-            "there is no terminal to ask on\n",
+            "there is no terminal to ask on (set IMAP_PASSWORD_COMMAND to read it from a "
+            "password manager)\n",
             id="no-password-no-terminal",
         ),
     ],

@@ -286,3 +286,16 @@ def test_nothing_listening_is_named(run_cli: RunCli, mail_system: MailSystem, a_
         f"Error: cannot connect to 127.0.0.1:{port}: it refused the connection; check "
         "IMAP_HOST and IMAP_PORT, or whether the server is up\n",
     )
+
+
+def test_the_mailbox_password_can_come_from_a_password_manager(
+    run_cli: RunCli, mail_system: MailSystem, a_log: Path, tmp_path: Path
+) -> None:
+    password = mail_system.env()["IMAP_PASSWORD"]
+    script = tmp_path / "pass"
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{password}'\n")
+    script.chmod(0o700)
+    env = mail_system.env(IMAP_PASSWORD="", SMTP_PASSWORD="", IMAP_PASSWORD_COMMAND=str(script))
+    done = run_cli("inbox", env=env)
+    assert done.code == 0, done.stderr
+    assert password not in done.stdout + done.stderr
