@@ -580,7 +580,18 @@ def distance_table(far: Runs) -> list[str]:
         ],
         f"| the round-trip bound: {PROXY_LETTERS} × 4 round trips × 50 ms | {bound:.1f} s | "
         f"| {bound:.1f} s |",
+        "",
+        "Round by round, whole commands side by side: mailmerge took "
+        + ratios(far["mailmerge"], far["outreach-1"])
+        + " the time of outreach on one connection, and outreach on one connection "
+        + ratios(far["outreach-1"], far["smtplib"])
+        + " that of the smtplib loop.",
     ]
+
+
+def ratios(these: list[Run], those: list[Run]) -> str:
+    """The wall time of each of ``these`` over that of the run of ``those`` in the same round."""
+    return ", ".join(f"{a.wall / b.wall:.2f}×" for a, b in zip(these, those, strict=True))
 
 
 def loopback_table(previews: list[Run], near: Runs) -> list[str]:
