@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -540,9 +541,10 @@ def make_test() -> tuple[float, str] | None:
         return None
     subprocess.run(["make", "--silent", ".venv/.installed"], cwd=ROOT, check=True)
     run = measure(["make", "test"], ROOT, dict(os.environ))
-    printed = run.output.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    printed = run.output.read_text(encoding="utf-8", errors="replace").splitlines()
+    summary = [line.strip("= ") for line in printed if re.search(r"\d+ (passed|failed)", line)]
     log(f"make test: {run.wall:.0f} s")
-    return run.wall, printed[-1].strip("= ") if printed else ""
+    return run.wall, summary[-1] if summary else "no summary line"
 
 
 # -- the report ----------------------------------------------------------------------
@@ -768,8 +770,8 @@ def write_results(
         ),
         "",
         (
-            f"`make test`: {tested[0]:.0f} s of wall time, run once ({tested[1]}), on a "
-            "machine that may have been busy with other work."
+            f"`make test`: {tested[0]:.0f} s of wall time, run once; pytest's summary: "
+            f"{tested[1]}. The machine may have been busy with other work."
             if tested is not None
             else "`make test` was not timed in this run (`BENCH_MAKE_TEST=0`)."
         ),
