@@ -59,7 +59,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e . 'mailmerge==2.3.*'
 	touch $@
 
-bench: $(BENCH_VENV)/.installed ## throughput, memory and rate accuracy beside mailmerge (about 20 min); writes benchmarks/RESULTS.md
+bench: $(BENCH_VENV)/.installed ## what users feel: sending across 50 ms of network beside mailmerge, preview, 20,000 letters, the rate limit (about 20 min); writes benchmarks/RESULTS.md
 	$(BENCH_VENV)/bin/python benchmarks/bench.py
 
 clean: ## remove the virtual environment and generated files

@@ -1,8 +1,12 @@
-"""The SMTP ceiling: a plain smtplib loop over prebuilt messages, nothing else.
+"""A plain smtplib loop over prebuilt messages: the least any sender must do.
 
-Reads every ``.eml`` that ``outreach preview`` wrote (outreach's own bytes),
-then, timed, sends them over N reused connections (one thread each) to the
-sink. Prints ``{"sent": n, "seconds": s}``.
+    python smtplib_loop.py FOLDER PORT CONNECTIONS
+
+Reads every ``.eml`` that ``outreach preview`` wrote into FOLDER (outreach's
+own bytes), then sends them to 127.0.0.1:PORT over CONNECTIONS reused
+connections (one thread each), with smtplib's ``sendmail``: MAIL, RCPT,
+DATA and the message, one reply awaited after each. Prints
+``{"sent": n, "seconds": s}``, the seconds being those of the sending alone.
 """
 
 from __future__ import annotations
