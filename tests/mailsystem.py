@@ -6,7 +6,11 @@ mission domain at RCPT (``smtpd_reject_unlisted_recipient = no``), so that
 a letter to a user that does not exist is taken, then bounced by the
 delivery agent: Postfix itself writes the RFC 3464 notice (``5.1.1``) back
 to the sender's Maildir. Dovecot serves that Maildir over IMAP with TLS
-(a certificate from ``trustme``) on another free loopback port.
+(a certificate from ``trustme``) on another free loopback port. It signs
+the mailbox in with its password (PLAIN, LOGIN) or with an OAuth2 access
+token (XOAUTH2, OAUTHBEARER), which its ``oauth2`` passdb checks by asking
+a small token service on loopback who the token belongs to, as it would ask
+Microsoft Graph's ``/me``.
 
 Both run as this machine's root (Postfix's master must), each with a
 configuration of its own in a temporary folder (not pytest's, whose parent
@@ -18,15 +22,18 @@ left behind. Debian's packages: ``postfix`` and ``dovecot-imapd``.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import trustme
@@ -38,6 +45,8 @@ MISSIONS = "missions.example"
 COALITION = "coalition.example"
 SENDER = f"campaign@{COALITION}"
 PASSWORD = "a mailbox password"
+#: The one access token the token service knows: it belongs to SENDER.
+TOKEN = "eyJ0eXAiOiJKV1Qi.a-mailbox-access-token"
 #: Postfix's ``virtual(8)`` delivers as this user; Dovecot reads as it.
 MAIL_USER = "nobody"
 START_SECONDS = 20
@@ -194,7 +203,23 @@ maillog_file = {folder}/postfix.log
     return config
 
 
-def _dovecot_config(folder: Path, imaps: int, imap: int) -> tuple[Path, Path]:
+class _TokenService(BaseHTTPRequestHandler):
+    """``GET /me`` with ``Authorization: Bearer <token>``: whose token it is, or 401."""
+
+    def do_GET(self) -> None:
+        known = self.headers.get("Authorization") == f"Bearer {TOKEN}"
+        body = json.dumps({"email": SENDER} if known else {"error": "invalid_token"}).encode()
+        self.send_response(200 if known else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test run's output is not the place for each request."""
+
+
+def _dovecot_config(folder: Path, imaps: int, imap: int, tokens: int) -> tuple[Path, Path]:
     home = folder / "dovecot"
     home.mkdir()
     ca = trustme.CA()
@@ -208,6 +233,11 @@ def _dovecot_config(folder: Path, imaps: int, imap: int) -> tuple[Path, Path]:
         f"{SENDER}:{{PLAIN}}{PASSWORD}:{nobody.pw_uid}:{nobody.pw_gid}::"
         f"{folder}/mail/{COALITION}/campaign\n"
     )
+    (home / "oauth2.conf.ext").write_text(
+        f"introspection_mode = auth\n"
+        f"introspection_url = http://127.0.0.1:{tokens}/me\n"
+        f"username_attribute = email\n"
+    )
     config = home / "dovecot.conf"
     config.write_text(
         f"""\
@@ -220,13 +250,19 @@ log_path = {home}/dovecot.log
 ssl = required
 ssl_cert = <{home}/cert.pem
 ssl_key = <{home}/key.pem
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 # A wrong password is tested: no pause after it, nor for the sign-ins that follow
 # (the penalty is off when nobody may use its socket).
 auth_failure_delay = 0
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN {home}/users
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {home}/oauth2.conf.ext
 }}
 userdb {{
   driver = passwd-file
@@ -266,6 +302,7 @@ def run_mail_system(users: set[str]) -> Iterator[MailSystem]:
     folder = Path(tempfile.mkdtemp(prefix="outreach-mail-"))
     folder.chmod(0o755)  # Postfix and Dovecot drop to users of their own
     processes: list[tuple[subprocess.Popen[bytes], list[str]]] = []
+    tokens: ThreadingHTTPServer | None = None
     try:
         mail = folder / "mail"
         mail.mkdir()
@@ -273,8 +310,10 @@ def run_mail_system(users: set[str]) -> Iterator[MailSystem]:
         os.chown(mail, nobody.pw_uid, nobody.pw_gid)
         system = MailSystem(folder, free_port(), free_port(), free_port(), Path(), set(users))
         postfix_config = _postfix_config(folder, system.smtp_port, system.users)
+        tokens = ThreadingHTTPServer(("127.0.0.1", 0), _TokenService)
+        threading.Thread(target=tokens.serve_forever, daemon=True).start()
         dovecot_config, system.ca_file = _dovecot_config(
-            folder, system.imaps_port, system.imap_port
+            folder, system.imaps_port, system.imap_port, tokens.server_address[1]
         )
         stop_postfix = [postfix, "-c", str(postfix_config), "stop"]
         started = subprocess.Popen(
@@ -303,4 +342,7 @@ def run_mail_system(users: set[str]) -> Iterator[MailSystem]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=30)
+        if tokens is not None:
+            tokens.shutdown()
+            tokens.server_close()
         shutil.rmtree(folder, ignore_errors=True)

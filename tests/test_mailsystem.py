@@ -24,7 +24,7 @@ from imapclient import IMAPClient
 from outreach.sendlog import read_log
 from outreach.transport import tls_context
 from tests.conftest import CONTACTS, RunCli
-from tests.mailsystem import COALITION, PASSWORD, SENDER, MailSystem, run_mail_system
+from tests.mailsystem import COALITION, PASSWORD, SENDER, TOKEN, MailSystem, run_mail_system
 from tests.smtp import free_port
 from tests.test_inbox import counted
 
@@ -299,3 +299,47 @@ def test_the_mailbox_password_can_come_from_a_password_manager(
     done = run_cli("inbox", env=env)
     assert done.code == 0, done.stderr
     assert password not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("mechanism", ["xoauth2", "oauthbearer"])
+def test_the_mailbox_signs_in_with_a_token_from_a_command(
+    run_cli: RunCli, mail_system: MailSystem, a_log: Path, tmp_path: Path, mechanism: str
+) -> None:
+    script = tmp_path / "token"
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{TOKEN}'\n")
+    script.chmod(0o700)
+    env = mail_system.env(
+        SMTP_USERNAME=SENDER,
+        IMAP_PASSWORD="",
+        SMTP_AUTH=mechanism,
+        IMAP_TOKEN_COMMAND=str(script),
+    )
+    done = run_cli("inbox", env=env)
+    assert done.code == 0, done.stderr
+    assert f"from INBOX of {SENDER} at 127.0.0.1:{mail_system.imaps_port}" in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
+
+
+def test_a_token_the_mailbox_refuses_twice_is_one_line_and_never_shown(
+    run_cli: RunCli, mail_system: MailSystem, a_log: Path, tmp_path: Path
+) -> None:
+    """The command is asked again once; its second token refused too, the run stops."""
+    asked = tmp_path / "asked"
+    script = tmp_path / "token"
+    script.write_text(f"#!/bin/sh\necho asked >> '{asked}'\nprintf '%s\\n' 'an-expired-token'\n")
+    script.chmod(0o700)
+    env = mail_system.env(
+        SMTP_USERNAME=SENDER,
+        IMAP_PASSWORD="",
+        SMTP_AUTH="xoauth2",
+        IMAP_TOKEN_COMMAND=str(script),
+    )
+    done = run_cli("inbox", env=env)
+    assert done.code == 2
+    assert done.stderr.startswith(
+        f"Error: 127.0.0.1:{mail_system.imaps_port} refused the sign-in of IMAP_USERNAME={SENDER} ("
+    )
+    assert done.stderr.endswith("; check IMAP_USERNAME and the token\n")
+    assert done.stderr.count("\n") == 1
+    assert asked.read_text().count("asked") == 2
+    assert "an-expired-token" not in done.stdout + done.stderr
