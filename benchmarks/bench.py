@@ -63,6 +63,7 @@ ONE_WAY = 0.025  # seconds each way through the relay: 50 ms round trip
 RATE = 600  # a minute, for the rate-limit run
 SENDER = "campaign@coalition.example"
 BEFORE = "759263a"  # outreach before its restructuring
+RESTRUCTURED = "17dc690"  # right after it, before sign-in, inbox, follow-ups, attachments
 
 
 # -- running a command ---------------------------------------------------------
@@ -512,27 +513,32 @@ def rate_figures(rated: Run) -> tuple[int, int, float]:
     return most, inside, RATE * RATE_SECONDS / 60
 
 
-def python_lines() -> tuple[int | None, int]:
-    """Lines of outreach/*.py at ``BEFORE``, and in the tree benchmarked."""
-    after = sum(p.read_bytes().count(b"\n") for p in (ROOT / "outreach").glob("*.py"))
+def lines_at(commit: str) -> int | None:
+    """Lines of outreach/*.py at ``commit`` (None outside a git clone that has it)."""
     try:
         names = subprocess.run(
-            ["git", "ls-tree", "--name-only", BEFORE, "outreach/"],
+            ["git", "ls-tree", "--name-only", commit, "outreach/"],
             cwd=ROOT,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.split()
-        before = 0
+        total = 0
         for name in names:
             if name.endswith(".py"):
                 shown = subprocess.run(
-                    ["git", "show", f"{BEFORE}:{name}"], cwd=ROOT, capture_output=True, check=True
+                    ["git", "show", f"{commit}:{name}"], cwd=ROOT, capture_output=True, check=True
                 )
-                before += shown.stdout.count(b"\n")
+                total += shown.stdout.count(b"\n")
     except (OSError, subprocess.CalledProcessError):
-        return None, after
-    return before, after
+        return None
+    return total
+
+
+def python_lines() -> tuple[int | None, int | None, int]:
+    """Lines of outreach/*.py before and right after the restructuring, and now."""
+    now = sum(p.read_bytes().count(b"\n") for p in (ROOT / "outreach").glob("*.py"))
+    return lines_at(BEFORE), lines_at(RESTRUCTURED), now
 
 
 def make_test() -> tuple[float, str] | None:
@@ -715,13 +721,13 @@ def write_results(
     far: list[str],
     near: list[str],
     rated: Run,
-    lines: tuple[int | None, int],
+    lines: tuple[int | None, int | None, int],
     tested: tuple[float, str] | None,
     load: tuple[tuple[float, float, float], tuple[float, float, float]],
     took: float,
 ) -> None:
     most, sent, allowed = rate_figures(rated)
-    before, after = lines
+    before, restructured, after = lines
     (l1, l5, l15), (e1, e5, e15) = load
     n = PROXY_LETTERS
     chunks = sum(int(str(r["chunks"])) for r in relay_reports)
@@ -764,8 +770,10 @@ def write_results(
         "",
         (
             f"Lines of Python in `outreach/*.py`: {before:,} before the restructuring "
-            f"(commit {BEFORE}), {after:,} in the tree benchmarked."
-            if before is not None
+            f"(commit {BEFORE}), {restructured:,} right after it (commit {RESTRUCTURED}, "
+            f"before signing in with OAuth2, `outreach inbox`, follow-ups, attachments and the "
+            f"do-not-contact list were added), {after:,} in the tree benchmarked."
+            if before is not None and restructured is not None
             else f"Lines of Python in `outreach/*.py`: {after:,} in the tree benchmarked."
         ),
         "",
