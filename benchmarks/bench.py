@@ -364,7 +364,9 @@ def mailmerge_folder(folder: Path) -> Path:
     shutil.copy(folder / "contacts.csv", target / "mailmerge_database.csv")
     with (folder / "contacts.csv").open(encoding="utf-8", newline="") as handle:
         first = next(csv.DictReader(handle))
-    html = (folder / "out" / "preview" / f"{first['id']}.html").read_text(encoding="utf-8")
+    html = (folder / "out" / "preview" / "letters" / f"{first['id']}.html").read_text(
+        encoding="utf-8"
+    )
     body = "{% raw %}" + html + "{% endraw %}"
     for column in ("mission", "name_in_text"):  # the mission's name holds the country's
         body = body.replace(first[column], "{% endraw %}{{ " + column + " }}{% raw %}")
@@ -397,7 +399,11 @@ def smtplib_send(folder: Path, letters: int, *, far: bool) -> Run:
     """A plain smtplib loop over the .eml files of the last preview, on one connection."""
 
     def command(port: int) -> tuple[list[str], Path, dict[str, str]]:
-        loop = [sys.executable, str(HERE / "smtplib_loop.py"), str(folder / "out" / "preview")]
+        loop = [
+            sys.executable,
+            str(HERE / "smtplib_loop.py"),
+            str(folder / "out" / "preview" / "letters"),
+        ]
         return [*loop, str(port), "1"], WORK, dict(os.environ)
 
     return deliver(command, letters, far=far)
@@ -794,8 +800,9 @@ def write_results(
         "the repository's; the 2,000 and "
         f"{LARGE:,} are those 195, then copies of them with ids and addresses of their own.",
         "- `outreach send --yes` is the whole command: it reads the contacts, composes and "
-        "checks every letter, takes the spam score of one letter of each kind, then sends "
-        "each letter over one reused connection per `SEND_CONNECTIONS`, writing and "
+        "checks every letter, takes the spam score of one letter of each kind, then "
+        "composes each letter again as it goes (so that its Date is the time it is sent) "
+        "and sends it over one reused connection per `SEND_CONNECTIONS`, writing and "
         "fsyncing a `sending` row in the send log before each letter's data. As staff run "
         "`make check` before `make send`, `outreach check` runs once, untimed, in the "
         "195-letter and the 2,000-letter folders before their sends: SpamAssassin "
@@ -831,7 +838,7 @@ def write_results(
         "connection for every letter (handshake and greeting, EHLO, the letter, QUIT) and "
         "sends one HTML part, with no text part, no send log and no check.",
         "- *outreach preview* writes every letter into a new `out/preview/` (the folder "
-        "and its spare are deleted before each run).",
+        "is deleted before each run).",
         "- *Peak memory* is the largest proportional set size (Pss) of the command's "
         "whole process tree, its worker processes included, sampled every 0.1 s: Pss "
         "counts the pages that forked workers share once in all.",
