@@ -129,12 +129,13 @@ def measure(
     env: dict[str, str],
     *,
     interrupt: Callable[[], bool] | None = None,
+    check: bool = True,
 ) -> Run:
     """Run ``command`` to its end: its wall time, CPU time and peak memory.
 
     What it prints goes to a file in ``WORK/output``. ``interrupt``, asked
     ten times a second, says when to press Ctrl-C (SIGINT); without it, a
-    command that fails stops the benchmark.
+    command that fails stops the benchmark, unless ``check`` is false.
     """
     output = WORK / "output" / f"{next(_numbers):03}-{Path(command[0]).name}.txt"
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,7 @@ def measure(
         now_used = resource.getrusage(resource.RUSAGE_CHILDREN)
         finished.set()
         sampler.join()
-    if process.returncode != 0 and interrupt is None:
+    if process.returncode != 0 and interrupt is None and check:
         tail = output.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise SystemExit(f"{' '.join(command)} in {cwd} exited with {process.returncode}:\n{tail}")
     cpu = sum(now_used[:2]) - sum(used[:2])  # ru_utime and ru_stime
@@ -552,7 +553,8 @@ def make_test() -> tuple[float, str] | None:
     if not MAKE_TEST:
         return None
     subprocess.run(["make", "--silent", ".venv/.installed"], cwd=ROOT, check=True)
-    run = measure(["make", "test"], ROOT, dict(os.environ))
+    # A failing test suite is reported in RESULTS.md, not a reason to lose the figures.
+    run = measure(["make", "test"], ROOT, dict(os.environ), check=False)
     printed = run.output.read_text(encoding="utf-8", errors="replace").splitlines()
     summary = [line.strip("= ") for line in printed if re.search(r"\d+ (passed|failed)", line)]
     log(f"make test: {run.wall:.0f} s")
@@ -690,6 +692,9 @@ def against_targets(far: Runs, previews: list[Run], near: Runs, rated: Run) -> l
 
 
 def main() -> None:
+    # Started in the background (`make bench &`), this process and its children
+    # would ignore SIGINT; the rate-limit run stops outreach with it, as Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     began, load_before = time.time(), os.getloadavg()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,22 @@ def outreach(project: Path, env: dict[str, str], *, errors: int) -> subprocess.P
         stdout=subprocess.DEVNULL,
         stderr=errors,
     )
+
+
+@contextmanager
+def ctrl_c_reaches_the_child() -> Iterator[None]:
+    """Start the child as from a terminal, where Ctrl-C is not ignored.
+
+    A test run started in the background (``make test &``, some CI runners)
+    ignores SIGINT, and a child inherits an ignored signal: it would never
+    see the Ctrl-C this test sends. A signal with a handler is reset to its
+    default in the child, so a handler here gives the child Python's own.
+    """
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if before is None else before)
 
 
 def wait_for_sent(log: Path, count: int, process: subprocess.Popen[bytes]) -> None:
@@ -83,14 +101,15 @@ def test_stopped_mid_send_says_what_went_and_what_is_owed(
 ) -> None:
     env = smtp_server.env(SEND_RATE_PER_MINUTE="300")
     log = project / "logs" / "send-log.csv"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
-        cwd=project,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with ctrl_c_reaches_the_child():
+        process = subprocess.Popen(
+            [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
+            cwd=project,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     wait_for_sent(log, 5, process)
     process.send_signal(signum)
     out, errors = process.communicate(timeout=60)
