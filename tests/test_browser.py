@@ -201,7 +201,9 @@ def text_box(page: Page, line: str) -> Box:
 
 
 @pytest.mark.parametrize(
-    ("width", "height"), [(1024, 768), (1280, 800), (1400, 900)], ids=lambda n: str(n)
+    ("width", "height"),
+    [(1024, 768), (1280, 800), (1366, 768), (1440, 900), (1920, 1080)],
+    ids=lambda n: str(n),
 )
 def test_both_versions_are_readable_on_a_laptop_screen(
     page: Page, gallery: Path, seed: Seed, width: int, height: int
@@ -213,6 +215,9 @@ def test_both_versions_are_readable_on_a_laptop_screen(
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     sideways = "list => list.scrollWidth > list.clientWidth"
     assert not page.locator("#letters").evaluate(sideways), "the list scrolls sideways"
+    assert not page.locator("#text-version").evaluate(sideways), (
+        "a line of the plain-text version is cut off: it must be scrolled sideways to be read"
+    )
     frame, text = box(page, "#html-version"), box(page, "#text-version")
     stacked = text["y"] >= frame["y"] + frame["height"]
     assert frame["width"] >= 420, f"the HTML version is {frame['width']} px wide"
