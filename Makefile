@@ -9,7 +9,12 @@ SHELL  := /bin/bash
 # receives in out/demo/sink/. Nothing leaves the machine; .env is not read.
 DEMO_PORT ?= 2525
 
-.PHONY: demo test preview check send inbox report sink lint bench clean help
+# Options for the outreach command behind a target, e.g.
+#   make send ARGS=--retry-bounced
+#   make report ARGS="--format html --out report.html"
+ARGS ?=
+
+.PHONY: demo test preview check send test-send inbox report sink lint bench clean help
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,25 +29,29 @@ demo: $(STAMP) ## the whole job on this machine: check, preview, send to a local
 	$(BIN)/outreach demo --port $(DEMO_PORT)
 
 send: $(STAMP) ## send the letters (asks first; reruns send only what is still owed)
-	$(BIN)/outreach send
+	$(BIN)/outreach send $(ARGS)
+
+test-send: $(STAMP) ## send one real letter, marked [TEST], to you only: make test-send TO=you@your-organisation.org
+	@if [ -z "$(TO)" ]; then echo "Error: say where the test letter goes: make test-send TO=you@your-organisation.org" >&2; exit 2; fi
+	$(BIN)/outreach test-send --to "$(TO)" $(ARGS)
 
 sink: $(STAMP) ## run the local SMTP server that stores messages in out/sink/
-	$(BIN)/outreach sink
+	$(BIN)/outreach sink $(ARGS)
 
 test: $(STAMP) ## run the test suite (on every core)
 	$(BIN)/pytest -n auto
 
 preview: $(STAMP) ## write every letter to out/preview/ to look at
-	$(BIN)/outreach preview
+	$(BIN)/outreach preview $(ARGS)
 
 check: $(STAMP) ## check settings, contacts, templates and letters, with a SpamAssassin score
-	$(BIN)/outreach check
+	$(BIN)/outreach check $(ARGS)
 
 inbox: $(STAMP) ## bounces and replies from the mailbox into the send log (reads, changes nothing)
-	$(BIN)/outreach inbox
+	$(BIN)/outreach inbox $(ARGS)
 
 report: $(STAMP) ## what became of every contact, from the send log
-	$(BIN)/outreach report
+	$(BIN)/outreach report $(ARGS)
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check outreach tests

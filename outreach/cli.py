@@ -248,7 +248,7 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         if read is None or datetime.now(UTC) - read > timedelta(days=1):
             when = f"last read {_local(read)}" if read else "never read by outreach inbox"
             click.echo(
-                f"Inbox:         {when}: run `outreach inbox` first, so that no reminder goes "
+                f"Inbox:         {when}: run `make inbox` first, so that no reminder goes "
                 "to a mission that answered or whose letter bounced"
             )
         else:

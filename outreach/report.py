@@ -71,20 +71,20 @@ def next_step(status: str, contacts_file: str = "contacts.csv") -> str:
         "deferred": "still owed: the server refused it for now; run `make send` again later",
         "failed": (
             "refused for good: check the address with the mission and correct it in "
-            f"{contacts_file}, then run `outreach send --retry-failed`"
+            f"{contacts_file}, then run `make send ARGS=--retry-failed`"
         ),
         "ambiguous": (
             "the server may have it: ask the mission, or your provider's logs, whether it "
-            "arrived; if not, run `outreach send --resend-ambiguous`"
+            "arrived; if not, run `make send ARGS=--resend-ambiguous`"
         ),
         "bounced": (
             "the address no longer works: find the mission's current address (the Blue Book "
             f"is often out of date; ask the mission), put it in {contacts_file}, "
-            "run `outreach send --retry-bounced`"
+            "run `make send ARGS=--retry-bounced`"
         ),
         "delayed": (
             "the mission's server has not taken it yet and is still trying: nothing to do; "
-            "run `outreach inbox` later to see whether it bounced"
+            "run `make inbox` later to see whether it bounced"
         ),
         "replied": "the mission answered: read the reply in the mailbox and follow up",
         "auto-replied": (

@@ -214,6 +214,6 @@ def test_the_plan_says_to_read_the_inbox_first_when_it_was_not_read_today(
     env = smtp_server.env(CAMPAIGN=REMINDER, FOLLOW_UP_OF=FIRST)
     result = run_cli("send", "--yes", "--only", "CHL", env=env)
     assert (
-        "Inbox:         never read by outreach inbox: run `outreach inbox` first, so that no "
+        "Inbox:         never read by outreach inbox: run `make inbox` first, so that no "
         "reminder goes to a mission that answered or whose letter bounced"
     ) in result.stdout

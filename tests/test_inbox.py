@@ -250,7 +250,7 @@ def test_the_report_counts_and_lists_bounces_and_replies_in_every_format(
     )
     assert "RESOLVER.ADR.RecipientNotFound" in kenya["smtp_reply"]
     assert "[notice" not in kenya["smtp_reply"]
-    assert "run `outreach send --retry-bounced`" in kenya["next_step"]
+    assert "run `make send ARGS=--retry-bounced`" in kenya["next_step"]
     assert [(r["id"], r["status"]) for r in data["replies"]] == [
         ("CHL", "replied"),
         ("FRA", "auto-replied"),

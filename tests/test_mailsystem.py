@@ -173,7 +173,7 @@ def test_twenty_letters_five_bounces_an_answer_and_an_out_of_office(
     assert counted(table) == {"sent": 13, "replied": 1, "auto-replied": 1, "bounced": 5}
     assert f"    {old_address(GONE[0])}" in table
     assert "server: 5.1.1 X-Postfix; unknown user:" in table
-    assert "put it in contacts.csv, run `outreach send --retry-bounced`" in table
+    assert "put it in contacts.csv, run `make send ARGS=--retry-bounced`" in table
     assert f"from Mission of {replying} <{address(replying)}>" in table
     run_cli("report", "--format", "html", "--out", "report.html", env=env)
     page = (project / "report.html").read_text(encoding="utf-8")

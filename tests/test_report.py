@@ -175,7 +175,7 @@ def test_report_csv_has_one_row_per_contact(run_cli: RunCli, log: Path) -> None:
         "message_id": "<and@outreach.example>",
         "sent_to": "",
         "next_step": "refused for good: check the address with the mission and correct it in "
-        "contacts.csv, then run `outreach send --retry-failed`",
+        "contacts.csv, then run `make send ARGS=--retry-failed`",
     }
 
 
