@@ -7,6 +7,7 @@ rather than discovered half-way through a send.
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
 import re
@@ -137,6 +138,16 @@ KNOWN_SETTINGS: dict[str, str] = {
 }
 
 _OUR_PREFIXES = ("SMTP_", "MAIL_", "SEND_", "IMAP_", "OAUTH_")
+
+
+def _near(key: str) -> list[str]:
+    """The known settings a mistyped name in ``.env`` is most likely meant to be."""
+    return difflib.get_close_matches(key.upper(), KNOWN_SETTINGS, n=1, cutoff=0.8)
+
+
+def _guess(key: str) -> str:
+    near = _near(key)
+    return f"did you mean {near[0]}?" if near else "a typo?"
 
 
 class Secret:
@@ -426,9 +437,9 @@ def load_settings(
     read.problems.extend(problems)
 
     warnings = tuple(
-        f"{env_file}: {key} is not a setting outreach knows (a typo?)"
+        f"{env_file}: {key} is not a setting outreach knows ({_guess(key)})"
         for key in file_values
-        if key.startswith(_OUR_PREFIXES) and key not in KNOWN_SETTINGS
+        if key not in KNOWN_SETTINGS and (key.startswith(_OUR_PREFIXES) or _near(key))
     )
 
     security = read.text("SMTP_SECURITY").lower()

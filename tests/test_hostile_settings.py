@@ -256,13 +256,35 @@ def test_a_env_file_that_is_not_utf8_is_named(story: Story) -> None:
     story.refused(story.send(), ".env: not UTF-8 text")
 
 
-def test_an_unknown_setting_in_env_is_a_warning_naming_it(story: Story) -> None:
-    (story.project / ".env").write_text("SMTP_PASWORD=x\n", encoding="utf-8")
+@pytest.mark.parametrize(
+    ("line", "warning"),
+    [
+        (
+            "SMTP_PASWORD=x",
+            "SMTP_PASWORD is not a setting outreach knows (did you mean SMTP_PASSWORD?)",
+        ),
+        (
+            "MAILFROM=x@example.org",
+            "MAILFROM is not a setting outreach knows (did you mean MAIL_FROM?)",
+        ),
+        ("campaign=x", "campaign is not a setting outreach knows (did you mean CAMPAIGN?)"),
+        ("SMTP_SOMETHING=x", "SMTP_SOMETHING is not a setting outreach knows (a typo?)"),
+    ],
+)
+def test_an_unknown_setting_in_env_is_a_warning_naming_it(
+    story: Story, line: str, warning: str
+) -> None:
+    (story.project / ".env").write_text(line + "\n", encoding="utf-8")
     result = story.send("--only", "AFG")
     assert result.code == 0, result.stderr
-    assert "Warning: .env: SMTP_PASWORD is not a setting outreach knows (a typo?)" in (
-        result.stderr
-    )
+    assert f"Warning: .env: {warning}" in result.stderr
+
+
+def test_a_setting_of_another_tool_in_env_is_left_alone(story: Story) -> None:
+    (story.project / ".env").write_text("EDITOR=nano\nPYTHONPATH=.\n", encoding="utf-8")
+    result = story.send("--only", "AFG")
+    assert result.code == 0, result.stderr
+    assert "Warning" not in result.stderr
 
 
 # --- SMTP servers ------------------------------------------------------------------------------
