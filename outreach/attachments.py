@@ -12,6 +12,8 @@ import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from outreach.headers import unsafe_header_reason
+
 #: Gmail refuses a message over 25 MB, and base64 makes a file a third larger.
 DEFAULT_MAX_MB = 20
 
@@ -48,6 +50,10 @@ def load(text: str, base: Path, max_bytes: int) -> Attachment:
     Raises AttachmentProblem saying what is wrong with it.
     """
     path = base / text
+    unsafe = unsafe_header_reason(path.name)
+    if unsafe:
+        # The name goes into the letter's headers (Content-Disposition).
+        raise AttachmentProblem(f"has a name that {unsafe}; rename the file")
     working = Path.cwd().resolve()
     try:
         resolved = path.resolve(strict=True)

@@ -120,6 +120,36 @@ def test_a_file_that_cannot_go_is_refused_naming_contact_column_and_path(
     assert read_log(project / "logs" / "send-log.csv") == []
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        pytest.param(
+            "annex\nBcc: all@example.org.pdf", "holds the control character U+000A", id="newline"
+        ),
+        pytest.param("annex\r.pdf", "holds the control character U+000D", id="carriage-return"),
+        pytest.param("annex\u2028.pdf", "holds the control character U+2028", id="line-separator"),
+        pytest.param("=?utf-8?q?annex?=.pdf", "holds an RFC 2047 encoded-word", id="encoded-word"),
+    ],
+)
+def test_a_file_whose_name_would_break_the_headers_is_refused(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer, files: Path, name: str, problem: str
+) -> None:
+    """A file name goes into the letter's headers, where it must not start a header of its own."""
+    (files / name).write_bytes(PDF)
+    quoted = '"annexes/' + name + '"'
+    write_csv(
+        project / "contacts.csv",
+        f"id,country,email,attachments\nCHL,Chile,chl@m.example,{quoted}\n",
+    )
+    for command in (["check"], ["send", "--yes"]):
+        result = run_cli(*command, env=smtp_server.env())
+        assert result.code == 2, result.stdout + result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("Error: contact CHL (line 2), attachments: 'annexes/")
+        assert f"has a name that {problem}" in line
+    assert smtp_server.received == []
+
+
 def test_a_campaign_wide_file_that_cannot_go_names_the_setting(
     run_cli: RunCli, project: Path
 ) -> None:
