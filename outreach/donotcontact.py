@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 
 from outreach.addresses import AddressError, validate_address
@@ -74,6 +75,9 @@ def load_do_not_contact(path: Path, *, required: bool) -> DoNotContact:
             continue
         entry, reason = cells[0].strip(), ", ".join(c.strip() for c in cells[1:] if c.strip())
         if "@" in entry:
+            if "<" in entry:
+                # As a mail program copies it: "Mission of France <fra@…>".
+                entry = parseaddr(entry)[1] or entry
             try:
                 addresses[validate_address(entry).lower()] = reason
             except AddressError as err:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import RunCli
 from tests.smtp import SmtpServer
 
@@ -67,6 +69,28 @@ def test_a_list_named_in_the_settings_must_exist(run_cli: RunCli) -> None:
     result = run_cli("check", env={"DO_NOT_CONTACT_FILE": "lists/no-contact.csv"})
     assert result.code == 2
     assert "Error: DO_NOT_CONTACT_FILE='lists/no-contact.csv': no such file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "fra@missions.example",
+        "FRA@Missions.Example",
+        "   fra@missions.example   ,  asked by phone",
+        "Mission of France <fra@missions.example>",
+        "Mission of France <FRA@missions.example>, asked on 2026-10-02",
+        "fra",
+        "Fra, asked",
+    ],
+)
+def test_a_line_as_staff_write_it_holds_the_mission_back(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer, line: str
+) -> None:
+    (project / "do-not-contact.csv").write_text(line + "\n")
+    result = run_cli("send", "--yes", "--only", "FRA,KEN", env=smtp_server.env())
+    assert result.code == 0, result.stdout + result.stderr
+    assert "Held back:     1 on the do-not-contact list (do-not-contact.csv): FRA" in result.stdout
+    assert [r.recipients for r in smtp_server.received] == [["ken@missions.example"]]
 
 
 def test_a_line_that_is_no_address_is_named(run_cli: RunCli, project: Path) -> None:
