@@ -26,6 +26,7 @@ from rich.text import Text
 
 from outreach.contacts import ContactList
 from outreach.donotcontact import DoNotContact
+from outreach.followup import FOLLOWED_UP
 from outreach.sendlog import HAS_LETTER, LogRow, contact_key, contact_records, neutralise_cell
 
 NOT_ATTEMPTED = "not attempted"
@@ -62,6 +63,13 @@ CSV_COLUMNS = (
     "next_step",
 )
 FORMATS = ("table", "csv", "json", "html")
+
+
+#: What to do about the letters no one has answered yet.
+AWAITING_STEP = (
+    "no reply or bounce read so far (run `make inbox` to read the latest); "
+    "a follow-up in a few weeks reminds them (README: Follow-ups)"
+)
 
 
 def next_step(status: str, contacts_file: str = "contacts.csv") -> str:
@@ -148,6 +156,11 @@ class Report:
     def replies(self) -> list[ContactState]:
         """Letters the mission answered (the reply's date and sender in ``smtp_reply``)."""
         return [c for c in self.contacts if c.status in REPLIES]
+
+    @property
+    def awaiting_answer(self) -> list[ContactState]:
+        """Letters delivered and not answered: the missions a follow-up would remind."""
+        return [c for c in self.contacts if c.status in FOLLOWED_UP]
 
     @property
     def never_attempted(self) -> list[ContactState]:
@@ -322,6 +335,7 @@ def to_data(report: Report) -> dict[str, Any]:
         "contacts": [_state_dict(c) for c in report.contacts],
         "problems": [_state_dict(c) for c in report.problems],
         "replies": [_state_dict(c) for c in report.replies],
+        "awaiting_answer": [c.id for c in report.awaiting_answer],
         "never_attempted": [c.id for c in report.never_attempted],
         "notes": report.notes,
     }
@@ -349,6 +363,7 @@ def to_html(report: Report, generated: datetime) -> str:
         rate=_rate(report),
         time=_time,
         code=_code,
+        awaiting_step=AWAITING_STEP,
     )
 
 
@@ -411,6 +426,13 @@ def to_renderables(report: Report) -> RenderableType:
             )
             parts.append(Padding(Text(c.smtp_reply), (0, 0, 0, 4)))
             parts.append(Padding(Text(f"→ {c.next_step}", style="cyan"), (0, 0, 0, 4)))
+    awaiting = report.awaiting_answer
+    if awaiting:
+        # Right after a send this is nearly everyone: a count, and where the list is.
+        parts.append(
+            Text(f"\nNo answer yet: {len(awaiting)} (listed by --format html, csv or json)")
+        )
+        parts.append(Padding(Text(f"→ {AWAITING_STEP}", style="cyan"), (0, 0, 0, 4)))
     never = report.never_attempted
     if never:
         parts.append(

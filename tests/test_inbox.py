@@ -279,6 +279,26 @@ def test_the_report_counts_and_lists_bounces_and_replies_in_every_format(
     assert "Ana Pérez &lt;chl@missions.example&gt;" in page
 
 
+def test_the_report_names_the_missions_a_reminder_would_go_to(
+    run_cli: RunCli, sent: SmtpServer, project: Path, tmp_path: Path
+) -> None:
+    """Delivered and not answered: still trying (delayed) or only an out-of-office."""
+    run_cli("inbox", "--from", str(folder_of_eml(tmp_path)), env=sent.env())
+    data = json.loads(run_cli("report", "--format", "json").stdout)
+    states = {c["id"]: c["status"] for c in data["contacts"]}
+    awaiting = data["awaiting_answer"]
+    assert sorted(states[i] for i in awaiting) == ["auto-replied", "delayed"]
+    assert {i for i, s in states.items() if s in ("sent", "delayed", "auto-replied")} == set(
+        awaiting
+    )
+
+    table = run_cli("report").stdout
+    assert "No answer yet: 2 (listed by --format html, csv or json)" in table
+    assert "a follow-up in a few weeks reminds them" in " ".join(table.split())
+    page = run_cli("report", "--format", "html").stdout
+    assert f'<p id="awaiting">{", ".join(awaiting)}</p>' in page
+
+
 def test_an_older_log_reads_as_before_and_keeps_its_own_columns(
     run_cli: RunCli, sent: SmtpServer, project: Path, tmp_path: Path
 ) -> None:
