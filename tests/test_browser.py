@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,6 +242,29 @@ def test_both_versions_are_readable_on_a_laptop_screen(
     line = text_box(page, seed.salutation)
     assert within(line, box(page, "#text-version"))
     assert within(line, window)
+
+
+def test_a_text_line_too_long_to_show_whole_leaves_the_html_version_its_width(
+    page: Page, tmp_path: Path
+) -> None:
+    """A link of 180 characters cannot be wrapped; it scrolls, and only it is cut."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    letter = templates / "en" / "letter.txt.j2"
+    link = "https://www.example.org/" + "a-long-path/" * 13
+    letter.write_text(letter.read_text(encoding="utf-8") + link + "\n", encoding="utf-8")
+    settings = {"CONTACTS_FILE": str(CONTACTS), "TEMPLATES_DIR": str(templates)}
+    Campaign.open(load_settings(environ=settings, env_file=None)).preview(tmp_path / "preview")
+    for width in (1440, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto((tmp_path / "preview" / "index.html").as_uri() + "#CHL")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        frame, text = box(page, "#html-version"), box(page, "#text-version")
+        assert text["y"] == frame["y"], "side by side"
+        assert frame["width"] >= 420, f"the HTML version is {frame['width']} px wide"
+        assert text["x"] + text["width"] <= width
+        overflows = "e => e.scrollWidth > e.clientWidth"
+        assert not page.locator(".versions").evaluate(overflows), "the two overflow their place"
 
 
 def in_sight_in_the_list(page: Page, mission_id: str) -> bool:
