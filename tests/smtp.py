@@ -32,6 +32,13 @@ DROP = "drop"
 GARBLED = "Thank you, we have it"
 
 
+def parse(data: bytes) -> EmailMessage:
+    """A message as a mail program reads it (the modern ``email`` API)."""
+    parsed = message_from_bytes(data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
 @dataclass
 class Received:
     mail_from: str
@@ -42,9 +49,7 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        parsed = message_from_bytes(self.data, policy=policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
+        return parse(self.data)
 
 
 @dataclass

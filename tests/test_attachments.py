@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 import os
 import re
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from outreach.sendlog import read_log
 from tests.conftest import RunCli, write_csv
-from tests.smtp import SmtpServer
+from tests.smtp import SmtpServer, parse
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
 CSV = b"name,based_in\nBurma Partnership,\n"
-
-
-def parse(data: bytes) -> EmailMessage:
-    message = message_from_bytes(data, policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ export reads as it is. Each file goes all the way: check, preview, and a real se
 
 from __future__ import annotations
 
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RunCli, squash, write_csv
-from tests.smtp import SmtpServer
+from tests.smtp import SmtpServer, parse
 
 MINIMAL = "id,country,email\nCHL,Chile,chl@missions.example\nVAT,Holy See,vat@missions.example\n"
 
@@ -36,10 +35,7 @@ EXCEL = (
 
 
 def letter(project: Path, contact_id: str) -> EmailMessage:
-    data = (project / "out" / "preview" / "letters" / f"{contact_id}.eml").read_bytes()
-    parsed = message_from_bytes(data, policy=policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
+    return parse((project / "out" / "preview" / "letters" / f"{contact_id}.eml").read_bytes())
 
 
 def text_of(message: EmailMessage) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from email import message_from_bytes, policy
 from pathlib import Path
 
 from tests.conftest import RunCli, write_csv
-from tests.smtp import free_port
+from tests.smtp import free_port, parse
 
 THREE = "id,country,email\nCHL,Chile,chl@missions.example\nFRA,France,fra@missions.example\n"
 
@@ -19,7 +18,7 @@ def test_the_demo_sends_every_letter_to_a_local_sink_and_reports(
     assert "Done: 195 sent." in result.stdout
     sink = sorted((project / "out" / "demo" / "sink").glob("*.eml"))
     assert len(sink) == 195
-    first = message_from_bytes(sink[0].read_bytes(), policy=policy.default)
+    first = parse(sink[0].read_bytes())
     assert first["X-Sink-Envelope-From"] == "campaign@coalition.example"
     assert (project / "out" / "demo" / "preview" / "index.html").exists()
     assert "nothing left this machine" in result.stdout

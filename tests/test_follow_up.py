@@ -4,7 +4,6 @@ have the first letter and have not answered; never to one that replied."""
 from __future__ import annotations
 
 import shutil
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -12,17 +11,11 @@ import pytest
 
 from outreach.sendlog import read_log
 from tests.conftest import RunCli
-from tests.smtp import DROP, SmtpServer
+from tests.smtp import DROP, SmtpServer, parse
 
 FIRST = "code-of-conduct-2015"
 REMINDER = "code-of-conduct-2015-reminder-1"
 SIX = "CHL,FRA,KEN,AFG,ALB,DZA"
-
-
-def parse(data: bytes) -> EmailMessage:
-    message = message_from_bytes(data, policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 @pytest.fixture

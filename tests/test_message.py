@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from outreach.errors import MessageError
 from outreach.message import build_letter, message_id_for
 from outreach.render import Rendered
 from tests.conftest import RunCli, write_csv
-from tests.smtp import SmtpServer
+from tests.smtp import SmtpServer, parse
 
 NOW = datetime(2015, 8, 31, 9, 30, tzinfo=UTC)
 SETTINGS = {
@@ -25,12 +23,6 @@ SETTINGS = {
     "MAIL_REPLY_TO": "replies@coalition.example",
     "CAMPAIGN": "code-of-conduct-2015",
 }
-
-
-def parse(data: bytes) -> EmailMessage:
-    message = message_from_bytes(data, policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RunCli, write_csv
-from tests.smtp import SmtpServer
+from tests.smtp import SmtpServer, parse
 
 
 def test_preview_writes_three_files_per_letter_and_an_index(
@@ -22,7 +21,7 @@ def test_preview_writes_three_files_per_letter_and_an_index(
     assert (folder / "index.html").exists()
     assert "Wrote 195 letters to out/preview/" in result.stdout
     data = (folder / "letters" / "CHL.eml").read_bytes()
-    chile = message_from_bytes(data, policy=policy.default)
+    chile = parse(data)
     assert chile["To"] == "Permanent Mission of Chile to the United Nations <chl@missions.example>"
     # A preview never talks to a server, even when one is configured.
     assert smtp_server.handler.connections == 0
