@@ -261,12 +261,16 @@ def _mbox_entry(number: int, letter: Letter) -> bytes:
 
 
 def _without_date_and_boundary(data: bytes) -> bytes:
-    """A letter's bytes less what changes each time it is built: its Date and MIME boundary."""
+    """A letter's bytes less what changes each time it is built: its Date and MIME boundaries.
+
+    Every boundary, not only the outermost: a letter with attachments nests
+    its two versions in a part of their own, with a boundary of their own.
+    """
     head, blank, body = data.partition(b"\r\n\r\n")
-    head = _DATE_HEADER.sub(b"", head, count=1)
-    boundary = _BOUNDARY.search(head)
-    whole = head + blank + body
-    return whole.replace(boundary.group(1), b"BOUNDARY") if boundary else whole
+    whole = _DATE_HEADER.sub(b"", head, count=1) + blank + body
+    for number, boundary in enumerate(_BOUNDARY.findall(whole)):
+        whole = whole.replace(boundary, b"BOUNDARY-%d" % number)
+    return whole
 
 
 class SpamChecker:

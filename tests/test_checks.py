@@ -255,11 +255,17 @@ def times_started(started: Path) -> int:
 
 @needs_spamassassin
 @pytest.mark.usefixtures("no_remembered_scores")
+@pytest.mark.parametrize("attachment", [False, True], ids=["letter", "with-an-attachment"])
 def test_an_unchanged_letter_keeps_its_score_from_the_last_check(
-    campaign: Campaign, tmp_path: Path
+    project: Path, tmp_path: Path, attachment: bool
 ) -> None:
-    """``make send`` after ``make check``: the same letters (only their Date is
-    new) are not scored again."""
+    """``make send`` after ``make check``: the same letters (only their Date and
+    MIME boundaries are new) are not scored again."""
+    settings: dict[str, str] = {}
+    if attachment:
+        (project / "annex.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+        settings["ATTACHMENTS"] = "annex.pdf"
+    campaign = Campaign.open(load_settings(environ=settings, env_file=None))
     checker, started = counting_spamassassin(tmp_path)
     contacts = campaign.contacts.select(["AFG", "VAT", "CHL"])
     first = campaign.check(contacts, spam=checker)
