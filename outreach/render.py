@@ -180,7 +180,10 @@ class Renderer:
         try:
             template = self.environment(language).from_string(text)
             return _bounded_render(template, self.context(contact, language))
-        except (jinja2.TemplateError, TooLarge, ArithmeticError, TypeError, ValueError) as err:
+        except (TooLarge, RecursionError, MemoryError) as err:
+            # As for a template file: what would exhaust memory or time stops the run.
+            raise TemplateTooLarge(f"{where}: {text!r} is too large to render") from err
+        except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as err:
             raise TemplateError(f"{where}: {text!r} cannot be rendered ({err})") from err
 
     def _path(self, language: str, name: str) -> Path:

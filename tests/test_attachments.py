@@ -142,6 +142,38 @@ def test_a_file_whose_name_would_break_the_headers_is_refused(
     assert smtp_server.received == []
 
 
+@pytest.mark.parametrize(
+    ("cell", "problem"),
+    [
+        pytest.param(
+            "annexes/{{ 1 / 0 }}.pdf", "cannot be rendered (division by zero)", id="error"
+        ),
+        pytest.param(
+            "annexes/{{ nothing }}.pdf", "cannot be rendered ('nothing' is", id="undefined"
+        ),
+        pytest.param("{{ 'a'|center(10**12) }}", "is too large to render", id="huge"),
+        pytest.param(
+            "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
+            "is too large to render",
+            id="recursive-macro",
+        ),
+    ],
+)
+def test_a_cell_that_cannot_be_rendered_is_one_line_naming_contact_and_column(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer, cell: str, problem: str
+) -> None:
+    write_csv(
+        project / "contacts.csv",
+        f'id,country,email,attachments\nCHL,Chile,chl@m.example,"{cell}"\n',
+    )
+    for command in (["check"], ["send", "--yes"]):
+        result = run_cli(*command, env=smtp_server.env())
+        assert result.code == 2, result.stdout + result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"Error: contact CHL (line 2), attachments: {cell!r} {problem}")
+    assert smtp_server.received == []
+
+
 def test_a_campaign_wide_file_that_cannot_go_names_the_setting(
     run_cli: RunCli, project: Path
 ) -> None:
