@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import signal
 import sys
 import threading
@@ -33,11 +34,17 @@ from rich.progress import (
 from outreach.campaign import Campaign, read_inbox, report
 from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
+from outreach.credentials import Credentials, imap_credentials, smtp_credentials
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
-from outreach.inbox import require_for_reading
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
 from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
-from outreach.settings import Secret, Settings, load_settings
+from outreach.settings import (
+    Secret,
+    Settings,
+    load_settings,
+    require_for_reading,
+    require_for_sending,
+)
 
 
 class OutreachGroup(click.Group):
@@ -62,22 +69,17 @@ def _ids(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
-def _settings(ctx: click.Context) -> Settings:
-    settings = load_settings(env_file=ctx.obj["env_file"])
+def _settings(ctx: click.Context, **options: str) -> Settings:
+    """The settings, with what options of the command set (``FOLLOW_UP_OF=…``) winning."""
+    environ = {**os.environ, **options} if options else None
+    settings = load_settings(environ=environ, env_file=ctx.obj["env_file"])
     for warning in settings.warnings:
         click.echo(f"Warning: {warning}", err=True)
     return settings
 
 
 def _campaign(ctx: click.Context, follow_up_of: str | None = None) -> Campaign:
-    settings = _settings(ctx)
-    if follow_up_of:
-        if follow_up_of == settings.campaign:
-            raise SettingsError(
-                f"--follow-up-of {follow_up_of} is CAMPAIGN itself: a follow-up is a campaign "
-                "of its own (CAMPAIGN=code-of-conduct-2015-reminder-1, say)"
-            )
-        settings = dataclasses.replace(settings, follow_up_of=follow_up_of)
+    settings = _settings(ctx, **({"FOLLOW_UP_OF": follow_up_of} if follow_up_of else {}))
     campaign = Campaign.open(settings)
     for warning in campaign.contacts.warnings:
         click.echo(f"Warning: {warning}", err=True)
@@ -205,25 +207,33 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
         click.echo(f"{result.placeholders} of them go to placeholder addresses (.example …).")
 
 
-def _with_password(campaign: Campaign) -> Campaign:
-    """Ask for the password when a user name is set but no password is.
+def _ready_to_send(campaign: Campaign) -> Campaign:
+    """The campaign, its settings checked for sending before anyone types a password."""
+    settings = campaign.settings
+    require_for_sending(settings)
+    password = _asked_password(
+        smtp_credentials(settings), settings.smtp_host, "SMTP_PASSWORD is not"
+    )
+    return campaign if password is None else campaign.with_password(password)
+
+
+def _asked_password(credentials: Credentials, host: str, missing: str) -> str | None:
+    """The password typed at a prompt, when a user name is set but no password is.
 
     Typing it at a prompt keeps it out of ``.env`` files and shell history.
     """
-    settings = campaign.settings
-    if settings.smtp_auth != "password" or settings.smtp_password or settings.smtp_password_command:
-        return campaign
+    if not credentials.needs_prompt():
+        return None
+    prefix = credentials.prefix
     if not sys.stdin.isatty():
         raise SettingsError(
-            "SMTP_USERNAME is set but SMTP_PASSWORD is not, and there is no terminal to ask on "
-            "(set SMTP_PASSWORD_COMMAND to read it from a password manager)"
+            f"{prefix}_USERNAME is set but {missing}, and there is no terminal to ask on "
+            f"(set {prefix}_PASSWORD_COMMAND to read it from a password manager)"
         )
-    password = click.prompt(
-        f"Password for {settings.smtp_username} at {settings.smtp_host}",
-        hide_input=True,
-        err=True,
+    password: str = click.prompt(
+        f"Password for {credentials.username} at {host}", hide_input=True, err=True
     )
-    return campaign.with_password(password)
+    return password
 
 
 def _print_checked(result: CheckResult) -> None:
@@ -237,8 +247,7 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
     click.echo(f"Campaign:      {plan.campaign}")
     if plan.follow_up_of:
         left_out = ", ".join(
-            f"{len(ids)} {_FIRST_LETTER_STATES.get(state, state)}"
-            for state, ids in sorted(plan.not_followed_up.items())
+            f"{len(ids)} {state}" for state, ids in sorted(plan.not_followed_up.items())
         )
         click.echo(
             f"Follows up:    {plan.follow_up_of}, threaded on its letters; not reminded: "
@@ -301,17 +310,6 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
     )
     click.echo(f"From:          {sender}")
     click.echo(f"Send log:      {settings.send_log}")
-
-
-#: The first letter's states a follow-up leaves out, as the plan says them.
-_FIRST_LETTER_STATES = {
-    "replied": "replied",
-    "bounced": "bounced",
-    "failed": "failed",
-    "ambiguous": "ambiguous",
-    "retry": "still owed the first letter",
-    "deferred": "still owed the first letter",
-}
 
 
 def _print_repeats(plan: Plan) -> None:
@@ -451,7 +449,7 @@ def send(
     clock: Clock = ctx.obj["clock"]
     campaign = _campaign(ctx, follow_up_of)
     settings = campaign.settings
-    campaign = _with_password(campaign)
+    campaign = _ready_to_send(campaign)
     with _terminating(), campaign.open_log() as log:
         if log.repaired:
             click.echo(
@@ -514,8 +512,15 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
     It is logged with status `test` and does not count as that contact's letter.
     """
     campaign = _campaign(ctx)
-    contact = campaign.select(_ids(only), 1)[0]
-    row = _with_password(campaign).test_send(to, contact)
+    chosen = campaign.select(_ids(only), 1)
+    if not chosen:
+        first = campaign.settings.follow_up_of
+        raise OutreachError(
+            f"no contact to take the test letter from: a follow-up of {first} has a letter only "
+            "for contacts whose first letter was sent and not answered"
+            + (f", and --only {only} names none of them" if only else "")
+        )
+    row = _ready_to_send(campaign).test_send(to, chosen[0])
     click.echo(
         f"Sent the letter for {row.contact_id} to {row.email} ({row.smtp_code} {row.smtp_reply})"
     )
@@ -630,25 +635,6 @@ def demo(port: int) -> None:
     )
 
 
-def _with_imap_password(settings: Settings) -> Settings:
-    """Ask for the mailbox's password when a user name is set but no password is."""
-    from outreach.credentials import imap_credentials
-
-    if not imap_credentials(settings).needs_prompt():
-        return settings
-    if not sys.stdin.isatty():
-        raise SettingsError(
-            "IMAP_USERNAME is set but IMAP_PASSWORD is not (nor SMTP_PASSWORD), and there is "
-            "no terminal to ask on (set IMAP_PASSWORD_COMMAND to read it from a password manager)"
-        )
-    password = click.prompt(
-        f"Password for {settings.imap_username} at {settings.imap_host}",
-        hide_input=True,
-        err=True,
-    )
-    return dataclasses.replace(settings, imap_password=Secret(password))
-
-
 @cli.command()
 @click.option(
     "--from",
@@ -678,7 +664,13 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
     settings = _settings(ctx)
     if source is None:
         require_for_reading(settings)
-        settings = _with_imap_password(settings)
+        password = _asked_password(
+            imap_credentials(settings),
+            settings.imap_host,
+            "IMAP_PASSWORD is not (nor SMTP_PASSWORD)",
+        )
+        if password is not None:
+            settings = dataclasses.replace(settings, imap_password=Secret(password))
     result = read_inbox(settings, source, since.date() if since else None, clock=ctx.obj["clock"])
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)

@@ -15,12 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from outreach.sendlog import LogRow, contact_records
+from outreach.sendlog import OWED, LogRow, contact_records
 
 #: The first letter's states that call for a reminder: the mission has it and
 #: has not answered (an out-of-office is no answer).
 FOLLOWED_UP = ("sent", "delayed", "auto-replied")
 NEVER_GOT_IT = "never got the first letter"
+STILL_OWED = "still owed the first letter"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class Original:
     @property
     def followed_up(self) -> bool:
         return self.status in FOLLOWED_UP
+
+    @property
+    def left_out_as(self) -> str:
+        """Why no reminder goes, as the plan says it: the first letter's state."""
+        return STILL_OWED if self.status in OWED else self.status
 
     def template_values(self) -> dict[str, str]:
         """``original_date`` ("31 August 2015") and ``original_subject``, for the templates."""

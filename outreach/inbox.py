@@ -44,7 +44,6 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from outreach.addresses import is_loopback
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
@@ -58,7 +57,7 @@ from outreach.sendlog import (
     contact_records,
     with_notice,
 )
-from outreach.settings import Settings
+from outreach.settings import Settings, require_for_reading
 from outreach.transport import tls_context
 
 STATE_FILE = "inbox-state.json"
@@ -356,23 +355,6 @@ class Positions:
 
 def server_name(settings: Settings) -> str:
     return f"{settings.imap_host}:{settings.imap_port}"
-
-
-def require_for_reading(settings: Settings) -> None:
-    """Settings without which no mailbox can be read, or not safely."""
-    host = settings.imap_host
-    if not host:
-        raise SettingsError(
-            "IMAP_HOST is not set: name the IMAP server of the mailbox the letters were sent "
-            "from (or read exported mail with --from PATH)"
-        )
-    if settings.imap_security == "none" and not is_loopback(host):
-        mailbox_name = settings.imap_username or "the mailbox"
-        raise SettingsError(
-            f"IMAP_SECURITY=none would send the password of {mailbox_name} "
-            f"to {host} unencrypted; use ssl or starttls (none is only for a server on this "
-            "machine)"
-        )
 
 
 def connect(settings: Settings) -> IMAPClient:

@@ -37,6 +37,7 @@ from outreach.message import Letter
 from outreach.ratelimit import RateLimiter
 from outreach.sendlog import (
     HAS_LETTER,
+    OWED,
     LogRow,
     SendLog,
     contact_key,
@@ -152,7 +153,7 @@ def make_plan(
     records = contact_records(rows, settings.campaign)
     first_letters = originals(rows, settings.follow_up_of) if settings.follow_up_of else {}
     not_followed_up: dict[str, list[str]] = defaultdict(list)
-    again: set[str | None] = {None, "retry", "deferred"}
+    again: set[str | None] = {None, *OWED}
     if retry_failed:
         again |= {"failed", "refused"}
     if resend_ambiguous:
@@ -165,7 +166,7 @@ def make_plan(
         if settings.follow_up_of and (original is None or not original.followed_up):
             # Never a reminder to a mission that replied, or whose letter bounced
             # or never went: not even one owed from an earlier run.
-            not_followed_up[original.status if original else NEVER_GOT_IT].append(contact.id)
+            not_followed_up[original.left_out_as if original else NEVER_GOT_IT].append(contact.id)
             continue
         why = listed.holds(contact)
         if why is not None and (record is None or record.status not in HAS_LETTER):

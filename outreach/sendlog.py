@@ -65,8 +65,6 @@ STATUSES = (
 #: Statuses of an address that has the letter: the server took it, and what came
 #: back since (a delay notice, an answer) says nothing against it.
 HAS_LETTER = ("sent", "delayed", "replied", "auto-replied")
-#: Statuses after which an address is not sent to again (unless asked).
-DONE = ("sent", "failed", "refused", "ambiguous", "sending")
 #: Statuses of an address that may still go (its letter is owed).
 OWED = ("retry", "deferred")
 #: Cells beginning with these are formulas to a spreadsheet.

@@ -571,3 +571,20 @@ def require_for_sending(settings: Settings) -> None:
         )
     if problems:
         raise SettingsError(*problems)
+
+
+def require_for_reading(settings: Settings) -> None:
+    """Settings without which no mailbox can be read, or not safely."""
+    host = settings.imap_host
+    if not host:
+        raise SettingsError(
+            "IMAP_HOST is not set: name the IMAP server of the mailbox the letters were sent "
+            "from (or read exported mail with --from PATH)"
+        )
+    if settings.imap_security == "none" and not is_loopback(host):
+        mailbox_name = settings.imap_username or "the mailbox"
+        raise SettingsError(
+            f"IMAP_SECURITY=none would send the password of {mailbox_name} "
+            f"to {host} unencrypted; use ssl or starttls (none is only for a server on this "
+            "machine)"
+        )

@@ -4,12 +4,13 @@ have the first letter and have not answered; never to one that replied."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from outreach.sendlog import read_log
+from outreach.sendlog import LogRow, SendLog, read_log
 from tests.conftest import RunCli
 from tests.smtp import DROP, SmtpServer, parse
 
@@ -110,6 +111,53 @@ def test_a_campaign_cannot_follow_itself(run_cli: RunCli) -> None:
     result = run_cli("check", env={"CAMPAIGN": FIRST, "FOLLOW_UP_OF": FIRST})
     assert result.code == 2
     assert "FOLLOW_UP_OF='code-of-conduct-2015' is CAMPAIGN itself" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        (FIRST, "FOLLOW_UP_OF='code-of-conduct-2015' is CAMPAIGN itself"),
+        ("x\nBcc: all@example.org", "FOLLOW_UP_OF is not valid: it holds the control character"),
+    ],
+    ids=["itself", "a-line-break"],
+)
+def test_the_option_is_checked_as_the_setting_is(
+    run_cli: RunCli, smtp_server: SmtpServer, option: str, problem: str
+) -> None:
+    result = run_cli("send", "--yes", "--follow-up-of", option, env=smtp_server.env(CAMPAIGN=FIRST))
+    assert result.code == 2
+    assert problem in result.stderr
+    assert smtp_server.received == []
+
+
+def test_first_letters_still_owed_are_counted_together(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer
+) -> None:
+    """Whether the last try was refused for now (retry) or for the run (deferred)."""
+    sent = datetime(2015, 8, 31, 12, tzinfo=UTC)
+    with SendLog(project / "logs" / "send-log.csv") as log:
+        for contact_id, status in [("AFG", "retry"), ("ALB", "deferred"), ("DZA", "retry")]:
+            email = f"{contact_id.lower()}@missions.example"
+            for row_status in ("sending", status):
+                log.append(LogRow(sent, FIRST, contact_id, email, row_status, 1, None, "", "<x>"))
+    env = smtp_server.env(CAMPAIGN=REMINDER)
+    result = run_cli("send", "--yes", "--follow-up-of", FIRST, "--only", "AFG,ALB,DZA", env=env)
+    assert result.code == 0, result.stdout + result.stderr
+    assert "not reminded: 3 still owed the first letter\n" in result.stdout
+
+
+def test_a_test_letter_needs_a_contact_the_reminder_would_go_to(
+    run_cli: RunCli, smtp_server: SmtpServer, first_letters: dict[str, str]
+) -> None:
+    env = smtp_server.env(CAMPAIGN=REMINDER, FOLLOW_UP_OF=FIRST)
+    result = run_cli("test-send", "--to", "me@coalition.org", "--only", "AFG", env=env)
+    assert result.code == 2
+    assert result.stderr == (
+        f"Error: no contact to take the test letter from: a follow-up of {FIRST} has a letter "
+        "only for contacts whose first letter was sent and not answered, and --only AFG names "
+        "none of them\n"
+    )
+    assert smtp_server.received == []
 
 
 # -- with what came back to the mailbox ----------------------------------------------------

@@ -158,6 +158,16 @@ def test_a_bad_setting_is_named(story: Story, settings: dict[str, str], error: s
     story.refused(story.send(**settings), error)
 
 
+@pytest.mark.parametrize("command", [["send", "--yes"], ["test-send", "--to", "me@coalition.org"]])
+def test_the_settings_a_send_needs_are_checked_before_a_password_is_asked_for(
+    story: Story, command: list[str]
+) -> None:
+    """Nobody types a password only to learn that MAIL_FROM was never set."""
+    result = story.run(*command, SMTP_USERNAME=USERNAME, MAIL_FROM="")
+    assert len(story.refused(result, "MAIL_FROM is not set")) == 1
+    assert "password" not in result.stderr.lower()
+
+
 def test_every_bad_setting_is_reported_at_once(story: Story) -> None:
     errors = story.refused(
         story.send(SMTP_SECURITY="tls", SMTP_PORT="x", SEND_RATE_PER_MINUTE="-1")
