@@ -42,8 +42,9 @@ def validate_address(text: str) -> str:
     return checked.ascii_email or checked.normalized
 
 
-def split_addresses(cell: str) -> list[str]:
-    """The ``;``-separated addresses in one cell, blanks dropped."""
+def split_list(cell: str) -> list[str]:
+    """The ``;``-separated items of a cell or a setting (addresses, paths, folders),
+    blanks dropped: outreach has one list separator, a spreadsheet's own."""
     return [part.strip() for part in cell.split(";") if part.strip()]
 
 

@@ -39,11 +39,6 @@ class Attachment:
         return len(self.data)
 
 
-def split_paths(cell: str) -> list[str]:
-    """The ``;``-separated paths of a setting or a cell, blanks dropped."""
-    return [part.strip() for part in cell.split(";") if part.strip()]
-
-
 def load(text: str, base: Path, max_bytes: int) -> Attachment:
     """The file ``text`` names (relative to ``base``), read and typed.
 

@@ -27,8 +27,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
-from outreach.addresses import AddressError, is_loopback, is_placeholder, validate_address
-from outreach.attachments import Attachment, AttachmentProblem, split_paths
+from outreach.addresses import (
+    AddressError,
+    is_loopback,
+    is_placeholder,
+    split_list,
+    validate_address,
+)
+from outreach.attachments import Attachment, AttachmentProblem
 from outreach.attachments import load as load_attachment
 from outreach.checks import CheckResult, SpamChecker, check_campaign
 from outreach.clock import Clock, SystemClock
@@ -166,8 +172,6 @@ class Campaign:
         contact = dataclasses.replace(contact, cc=self.do_not_contact.without(contact.cc))
         original = original or self._original(contact)
         extra = original.template_values() if original else None
-        if self.settings.follow_up_of and original is None:
-            extra = {"original_date": "", "original_subject": ""}
         rendered = self.renderer.render(contact, extra)
         letter = build_letter(
             contact,
@@ -188,7 +192,7 @@ class Campaign:
         cell = self.renderer.render_cell(contact, contact.fields.get("attachments", ""), where)
         base = self.settings.contacts_file.parent
         files, problems = [], []
-        for path in split_paths(cell):
+        for path in split_list(cell):
             try:
                 files.append(load_attachment(path, base, _max_bytes(self.settings)))
             except AttachmentProblem as problem:
@@ -330,8 +334,6 @@ class Campaign:
 
     def _subject_of(self, delivery: Delivery) -> str:
         extra = delivery.original.template_values() if delivery.original else None
-        if self.settings.follow_up_of and extra is None:
-            extra = {"original_date": "", "original_subject": ""}
         return self.renderer.subject(delivery.contact, extra)
 
     def send(

@@ -619,9 +619,7 @@ def demo(port: int) -> None:
 
     with _progress() as progress:
         done = run_demo(port, progress=progress)
-    for line in done.checked.summary_lines():
-        if not line.startswith("Addresses:"):
-            click.echo(line)
+    _print_checked(done.checked)
     folder = done.previewed.folder
     click.echo(
         f"Previews:  {len(done.previewed.entries)} letters in {folder}/ "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from outreach.addresses import AddressError, is_placeholder, split_addresses, validate_address
+from outreach.addresses import AddressError, is_placeholder, split_list, validate_address
 from outreach.errors import ContactsError
 from outreach.headers import unsafe_header_reason
 
@@ -341,7 +341,7 @@ def load_contacts(path: Path) -> ContactList:
         for name in ("email", "cc"):
             cell = fields.get(name, "")
             found = []
-            for text in split_addresses(cell):
+            for text in split_list(cell):
                 try:
                     found.append(validate_address(text))
                 except AddressError as err:

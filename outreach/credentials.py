@@ -129,18 +129,19 @@ class Credentials:
         forms: set[str] = set()
         for secret in self.seen:
             forms.add(secret)
-            forms.add(_b64(secret))
+            forms.add(sasl_b64(secret))
             for user in ("", self.username):
-                forms.add(_b64(f"{user}\0{user}\0{secret}"))
-                forms.add(_b64(f"\0{user}\0{secret}"))
-                forms.add(_b64(xoauth2(user, secret)))
-                forms.add(_b64(oauthbearer(user, secret)))
+                forms.add(sasl_b64(f"{user}\0{user}\0{secret}"))
+                forms.add(sasl_b64(f"\0{user}\0{secret}"))
+                forms.add(sasl_b64(xoauth2(user, secret)))
+                forms.add(sasl_b64(oauthbearer(user, secret)))
         for form in sorted((f for f in forms if f), key=len, reverse=True):
             text = text.replace(form, "********")
         return text
 
 
-def _b64(text: str) -> str:
+def sasl_b64(text: str) -> str:
+    """UTF-8, then base64: how SASL carries a name, a password or a token (RFC 4616)."""
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 

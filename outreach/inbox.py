@@ -47,8 +47,10 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
-from outreach.notices import BOUNCED, DELAYED, Event, Notice, parse, read_notice
+from outreach.notices import Event, Notice, parse, read_notice
 from outreach.sendlog import (
+    BOUNCED,
+    DELAYED,
     HAS_LETTER,
     ContactRecord,
     LogRow,

@@ -25,6 +25,7 @@ from outreach.contacts import Contact
 from outreach.errors import MessageError
 from outreach.headers import unsafe_header_reason
 from outreach.render import Rendered
+from outreach.sendlog import contact_key
 from outreach.settings import Settings
 
 #: CRLF line ends and header folding as SMTP wants them. Lines of 76
@@ -62,7 +63,7 @@ def message_id_for(campaign: str, contact_id: str, domain: str) -> str:
     the receiving side can then tell that it is the same letter. Ids are
     compared without regard to case, as everywhere: ``chl`` is ``CHL``.
     """
-    digest = hashlib.sha256(f"{campaign}\0{contact_id.upper()}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{campaign}\0{contact_key(contact_id)}".encode()).hexdigest()[:32]
     return f"<{digest}.outreach@{domain}>"
 
 

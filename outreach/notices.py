@@ -42,11 +42,10 @@ from email.errors import HeaderParseError
 from email.message import EmailMessage, Message
 from email.parser import BytesParser, HeaderParser
 
-BOUNCED, DELAYED, REPLIED, AUTO_REPLIED = "bounced", "delayed", "replied", "auto-replied"
+from outreach.sendlog import AUTO_REPLIED, BOUNCED, DELAYED, ENHANCED_STATUS, REPLIED
 
 #: A Message-ID as it appears in a header: ``<left@right>``.
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
-_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _DELIVERY_STATUS = ("message/delivery-status", "message/global-delivery-status")
 #: Where a notice returns the original: whole, or its headers only.
 _ORIGINAL = (
@@ -250,7 +249,7 @@ def _read_report(report: EmailMessage, threaded: tuple[str, ...], base: Notice) 
                 *_addresses(_after_type(block.get("final-recipient", ""))),
             ]
         )
-        found = _STATUS.search(block.get("status", ""))
+        found = ENHANCED_STATUS.search(block.get("status", ""))
         status = found.group(0) if found else ("5.0.0" if kind == BOUNCED else "4.0.0")
         diagnostic = block.get("diagnostic-code", "") or f"Status: {block.get('status', '')}"
         events.append(Event(kind, recipients, status, _clean(diagnostic)))

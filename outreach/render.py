@@ -136,7 +136,8 @@ class Renderer:
 
         ``letter_language`` is the language the letter is written in, which
         differs from the contact's ``language`` until its templates exist.
-        A follow-up's ``extra`` is ``original_date`` and ``original_subject``.
+        A follow-up's ``extra`` is ``original_date`` and ``original_subject``
+        (empty for a contact whose first letter is not known).
         """
         return {
             **self.data,
@@ -144,6 +145,7 @@ class Renderer:
             **contact.fields,
             "salutation": contact.fields.get("salutation", ""),
             "letter_language": language,
+            **({"original_date": "", "original_subject": ""} if self.follow_up else {}),
             **(extra or {}),
         }
 

@@ -27,7 +27,14 @@ from rich.text import Text
 from outreach.contacts import ContactList
 from outreach.donotcontact import DoNotContact
 from outreach.followup import FOLLOWED_UP
-from outreach.sendlog import HAS_LETTER, LogRow, contact_key, contact_records, neutralise_cell
+from outreach.sendlog import (
+    HAS_LETTER,
+    LogRow,
+    contact_key,
+    contact_records,
+    neutralise_cell,
+    rate_per_minute,
+)
 
 NOT_ATTEMPTED = "not attempted"
 HELD_BACK = "held back"
@@ -246,16 +253,13 @@ def build_report(
         )
     starts = sorted(r.time for r in mine if r.status == "sending")
     sends = [r.time for r in mine if r.status == "sent"]
-    span = (starts[-1] - starts[0]).total_seconds() if len(starts) > 1 else 0
     report = Report(
         campaign=campaign,
         log=log,
         contacts=states,
         first_send=starts[0] if starts else None,
         last_send=max(sends, default=None),
-        # Intervals between transactions, not their count: N letters sent at
-        # exactly the limit span N-1 intervals.
-        rate_per_minute=(len(starts) - 1) / span * 60 if span > 0 else None,
+        rate_per_minute=rate_per_minute(starts),
         other_campaigns=sorted({r.campaign for r in all_rows} - {campaign}),
     )
     if not all_rows:

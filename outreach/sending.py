@@ -43,6 +43,7 @@ from outreach.sendlog import (
     contact_key,
     contact_records,
     next_free_time,
+    rate_per_minute,
     sent_since,
 )
 from outreach.settings import Settings
@@ -329,14 +330,7 @@ class Outcome:
 
     @property
     def rate_per_minute(self) -> float | None:
-        """Transactions a minute: the intervals between their starts, not their count.
-
-        N letters sent at exactly the limit span N-1 intervals.
-        """
-        if len(self.starts) < 2:
-            return None
-        span = (max(self.starts) - min(self.starts)).total_seconds()
-        return (len(self.starts) - 1) / span * 60 if span > 0 else None
+        return rate_per_minute(self.starts)
 
 
 class _Again(Exception):

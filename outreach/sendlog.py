@@ -29,7 +29,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,7 +50,8 @@ COLUMNS_WITHOUT_SUBJECT = (
 )
 COLUMNS = (*COLUMNS_WITHOUT_SUBJECT, "subject")
 #: What ``outreach inbox`` records: what came back to the mailbox after a letter left.
-INBOX_STATUSES = ("bounced", "delayed", "replied", "auto-replied")
+BOUNCED, DELAYED, REPLIED, AUTO_REPLIED = "bounced", "delayed", "replied", "auto-replied"
+INBOX_STATUSES = (BOUNCED, DELAYED, REPLIED, AUTO_REPLIED)
 STATUSES = (
     "sending",
     "sent",
@@ -461,6 +462,17 @@ def _handed_over(rows: Iterable[LogRow], since: datetime) -> list[datetime]:
     included.
     """
     return [row.time for row in rows if row.status in ("sending", "test") and row.time > since]
+
+
+def rate_per_minute(starts: Sequence[datetime]) -> float | None:
+    """Transactions a minute: the intervals between their starts, not their count.
+
+    N letters sent at exactly the limit span N-1 intervals.
+    """
+    if len(starts) < 2:
+        return None
+    span = (max(starts) - min(starts)).total_seconds()
+    return (len(starts) - 1) / span * 60 if span > 0 else None
 
 
 def sent_since(rows: Iterable[LogRow], since: datetime) -> int:

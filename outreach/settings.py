@@ -25,6 +25,7 @@ from outreach.addresses import (
     is_loopback,
     is_placeholder,
     is_reserved_domain,
+    split_list,
     validate_address,
 )
 from outreach.errors import SettingsError
@@ -492,7 +493,7 @@ def load_settings(
         imap_port = read.parsed(
             "IMAP_PORT", _port, "expected a port number from 1 to 65535", imap_port
         )
-    folders = tuple(f.strip() for f in read.text("IMAP_FOLDERS").split(";") if f.strip())
+    folders = tuple(split_list(read.text("IMAP_FOLDERS")))
 
     settings = Settings(
         smtp_host=read.text("SMTP_HOST"),
@@ -531,7 +532,7 @@ def load_settings(
         preview_dir=Path(read.text("PREVIEW_DIR") or "out/preview"),
         log_dir=Path(read.text("LOG_DIR") or "logs"),
         letter_date=read.text("LETTER_DATE"),
-        attachments=tuple(p.strip() for p in read.text("ATTACHMENTS").split(";") if p.strip()),
+        attachments=tuple(split_list(read.text("ATTACHMENTS"))),
         max_message_mb=read.bounded("MAX_MESSAGE_MB"),
         do_not_contact_file=Path(read.text("DO_NOT_CONTACT_FILE") or "do-not-contact.csv"),
         do_not_contact_required=bool(read.text("DO_NOT_CONTACT_FILE")),

@@ -17,7 +17,6 @@ line, forever, is hung up on like one that says nothing.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import re
@@ -31,7 +30,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from outreach.addresses import is_loopback
-from outreach.credentials import Credentials, oauthbearer, smtp_credentials, xoauth2
+from outreach.credentials import (
+    Credentials,
+    oauthbearer,
+    sasl_b64,
+    smtp_credentials,
+    xoauth2,
+)
 from outreach.errors import DeliveryError
 from outreach.message import Letter
 from outreach.settings import Settings
@@ -184,11 +189,6 @@ def provider_words(reply: Reply, user: str) -> str | None:
         if reply.code == code and reply.enhanced == enhanced:
             return words.format(user=user)
     return None
-
-
-def _b64(text: str) -> str:
-    """UTF-8, then base64: how SASL carries a name, a password or a token (RFC 4616)."""
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 def _reply_text(reply: bytes | str) -> str:
@@ -357,10 +357,12 @@ class Connection:
         credentials = self.server.credentials
         user, password = credentials.username, credentials.secret().reveal()
         if "PLAIN" in offered:
-            return self._timed(lambda: smtp.docmd("AUTH", "PLAIN " + _b64(f"\0{user}\0{password}")))
-        code, reply = self._timed(lambda: smtp.docmd("AUTH", "LOGIN " + _b64(user)))
+            return self._timed(
+                lambda: smtp.docmd("AUTH", "PLAIN " + sasl_b64(f"\0{user}\0{password}"))
+            )
+        code, reply = self._timed(lambda: smtp.docmd("AUTH", "LOGIN " + sasl_b64(user)))
         if code == 334:
-            code, reply = self._timed(lambda: smtp.docmd(_b64(password)))
+            code, reply = self._timed(lambda: smtp.docmd(sasl_b64(password)))
         return code, reply
 
     def _token_login(self, smtp: smtplib.SMTP, mechanism: str, *, fresh: bool) -> tuple[int, bytes]:
@@ -368,7 +370,7 @@ class Connection:
         credentials = self.server.credentials
         token = credentials.secret(fresh=fresh).reveal()
         make = xoauth2 if mechanism == "XOAUTH2" else oauthbearer
-        response = _b64(make(credentials.username, token))
+        response = sasl_b64(make(credentials.username, token))
         code, reply = self._timed(lambda: smtp.docmd("AUTH", f"{mechanism} {response}"))
         if code == 334:
             code, reply = self._timed(lambda: smtp.docmd(""))
