@@ -14,9 +14,6 @@ from pathlib import Path
 
 from outreach.headers import unsafe_header_reason
 
-#: Gmail refuses a message over 25 MB, and base64 makes a file a third larger.
-DEFAULT_MAX_MB = 20
-
 
 class AttachmentProblem(ValueError):
     """Why a file cannot be attached."""

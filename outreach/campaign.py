@@ -358,7 +358,7 @@ class Campaign:
     def _letters(
         self, deliveries: Iterable[Delivery], clock: Clock
     ) -> Iterator[tuple[Delivery, Letter]]:
-        """Each delivery's letter, composed as it is about to go, to its own recipients."""
+        """Each delivery's letter, composed as it is about to go (its Date is the send time)."""
         for delivery in deliveries:
             _, letter = self.compose(
                 delivery.contact,
@@ -366,7 +366,7 @@ class Campaign:
                 message_id=delivery.message_id,
                 original=delivery.original,
             )
-            yield delivery, dataclasses.replace(letter, recipients=delivery.recipients)
+            yield delivery, letter
 
     def test_send(self, to: str, contact: Contact, *, clock: Clock | None = None) -> LogRow:
         """One contact's letter, marked [TEST], to the address ``to`` only; logged as ``test``.

@@ -410,15 +410,6 @@ def letter_shape(item: Composed) -> tuple[str, str, frozenset[str]]:
     return (item.rendered.language, item.contact.fields.get("status", ""), filled)
 
 
-def spam_sample(composed: Iterable[Composed]) -> list[Composed]:
-    """One letter of each shape (see ``letter_shape``)."""
-    shapes: dict[tuple[str, str, frozenset[str]], Composed] = {}
-    for item in composed:
-        if item.rendered is not None and item.letter is not None:
-            shapes.setdefault(letter_shape(item), item)
-    return list(shapes.values())
-
-
 # --- the whole campaign -------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from outreach.addresses import AddressError, is_placeholder, split_list, validate_address
 from outreach.errors import ContactsError
 from outreach.headers import unsafe_header_reason
+from outreach.sendlog import contact_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,14 +100,14 @@ class ContactList:
         """
         chosen = list(self.contacts)
         if only:
-            wanted = {i.strip().upper() for i in only if i.strip()}
-            known = {c.id.upper() for c in self.contacts}
+            wanted = {contact_key(i.strip()) for i in only if i.strip()}
+            known = {contact_key(c.id) for c in self.contacts}
             unknown = sorted(wanted - known)
             if unknown:
                 raise ContactsError(
                     f"{self.path}: no contact with id {', '.join(unknown)} (see the id column)"
                 )
-            chosen = [c for c in chosen if c.id.upper() in wanted]
+            chosen = [c for c in chosen if contact_key(c.id) in wanted]
         if limit is not None:
             chosen = chosen[:limit]
         return chosen
@@ -284,21 +285,6 @@ def _header_problems(path: Path, header: list[str]) -> list[str]:
             f"{', '.join(missing)} missing (the header has: {', '.join(header)})"
         )
     return problems
-
-
-def rough_count(path: Path) -> int:
-    """About how many contacts ``path`` holds, without reading it as CSV: its lines.
-
-    Only for deciding, before the contacts are read, whether a run is long
-    enough to start worker processes for; an unreadable or oversized file
-    counts as none (reading it properly says what is wrong).
-    """
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            return 0
-        return max(path.read_bytes().count(b"\n") - 1, 0)
-    except OSError:
-        return 0
 
 
 def load_contacts(path: Path) -> ContactList:

@@ -28,11 +28,6 @@ class OutreachError(Exception):
         # Keep every problem when the error crosses a process boundary.
         return (type(self), tuple(self.problems))
 
-    @classmethod
-    def collect(cls, problems: Iterable[str]) -> OutreachError:
-        """One error holding every problem found, for reporting them together."""
-        return cls(*problems)
-
 
 class SettingsError(OutreachError):
     """A setting in the environment or in ``.env`` is missing or malformed."""

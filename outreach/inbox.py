@@ -484,16 +484,15 @@ def read_imap(
     since: date | None,
     first_letter: date | None,
     handle: Callable[[Fetched], None],
-) -> list[str]:
+) -> None:
     """Read every folder of IMAP_FOLDERS, handing each new message to ``handle``.
 
     Each folder's position is remembered once all its messages were handled
-    (their rows on the disk). Returns the folders read, for the user.
+    (their rows on the disk).
     """
     client = connect(settings)
     name = server_name(settings)
     account = f"{settings.imap_username}@{name}"
-    done = []
     try:
         _sign_in(client, settings)
         for folder in settings.imap_folders:
@@ -518,12 +517,10 @@ def read_imap(
             top = max([remembered, *uids])
             if top:
                 positions.remember(account, folder, uidvalidity, top)
-            done.append(folder)
     except (IMAPClientError, OSError) as err:
         raise _connect_error(err, settings) from err
     finally:
         _close(client)
-    return done
 
 
 # -- the whole run -------------------------------------------------------------------------

@@ -173,10 +173,6 @@ class Report:
     def never_attempted(self) -> list[ContactState]:
         return [c for c in self.contacts if c.status == NOT_ATTEMPTED]
 
-    @property
-    def sent(self) -> int:
-        return self.counts.get("sent", 0)
-
 
 def build_report(
     rows: Iterable[LogRow],

@@ -378,11 +378,6 @@ class ContactRecord:
             return list(self.addresses.values())
         return [row for address, row in rows if address in now or row.status != "bounced"]
 
-    @property
-    def reason(self) -> LogRow | None:
-        """The row that explains ``status``: the server's words for it."""
-        return self.reason_for(None)
-
     def reason_for(self, current: Collection[str] | None) -> LogRow | None:
         """The row that explains ``status_for(current)``."""
         status = self.status_for(current)

@@ -243,10 +243,6 @@ class Connection:
         self._timed_out = threading.Event()
         self._sender = ""
 
-    @property
-    def is_open(self) -> bool:
-        return self._smtp is not None
-
     # -- deadlines -----------------------------------------------------------------------
 
     @contextlib.contextmanager
