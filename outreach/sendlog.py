@@ -218,13 +218,24 @@ def _parse_row(path: Path, line: int, cells: list[str], columns: tuple[str, ...]
     )
 
 
+def _refuse_other_than_a_file(path: Path) -> None:
+    """The log must be a regular file, or not be yet (a device could be read forever)."""
+    if path.is_dir():
+        raise SendLogError(f"{path} is a folder, not the send log; move it, or set LOG_DIR")
+    if path.exists() and not path.is_file():
+        raise SendLogError(f"{path} is not a regular file; the send log must be one")
+
+
+def _columns_of(path: Path, data: bytes) -> tuple[str, ...]:
+    """The columns the header of the log's ``data`` names."""
+    first = data[: data.find(b"\n")].decode("utf-8", "replace")
+    return _header(path, next(csv.reader([first], strict=True)))
+
+
 def _read_bytes(path: Path) -> bytes:
-    """The log's bytes; it must be a regular file (a device could be read forever)."""
+    """The log's bytes, none when there is no log yet."""
     try:
-        if path.is_dir():
-            raise SendLogError(f"{path} is a folder, not the send log; move it, or set LOG_DIR")
-        if path.exists() and not path.is_file():
-            raise SendLogError(f"{path} is not a regular file; the send log must be one")
+        _refuse_other_than_a_file(path)
         return path.read_bytes()
     except FileNotFoundError:
         return b""
@@ -287,8 +298,7 @@ def _unterminated_last_line(path: Path, data: bytes) -> str:
             return "cut"
     else:
         try:
-            first = data[: data.find(b"\n")].decode("utf-8")
-            columns = _header(path, next(csv.reader([first], strict=True)))
+            columns = _columns_of(path, data)
             cells = next(csv.reader([text], strict=True), [])
             _parse_row(path, line, cells, columns)
         except (csv.Error, SendLogError, UnicodeDecodeError):
@@ -522,7 +532,7 @@ class SendLog:
         path = self.path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _read_bytes(path)  # a folder or a device is refused before it is opened
+            _refuse_other_than_a_file(path)  # before it is opened
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as err:
             raise SendLogError(f"{path}: cannot be opened ({err.strerror})") from err
@@ -538,11 +548,9 @@ class SendLog:
             raise SendLogError(f"{path}: cannot be locked ({err.strerror})") from err
         self._fd = fd
         try:
-            self.repaired = self._drop_partial_last_line()
-            data = _read_bytes(path)
-            first = data[: data.find(b"\n")].decode("utf-8", "replace") if data else ""
-            if first:
-                self._columns = _header(path, next(csv.reader([first], strict=True)))
+            data = self._drop_partial_last_line()
+            if data:
+                self._columns = _columns_of(path, data)
             self._empty = not data  # the header goes in with the first row
         except OSError as err:
             self.close()
@@ -551,21 +559,25 @@ class SendLog:
             self.close()
             raise
 
-    def _drop_partial_last_line(self) -> bool:
+    def _drop_partial_last_line(self) -> bytes:
         """Cut a half-written last line, so the next row starts on a line of its own.
 
         Only a process killed in the middle of a write leaves one; the row it
         was writing was never complete, so nothing that was written is lost.
+        Sets ``repaired`` when it cut one; returns the log as it now is.
         """
         with self.path.open("rb+") as handle:
             data = handle.read()
             kind = _unterminated_last_line(self.path, data)
             if kind == "row":
                 handle.write(b"\n")  # a whole row: only its line end was missing
+                return data + b"\n"
             if kind != "cut":
-                return False
-            handle.truncate(data.rfind(b"\n") + 1)
-            return True
+                return data
+            whole = data.rfind(b"\n") + 1
+            handle.truncate(whole)
+            self.repaired = True
+            return data[:whole]
 
     def rows(self) -> list[LogRow]:
         return read_log(self.path)
