@@ -135,9 +135,17 @@ class Matcher:
         #: Nothing older than the first letter can be about one.
         self.first_letter: date | None = min(starts).date() if starts else None
 
-    def match(self, fetched: Fetched, result: InboxResult) -> list[LogRow]:
-        """The new rows for one message; what cannot be matched goes into ``result``."""
+    def match(
+        self, fetched: Fetched, result: InboxResult, *, since: date | None = None
+    ) -> list[LogRow]:
+        """The new rows for one message; what cannot be matched goes into ``result``.
+
+        With ``since`` (``--from`` with ``--since``), a message whose Date is
+        older is passed over, as the IMAP server's SEARCH SINCE passes it over.
+        """
         notice = read_notice(parse(fetched.data), fetched.data)
+        if since is not None and notice.date is not None and notice.date.date() < since:
+            return []
         result.read += 1
         if notice.notice_id in self.letters or notice.notice_id in self.tests:
             result.other += 1  # a copy of a letter itself
@@ -273,12 +281,6 @@ def read_files(path: Path) -> Iterator[Fetched]:
         raise InboxError(f"--from {path}: cannot be read ({err.strerror or err})") from err
     except mailbox.Error as err:
         raise InboxError(f"--from {path}: cannot be read as a mailbox ({err})") from err
-
-
-def _arrived_since(fetched: Fetched, since: date) -> bool:
-    """For ``--from`` with ``--since``: the message's Date, when it has one, is not older."""
-    notice_date = read_notice(parse(fetched.data), fetched.data).date
-    return notice_date is None or notice_date.date() >= since
 
 
 # -- the IMAP position ---------------------------------------------------------------------
@@ -550,16 +552,15 @@ def read_inbox(
     with SendLog(log_path) as log:
         matcher = Matcher(log.rows(), [settings.mail_from, settings.mail_reply_to], clock)
 
-        def handle(fetched: Fetched) -> None:
-            for row in matcher.match(fetched, result):
+        def handle(fetched: Fetched, since: date | None = None) -> None:
+            for row in matcher.match(fetched, result, since=since):
                 log.append(row, durable=True)
                 result.rows.append(row)
 
         positions = Positions(settings.log_dir / STATE_FILE)
         if source is not None:
             for fetched in read_files(source):
-                if since is None or _arrived_since(fetched, since):
-                    handle(fetched)
+                handle(fetched, since)
         else:
             if positions.warning:
                 result.warnings.append(positions.warning)

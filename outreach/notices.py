@@ -108,8 +108,11 @@ def parse(data: bytes) -> EmailMessage:
 def read_notice(message: EmailMessage, data: bytes = b"") -> Notice:
     """What ``message`` says about letters (``data``: its bytes, for an id when it has none)."""
     own = message_ids(_text(message, "Message-ID"))
-    digest = hashlib.sha256(data or _bytes_of(message)).hexdigest()[:32]
-    notice_id = own[0] if own else f"<{digest}.no-message-id@notice.invalid>"
+    if own:
+        notice_id = own[0]
+    else:
+        digest = hashlib.sha256(data or _bytes_of(message)).hexdigest()[:32]
+        notice_id = f"<{digest}.no-message-id@notice.invalid>"
     sender = _sender(message)
     subject = _clean(_text(message, "Subject"))
     date = _date(message)
