@@ -2,7 +2,8 @@
 
 The library is ``outreach.campaign``: open a ``Campaign`` from the
 settings, then ``check``, ``preview``, ``plan`` and ``send`` it, and
-``report`` on it afterwards; ``read_inbox`` puts the bounces and answers
+``outreach.campaign.report`` on it afterwards (``outreach.report`` is the
+module that lays the report out); ``read_inbox`` puts the bounces and answers
 that come back to the mailbox into the send log first. The pipeline underneath is one module per
 stage: ``settings`` → ``contacts`` → ``render`` → ``message`` →
 ``checks`` / ``preview`` / ``sending`` (over ``transport``, into
@@ -10,7 +11,7 @@ stage: ``settings`` → ``contacts`` → ``render`` → ``message`` →
 over ``campaign``.
 """
 
-from outreach.campaign import Campaign, Composed, read_inbox, report
+from outreach.campaign import Campaign, Composed, read_inbox
 from outreach.contacts import Contact, ContactList, load_contacts
 from outreach.errors import OutreachError
 from outreach.message import Letter, build_letter
@@ -31,5 +32,4 @@ __all__ = [
     "load_contacts",
     "load_settings",
     "read_inbox",
-    "report",
 ]

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from outreach.addresses import (
     AddressError,
@@ -50,9 +50,6 @@ from outreach.errors import (
     TemplateTooLarge,
 )
 from outreach.followup import Original, originals
-from outreach.inbox import InboxResult
-from outreach.inbox import last_read as inbox_last_read
-from outreach.inbox import read_inbox as _read_inbox
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
 from outreach.render import Rendered, Renderer
@@ -69,6 +66,9 @@ from outreach.sending import (
 from outreach.sendlog import LogRow, SendLog, contact_key, read_log
 from outreach.settings import Secret, Settings, require_for_sending
 from outreach.transport import Attempt, Connection, Server, Unreachable
+
+if TYPE_CHECKING:
+    from outreach.inbox import InboxResult
 
 #: ``progress(stage, done, total)``: how far a long step has got, for a progress bar.
 Progress = Callable[[str, int, int], None]
@@ -329,7 +329,9 @@ class Campaign:
         )
         refuse_placeholders(plan.to_send, Server.from_settings(self.settings))
         if self.settings.follow_up_of:
-            plan = dataclasses.replace(plan, inbox_read_at=inbox_last_read(self.settings))
+            from outreach.inbox import last_read
+
+            plan = dataclasses.replace(plan, inbox_read_at=last_read(self.settings))
         return plan
 
     def _subject_of(self, delivery: Delivery) -> str:
@@ -482,4 +484,6 @@ def read_inbox(
     answers that match a letter of the send log are appended to it; nothing
     is recorded twice however often it runs (see ``outreach.inbox``).
     """
-    return _read_inbox(settings, source=source, since=since, clock=clock)
+    from outreach import inbox  # IMAP is imported by the commands that read a mailbox
+
+    return inbox.read_inbox(settings, source=source, since=since, clock=clock)
