@@ -65,7 +65,7 @@ from outreach.sending import (
 )
 from outreach.sendlog import LogRow, SendLog, contact_key, read_log
 from outreach.settings import Secret, Settings, require_for_sending
-from outreach.transport import Attempt, Connection, Server, Unreachable
+from outreach.transport import Connection, Server
 
 if TYPE_CHECKING:
     from outreach.inbox import InboxResult
@@ -387,10 +387,7 @@ class Campaign:
         connection = Connection(Server.from_settings(self.settings))
         with self.open_log() as log:
             try:
-                connection.open()
                 attempt = connection.send(letter, letter.recipients, lambda: None)
-            except Unreachable as err:
-                attempt = Attempt((), {}, "retry", err.reply)
             finally:
                 connection.close()
             if attempt.status != "sent":

@@ -247,12 +247,14 @@ def find_repeats(
     repeats = []
     for delivery in deliveries:
         key = contact_key(delivery.contact.id)
-        subject = subject_of(delivery)
+        subject: str | None = None  # rendered only for an address that got a letter before
         for address in delivery.recipients:
             for row in got.get(address.lower(), []):
                 if row.campaign == campaign and contact_key(row.contact_id) == key:
                     continue  # this letter's own earlier attempts: the plan handles them
-                if not row.subject or _same_subject(row.subject, subject):
+                if row.subject and subject is None:
+                    subject = subject_of(delivery)
+                if not row.subject or _same_subject(row.subject, subject or ""):
                     repeats.append(
                         Repeat(delivery.contact.id, address, row.campaign, row.time, row.subject)
                     )

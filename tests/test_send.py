@@ -794,6 +794,21 @@ def test_test_send_goes_to_one_address_marked_and_does_not_count(
     assert smtp_server.received[1].recipients == ["chl@missions.example"]
 
 
+def test_a_test_letter_to_a_server_that_is_not_there_is_one_line(
+    run_cli: RunCli, smtp_server: SmtpServer, project: Path
+) -> None:
+    port = str(free_port())
+    result = run_cli(
+        "test-send", "--to", "me@coalition.example", env=smtp_server.env(SMTP_PORT=port)
+    )
+    assert result.code == 2
+    assert result.stderr == (
+        f"Error: the test letter to me@coalition.example was not sent: 127.0.0.1:{port} refused "
+        "the connection\n"
+    )
+    assert read_log(project / "logs" / "send-log.csv") == []
+
+
 def test_lock_error_from_the_command(
     run_cli: RunCli, smtp_server: SmtpServer, project: Path
 ) -> None:
