@@ -12,7 +12,6 @@ affected.
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -65,12 +64,10 @@ def load_do_not_contact(path: Path, *, required: bool) -> DoNotContact:
     ids: dict[str, str] = {}
     addresses: dict[str, str] = {}
     problems = []
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-    reader = csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True)
-    numbers = [
-        n for n, line in enumerate(text.splitlines(), 1) if not line.lstrip().startswith("#")
-    ]
-    for number, cells in zip(numbers, reader, strict=False):
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue
+        cells = next(csv.reader([line], skipinitialspace=True), [])
         if not cells or not cells[0].strip():
             continue
         entry, reason = cells[0].strip(), ", ".join(c.strip() for c in cells[1:] if c.strip())
