@@ -416,6 +416,27 @@ def _command(read: _Reader, name: str) -> str:
     return raw
 
 
+def _security_and_port(
+    read: _Reader, prefix: str, default_ports: Mapping[str, int]
+) -> tuple[str, int]:
+    """``{prefix}_SECURITY`` and ``{prefix}_PORT``, the port by default the security's own.
+
+    A security that is not valid is reported and taken as the default, so
+    that the port is still checked.
+    """
+    security = read.text(f"{prefix}_SECURITY").lower()
+    if security not in SECURITY_MODES:
+        read.problems.append(
+            f"{prefix}_SECURITY={security!r} is not valid: expected one of "
+            f"{', '.join(SECURITY_MODES)}"
+        )
+        security = KNOWN_SETTINGS[f"{prefix}_SECURITY"]
+    port = default_ports[security]
+    if read.text(f"{prefix}_PORT"):
+        port = read.parsed(f"{prefix}_PORT", _port, "expected a port number from 1 to 65535", port)
+    return security, port
+
+
 def _ca_file(read: _Reader, name: str) -> Path | None:
     if not read.text(name):
         return None
@@ -443,15 +464,7 @@ def load_settings(
         if key not in KNOWN_SETTINGS and (key.startswith(_OUR_PREFIXES) or _near(key))
     )
 
-    security = read.text("SMTP_SECURITY").lower()
-    if security not in SECURITY_MODES:
-        read.problems.append(
-            f"SMTP_SECURITY={security!r} is not valid: expected one of {', '.join(SECURITY_MODES)}"
-        )
-        security = "starttls"
-    port = DEFAULT_PORTS[security]
-    if read.text("SMTP_PORT"):
-        port = read.parsed("SMTP_PORT", _port, "expected a port number from 1 to 65535", port)
+    security, port = _security_and_port(read, "SMTP", DEFAULT_PORTS)
 
     addresses: dict[str, str] = {}
     for name in ("MAIL_FROM", "MAIL_REPLY_TO"):
@@ -481,18 +494,7 @@ def load_settings(
     if auth and not username:
         read.problems.append(f"SMTP_AUTH={auth} needs SMTP_USERNAME: the mailbox to sign in as")
 
-    imap_security = read.text("IMAP_SECURITY").lower()
-    if imap_security not in SECURITY_MODES:
-        read.problems.append(
-            f"IMAP_SECURITY={imap_security!r} is not valid: expected one of "
-            f"{', '.join(SECURITY_MODES)}"
-        )
-        imap_security = "ssl"
-    imap_port = IMAP_DEFAULT_PORTS[imap_security]
-    if read.text("IMAP_PORT"):
-        imap_port = read.parsed(
-            "IMAP_PORT", _port, "expected a port number from 1 to 65535", imap_port
-        )
+    imap_security, imap_port = _security_and_port(read, "IMAP", IMAP_DEFAULT_PORTS)
     folders = tuple(split_list(read.text("IMAP_FOLDERS")))
 
     settings = Settings(
