@@ -263,7 +263,6 @@ def _letter_data(built: Path, entry: PreviewEntry) -> dict[str, object]:
     return {
         "id": entry.id,
         "country": entry.country,
-        "recipients": entry.recipients,
         "to": entry.to,
         "cc": entry.cc,
         "subject": entry.subject,
