@@ -247,14 +247,12 @@ def find_repeats(
     repeats = []
     for delivery in deliveries:
         key = contact_key(delivery.contact.id)
-        subject: str | None = None  # rendered only for an address that got a letter before
+        subject = subject_of(delivery)
         for address in delivery.recipients:
             for row in got.get(address.lower(), []):
                 if row.campaign == campaign and contact_key(row.contact_id) == key:
                     continue  # this letter's own earlier attempts: the plan handles them
-                if row.subject and subject is None:
-                    subject = subject_of(delivery)
-                if not row.subject or _same_subject(row.subject, subject or ""):
+                if not row.subject or _same_subject(row.subject, subject):
                     repeats.append(
                         Repeat(delivery.contact.id, address, row.campaign, row.time, row.subject)
                     )
