@@ -49,7 +49,7 @@ from outreach.errors import (
     TemplateError,
     TemplateTooLarge,
 )
-from outreach.followup import Original, originals
+from outreach.ledger import Ledger, Original
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
 from outreach.render import Rendered, Renderer
@@ -63,7 +63,7 @@ from outreach.sending import (
     refuse_placeholders,
     repeat_problem,
 )
-from outreach.sendlog import LogRow, SendLog, contact_key, read_log
+from outreach.sendlog import LogRow, SendLog, read_log
 from outreach.settings import Secret, Settings, require_for_sending
 from outreach.transport import Connection, Server
 
@@ -98,8 +98,8 @@ class Campaign:
     do_not_contact: DoNotContact = field(default_factory=DoNotContact)
     #: The files every letter carries (ATTACHMENTS).
     attachments: tuple[Attachment, ...] = ()
-    #: For a follow-up: each contact's first letter, as the send log had it at open.
-    originals: dict[str, Original] = field(default_factory=dict)
+    #: For a follow-up: the send log as it was at open, for each contact's first letter.
+    ledger: Ledger = field(default_factory=lambda: Ledger(()))
 
     @classmethod
     def open(cls, settings: Settings) -> Campaign:
@@ -113,11 +113,7 @@ class Campaign:
         renderer = Renderer(
             settings.templates_dir, settings.letter_date, follow_up=bool(settings.follow_up_of)
         )
-        first_letters = (
-            originals(read_log(settings.send_log), settings.follow_up_of)
-            if settings.follow_up_of
-            else {}
-        )
+        ledger = Ledger(read_log(settings.send_log) if settings.follow_up_of else ())
         do_not_contact = load_do_not_contact(
             settings.do_not_contact_file, required=settings.do_not_contact_required
         )
@@ -130,7 +126,7 @@ class Campaign:
         if problems:
             raise SettingsError(*problems)
         contacts = ContactList(settings.contacts_file, ())
-        return cls(settings, contacts, renderer, do_not_contact, tuple(files), first_letters)
+        return cls(settings, contacts, renderer, do_not_contact, tuple(files), ledger)
 
     def with_password(self, password: str) -> Campaign:
         """The same campaign, logging in with ``password`` (asked for at a prompt)."""
@@ -149,7 +145,9 @@ class Campaign:
         return chosen[:limit] if limit is not None else chosen
 
     def _original(self, contact: Contact) -> Original | None:
-        original = self.originals.get(contact_key(contact.id))
+        if not self.settings.follow_up_of:
+            return None
+        original = self.ledger.original(self.settings.follow_up_of, contact.id, contact.recipients)
         return original if original is not None and original.followed_up else None
 
     # -- composing ---------------------------------------------------------------------
@@ -316,7 +314,7 @@ class Campaign:
         chosen = list(self.contacts) if contacts is None else list(contacts)
         plan = make_plan(
             chosen,
-            log.rows(),
+            Ledger(log.rows()),
             self.settings,
             now=now or SystemClock().now(),
             subject_of=self._subject_of,

@@ -265,11 +265,28 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
     click.echo(f"To send:       {len(plan.to_send)}")
     click.echo(f"Already sent:  {len(plan.sent)}")
     if plan.failed:
-        click.echo(f"Failed:        {len(plan.failed)} (not sent again unless --retry-failed)")
+        click.echo(
+            f"Failed:        {len(plan.failed)} "
+            + (
+                "(sent again now to the addresses that refused it: --retry-failed)"
+                if plan.retry_failed
+                else "(not sent again unless --retry-failed)"
+            )
+        )
     if plan.ambiguous:
         click.echo(
-            f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; not sent again "
-            "unless --resend-ambiguous)"
+            f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; "
+            + (
+                "sent again now: --resend-ambiguous)"
+                if plan.resend_ambiguous
+                else "not sent again unless --resend-ambiguous)"
+            )
+        )
+    if plan.refused_before:
+        first = plan.refused_before[0]
+        click.echo(
+            f"Refused before: {len(plan.refused_before)} of these addresses refused a letter with "
+            f"this subject (e.g. {first.address}, campaign {first.campaign!r}); they get it now"
         )
     if plan.bounced and plan.retry_bounced:
         click.echo(
@@ -300,9 +317,7 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         if settings.send_rate_per_minute
         else "no limit"
     )
-    click.echo(
-        f"SMTP server:   {_server(settings)}, {settings.send_connections} connection(s), {rate}"
-    )
+    click.echo(f"SMTP server:   {_server(settings)}, {rate}")
     sender = (
         f"{settings.mail_from_name} <{settings.mail_from}>"
         if settings.mail_from_name

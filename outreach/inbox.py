@@ -47,16 +47,14 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
+from outreach.ledger import Ledger, Letter
 from outreach.notices import Event, Notice, parse, read_notice
 from outreach.sendlog import (
     BOUNCED,
     DELAYED,
-    HAS_LETTER,
-    ContactRecord,
     LogRow,
     SendLog,
     contact_key,
-    contact_records,
     with_notice,
 )
 from outreach.settings import Settings, require_for_reading
@@ -108,12 +106,6 @@ class InboxResult:
 # -- matching notices to letters -----------------------------------------------------------
 
 
-@dataclass
-class _Letter:
-    campaign: str
-    record: ContactRecord
-
-
 class Matcher:
     """Matches notices to the letters of a send log, and makes their rows.
 
@@ -124,12 +116,9 @@ class Matcher:
     def __init__(self, rows: Sequence[LogRow], own: Sequence[str], clock: Clock) -> None:
         self.clock = clock
         self.own = {a.lower() for a in own if a}
-        self.letters: dict[str, _Letter] = {}
-        for campaign in dict.fromkeys(row.campaign for row in rows):
-            for record in contact_records(rows, campaign).values():
-                if record.message_id:
-                    self.letters[record.message_id.lower()] = _Letter(campaign, record)
-        self.tests = {row.message_id.lower() for row in rows if row.status == "test"}
+        self.ledger = Ledger(rows)
+        self.letters = self.ledger.by_message_id
+        self.tests = self.ledger.tests
         self.seen = {_key(row) for row in rows if row.notice_id}
         starts = [row.time for row in rows if row.status in ("sending", "test")]
         #: Nothing older than the first letter can be about one.
@@ -175,7 +164,7 @@ class Matcher:
                     result.already += 1
                     continue
                 self.seen.add(_key(row))
-                letter.record.note(row)  # the next notice of this run sees this one
+                self.ledger.add(row)  # the next notice of this run sees this one
                 rows.append(row)
         return rows
 
@@ -184,35 +173,50 @@ class Matcher:
         fetched: Fetched,
         notice: Notice,
         event: Event,
-        letter: _Letter,
+        letter: Letter,
         result: InboxResult,
     ) -> LogRow | None:
-        """The row one event of a notice makes for one letter, or None when it names nobody."""
-        record = letter.record
+        """The row one event of a notice makes for one letter, or None when it names nobody.
+
+        A notice attaches only to an address some server accepted the letter
+        for (``ledger.py``): anything else is listed as unmatched, with why.
+        """
         if event.kind in (BOUNCED, DELAYED):
-            address = next((a for a in event.recipients if a in record.addresses), None)
+            address = next((a for a in event.recipients if a in letter.accepted), None)
             if address is None:
                 named = ", ".join(event.recipients) or "no recipient"
+                tried = any(a in letter.addresses for a in event.recipients)
                 why = (
-                    f"it names {named}, to which the letter of {record.contact_id} "
+                    f"it names {named}, where no server accepted the letter of "
+                    f"{letter.contact_id} (campaign {letter.campaign!r})"
+                    if tried
+                    else f"it names {named}, to which the letter of {letter.contact_id} "
                     f"(campaign {letter.campaign!r}) was not sent"
                 )
                 result.unmatched.append(Unmatched(fetched.where, notice, why))
                 return None
             addresses = [address]
         else:
-            addresses = _answered(record)
+            addresses = sorted(letter.accepted)
+            if not addresses:
+                why = (
+                    f"it answers the letter of {letter.contact_id} (campaign "
+                    f"{letter.campaign!r}), which no server accepted"
+                )
+                result.unmatched.append(Unmatched(fetched.where, notice, why))
+                return None
         return LogRow(
             time=self.clock.now(),
             campaign=letter.campaign,
-            contact_id=record.contact_id,
+            contact_id=letter.contact_id,
             email=";".join(addresses),
             status=event.kind,
-            attempt=max((record.addresses[a].attempt for a in addresses), default=0),
+            attempt=letter.attempts,
             smtp_code=event.status or None,
             smtp_reply=with_notice(event.text, notice.notice_id),
-            message_id=record.message_id,
-            subject=record.subject,
+            message_id=letter.message_id,
+            subject=letter.subject,
+            follows=letter.follows,
         )
 
     def _from_us(self, notice: Notice) -> bool:
@@ -225,17 +229,6 @@ class Matcher:
         if notice.refers_to:
             return f"a bounce of {notice.refers_to[0]}, which is no letter of the send log"
         return "a bounce that names no message (no returned original, In-Reply-To or References)"
-
-
-def _answered(record: ContactRecord) -> list[str]:
-    """The addresses an answer speaks for: those that have (or may have) the letter.
-
-    An answer proves the mission got the letter; if every address bounced,
-    it got it some other way (a forward), and the answer speaks for all.
-    """
-    reached = (*HAS_LETTER, "ambiguous", "sending")
-    have = [a for a, row in record.addresses.items() if row.status in reached]
-    return have or list(record.addresses)
 
 
 def _key(row: LogRow) -> tuple[str, str, str, str, str]:

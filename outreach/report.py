@@ -26,17 +26,9 @@ from rich.text import Text
 
 from outreach.contacts import ContactList
 from outreach.donotcontact import DoNotContact
-from outreach.followup import FOLLOWED_UP
-from outreach.sendlog import (
-    HAS_LETTER,
-    LogRow,
-    contact_key,
-    contact_records,
-    neutralise_cell,
-    rate_per_minute,
-)
+from outreach.ledger import FOLLOWED_UP, HAS_LETTER, NOT_ATTEMPTED, OWED, Ledger
+from outreach.sendlog import REPLIED, LogRow, contact_key, neutralise_cell, rate_per_minute
 
-NOT_ATTEMPTED = "not attempted"
 HELD_BACK = "held back"
 #: The order statuses are shown in: done first, then what needs a look.
 ORDER = (
@@ -184,69 +176,70 @@ def build_report(
 ) -> Report:
     """Every contact of the contacts file (and any other the log names), with its state.
 
-    Contacts the log never mentions are "not attempted"; contacts the log
-    names but the file no longer has are kept, so a letter that went out is
-    never missing from the report.
+    Each state is the ledger's (``ledger.py``). Contacts the log never
+    mentions are "not attempted"; contacts the log names but the file no
+    longer has are kept, so a letter that went out is never missing.
     """
     all_rows = list(rows)
+    ledger = Ledger(all_rows)
+    ignored_notes: list[str] = []
     mine = [r for r in all_rows if r.campaign == campaign]
-    records = contact_records(mine, campaign)
+    letters = ledger.campaign(campaign)
     known = {contact_key(c.id): c for c in contacts} if contacts is not None else {}
     file_name = str(contacts.path) if contacts is not None else "the contacts file"
     states: list[ContactState] = []
-    for key in list(known) + [k for k in records if k not in known]:
+    for key in list(known) + [k for k in letters if k not in known]:
         contact = known.get(key)
-        record = records.get(key)
+        letter = letters.get(key)
         country = contact.country if contact is not None else ""
         held = contact is not None and do_not_contact is not None and do_not_contact.holds(contact)
-        if held and (record is None or record.status not in HAS_LETTER):
+        if letter is None or (held and not letter.has_letter):
             assert contact is not None
+            status = HELD_BACK if held else NOT_ATTEMPTED
             states.append(
                 ContactState(
                     contact.id,
                     country,
                     ";".join(contact.recipients),
-                    HELD_BACK,
-                    record.attempts if record else 0,
-                    record.rows[-1].time if record else None,
+                    status,
+                    letter.attempts if letter else 0,
+                    letter.rows[-1].time if letter else None,
                     None,
-                    str(held),
-                    record.message_id if record else "",
+                    str(held) if held else "",
+                    letter.message_id if letter else "",
                     "",
-                    next_step(HELD_BACK),
-                )
-            )
-            continue
-        if record is None:
-            assert contact is not None
-            email = ";".join(contact.recipients)
-            step = next_step(NOT_ATTEMPTED, file_name)
-            states.append(
-                ContactState(
-                    contact.id, country, email, NOT_ATTEMPTED, 0, None, None, "", "", "", step
+                    next_step(status, file_name),
                 )
             )
             continue
         current = contact.recipients if contact is not None else None
-        reason = record.reason_for(current)
-        assert reason is not None
-        status = record.status_for(current)
-        sent_to = [a for a, row in record.addresses.items() if row.status in HAS_LETTER]
+        status = letter.status(current)
+        if status in FOLLOWED_UP and ledger.answered(campaign, letter.contact_id):
+            status = REPLIED  # the mission answered a reminder of this letter
+        reason = letter.reason(current)
+        sent_to = letter.having(*HAS_LETTER)
+        step = next_step(status, file_name)
+        owed = [a for a in letter.having(*OWED) if current is None or a in current]
+        if letter.has_letter and owed:
+            step += f"; still owed to {';'.join(owed)}: run `make send` again later"
         states.append(
             ContactState(
-                id=contact.id if contact is not None else record.contact_id,
+                id=contact.id if contact is not None else letter.contact_id,
                 country=country,
                 email=reason.email if status not in HAS_LETTER else ";".join(sent_to),
                 status=status,
-                attempts=record.attempts,
-                last_time=record.rows[-1].time,
+                attempts=letter.attempts,
+                last_time=letter.rows[-1].time,
                 smtp_code=reason.smtp_code,
                 smtp_reply=reason.reply_text,
-                message_id=record.message_id,
+                message_id=letter.message_id,
                 sent_to=";".join(sent_to),
-                next_step=next_step(status, file_name),
+                next_step=step,
             )
         )
+    for row, why in ledger.ignored:
+        if row.campaign == campaign:
+            ignored_notes.append(f"not counted: a {row.status} notice for {row.contact_id}: {why}")
     starts = sorted(r.time for r in mine if r.status == "sending")
     sends = [r.time for r in mine if r.status == "sent"]
     report = Report(
@@ -270,6 +263,7 @@ def build_report(
         report.notes.append(
             "the contacts file could not be read, so contacts never attempted are not listed"
         )
+    report.notes.extend(ignored_notes)
     return report
 
 

@@ -12,10 +12,11 @@ twice.
 
 from __future__ import annotations
 
-import queue
+import signal
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -32,23 +33,19 @@ from outreach.clock import Clock
 from outreach.contacts import Contact
 from outreach.donotcontact import DoNotContact
 from outreach.errors import DeliveryError, OutreachError
-from outreach.followup import NEVER_GOT_IT, Original, originals
+from outreach.ledger import NEVER_GOT_IT, Ledger, Original
 from outreach.message import Letter
 from outreach.ratelimit import RateLimiter
 from outreach.sendlog import (
-    HAS_LETTER,
-    OWED,
     LogRow,
     SendLog,
     contact_key,
-    contact_records,
     next_free_time,
     rate_per_minute,
     sent_since,
 )
 from outreach.settings import Settings
 from outreach.transport import (
-    BUSY,
     THROTTLE,
     Attempt,
     Connection,
@@ -83,6 +80,8 @@ class Repeat:
     campaign: str
     time: datetime
     subject: str
+    #: What became of it there: ``got``, ``may have`` (ambiguous) or ``refused``.
+    kind: str = "got"
 
 
 @dataclass(frozen=True)
@@ -100,9 +99,13 @@ class Plan:
     #: --retry-bounced all of them; with it, those whose address is unchanged.
     bounced: list[str] = field(default_factory=list)
     retry_bounced: bool = False
+    retry_failed: bool = False
+    resend_ambiguous: bool = False
     daily_room: int | None = None
     resume_at: datetime | None = None
     repeats: list[Repeat] = field(default_factory=list)
+    #: Addresses that refused a letter with this subject before: shown, never in the way.
+    refused_before: list[Repeat] = field(default_factory=list)
     allow_repeat: bool = False
     #: Contacts on the do-not-contact list: (id, why).
     do_not_contact: list[tuple[str, str]] = field(default_factory=list)
@@ -128,7 +131,7 @@ def _same_subject(one: str, other: str) -> bool:
 
 def make_plan(
     contacts: Sequence[Contact],
-    rows: Sequence[LogRow],
+    ledger: Ledger,
     settings: Settings,
     *,
     now: datetime,
@@ -142,64 +145,65 @@ def make_plan(
 ) -> Plan:
     """Which of ``contacts`` are owed their letter, at which addresses; how many may go today.
 
-    A letter the mission's server took is done, whatever came back to the
-    mailbox since (a delay notice, an answer). One that bounced goes again
-    only with ``retry_bounced``, and then only to the contact's addresses
-    that never had it: a changed address. The same address would bounce
-    again. Nobody on the do-not-contact list is planned a letter: a contact
-    whose id or To address is listed is held back, a listed Cc is left out.
+    What each mission is owed is the ledger's (``Letter.owed``); the plan
+    only adds what this run may do: the do-not-contact list (a contact whose
+    id or To address is listed gets nothing, a listed Cc is left out), the
+    reminders' selection, --limit and the daily limit.
     """
     listed = do_not_contact or DoNotContact()
     held: list[tuple[str, str]] = []
-    records = contact_records(rows, settings.campaign)
-    first_letters = originals(rows, settings.follow_up_of) if settings.follow_up_of else {}
     not_followed_up: dict[str, list[str]] = defaultdict(list)
-    again: set[str | None] = {None, *OWED}
-    if retry_failed:
-        again |= {"failed", "refused"}
-    if resend_ambiguous:
-        again |= {"ambiguous", "sending"}
     by_status: dict[str, list[str]] = defaultdict(list)
     to_send: list[Delivery] = []
     for contact in contacts:
-        record = records.get(contact_key(contact.id))
-        original = first_letters.get(contact_key(contact.id))
-        if settings.follow_up_of and (original is None or not original.followed_up):
+        letter = ledger.letter(settings.campaign, contact.id)
+        original = None
+        recipients = contact.recipients
+        if settings.follow_up_of:
             # Never a reminder to a mission that replied, or whose letter bounced
             # or never went: not even one owed from an earlier run.
-            not_followed_up[original.left_out_as if original else NEVER_GOT_IT].append(contact.id)
+            original = ledger.original(settings.follow_up_of, contact.id, contact.recipients)
+            if original is None or not original.followed_up:
+                why = original.left_out_as if original else NEVER_GOT_IT
+                not_followed_up[why].append(contact.id)
+                continue
+            recipients = original.recipients
+        if letter is None:
+            owed = recipients
+        else:
+            status = letter.status(contact.recipients)
+            by_status["sent" if letter.has_letter else status].append(contact.id)
+            owed = letter.owed(
+                recipients,
+                retry_failed=retry_failed,
+                resend_ambiguous=resend_ambiguous,
+                retry_bounced=retry_bounced,
+            )
+            if status == "bounced" and retry_bounced and not owed:
+                by_status["still bounced"].append(contact.id)
+        hold = listed.holds(contact)
+        if hold is not None:
+            if owed:
+                held.append((contact.id, hold))
             continue
-        why = listed.holds(contact)
-        if why is not None and (record is None or record.status not in HAS_LETTER):
-            held.append((contact.id, why))
-            continue
-        reachable = listed.without(contact.recipients)
-        if record is None:
-            to_send.append(Delivery(contact, reachable, original=original))
-            continue
-        status = record.status_for(contact.recipients)
-        by_status["sent" if status in HAS_LETTER else status].append(contact.id)
-        if (
-            status in HAS_LETTER
-            or (status == "failed" and not retry_failed)
-            or (status == "ambiguous" and not resend_ambiguous)
-            or (status == "bounced" and not retry_bounced)
-        ):
-            continue
-        owed = tuple(a for a in reachable if record.state(a) in again)
+        owed = listed.without(owed)
         if owed:
-            to_send.append(Delivery(contact, owed, record.attempts, record.message_id, original))
-        elif status == "bounced":
-            by_status["still bounced"].append(contact.id)
+            attempts, message_id = (letter.attempts, letter.message_id) if letter else (0, "")
+            to_send.append(Delivery(contact, owed, attempts, message_id, original))
     held_back = 0
     if limit is not None and len(to_send) > limit:
         held_back, to_send = len(to_send) - limit, to_send[:limit]
     room: int | None = None
     resume_at: datetime | None = None
     if settings.send_daily_limit:
-        room = max(0, settings.send_daily_limit - sent_since(rows, now - timedelta(days=1)))
+        room = max(0, settings.send_daily_limit - sent_since(ledger.rows, now - timedelta(days=1)))
         if room < len(to_send):
-            resume_at = next_free_time(rows, now, settings.send_daily_limit, about_to_send=room)
+            resume_at = next_free_time(
+                ledger.rows, now, settings.send_daily_limit, about_to_send=room
+            )
+    repeats = find_repeats(
+        to_send, ledger, settings.campaign, subject_of, follows=settings.follow_up_of
+    )
     return Plan(
         campaign=settings.campaign,
         to_send=to_send,
@@ -210,11 +214,12 @@ def make_plan(
         held_back=held_back,
         bounced=by_status["still bounced"] if retry_bounced else by_status["bounced"],
         retry_bounced=retry_bounced,
+        retry_failed=retry_failed,
+        resend_ambiguous=resend_ambiguous,
         daily_room=room,
         resume_at=resume_at,
-        repeats=find_repeats(
-            to_send, rows, settings.campaign, subject_of, follows=settings.follow_up_of
-        ),
+        repeats=[r for r in repeats if r.kind != "refused"],
+        refused_before=[r for r in repeats if r.kind == "refused"],
         allow_repeat=allow_repeat,
         do_not_contact=held,
         follow_up_of=settings.follow_up_of,
@@ -224,7 +229,7 @@ def make_plan(
 
 def find_repeats(
     deliveries: Iterable[Delivery],
-    rows: Iterable[LogRow],
+    ledger: Ledger,
     campaign: str,
     subject_of: Callable[[Delivery], str],
     *,
@@ -233,28 +238,35 @@ def find_repeats(
     """Addresses about to get a letter whose subject they already got, in any campaign.
 
     A mistyped CAMPAIGN looks like a new campaign with nobody sent to yet;
-    the subject and the addresses give it away. A row written before
+    the subject and the addresses give it away. Only an address a server
+    accepted a letter for counts (or may have: ambiguous); one that refused
+    it is listed as ``refused``, which stops nothing. A row written before
     subjects were kept counts as the same subject: better one question too
     many than 195 letters twice. A reminder or next year's letter has
-    another subject and is no repeat, nor is a declared follow-up of the
-    campaign it ``follows``.
+    another subject and is no repeat, nor is the letter it ``follows``; a
+    second reminder with the first reminder's subject is one.
     """
-    got: dict[str, list[LogRow]] = defaultdict(list)
-    for row in rows:
-        if row.status in ("sent", "ambiguous", "sending") and row.campaign != follows:
-            for address in row.addresses:
-                got[address].append(row)
     repeats = []
     for delivery in deliveries:
         key = contact_key(delivery.contact.id)
         subject = subject_of(delivery)
         for address in delivery.recipients:
-            for row in got.get(address.lower(), []):
-                if row.campaign == campaign and contact_key(row.contact_id) == key:
+            for letter, kind in ledger.earlier(address):
+                if letter.campaign == campaign and contact_key(letter.contact_id) == key:
                     continue  # this letter's own earlier attempts: the plan handles them
-                if not row.subject or _same_subject(row.subject, subject):
+                if letter.campaign == follows:
+                    continue  # the letter this one follows up: another subject, by design
+                if not letter.subject or _same_subject(letter.subject, subject):
+                    when = letter.rows[-1].time
                     repeats.append(
-                        Repeat(delivery.contact.id, address, row.campaign, row.time, row.subject)
+                        Repeat(
+                            delivery.contact.id,
+                            address,
+                            letter.campaign,
+                            when,
+                            letter.subject,
+                            kind,
+                        )
                     )
                     break
     return repeats
@@ -295,17 +307,13 @@ def refuse_placeholders(deliveries: Iterable[Delivery], server: Server) -> None:
 
 
 class Interrupted(OutreachError):
-    """The run was stopped (Ctrl-C, SIGTERM) after the letters on the wire were logged."""
+    """The run was stopped (Ctrl-C, SIGTERM) after the letter on the wire was logged."""
 
     def __init__(self, outcome: Outcome, how: str, exit_code: int) -> None:
         super().__init__(f"stopped by {how}")
         self.outcome = outcome
         self.how = how
         self.exit_code = exit_code
-
-
-class Terminated(BaseException):
-    """SIGTERM: raised in the main thread by the command's signal handler."""
 
 
 @dataclass
@@ -333,6 +341,10 @@ class Outcome:
         return rate_per_minute(self.starts)
 
 
+class Terminated(BaseException):
+    """SIGTERM outside a send's loop: raised in the main thread by the command's handler."""
+
+
 class _Again(Exception):
     """Some recipients were refused for now: another attempt follows after a pause."""
 
@@ -346,8 +358,45 @@ class _Stopped(Exception):
     """The run was stopped while this letter waited for its turn."""
 
 
+#: The signals that stop a run, with how the summary names them and the exit status.
+STOPPING = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
+
+
+@contextmanager
+def stopped_by_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM set ``stop`` instead of breaking off whatever runs.
+
+    The letter on the wire is finished and logged; then the run stops. The
+    list yielded holds the signals received. A second signal of either kind
+    stops at once: the person means it (a letter on the wire then stays
+    ``ambiguous`` in the log, as after a power cut).
+    """
+    received: list[int] = []
+
+    def handle(signum: int, frame: object) -> None:
+        received.append(signum)
+        stop.set()
+        if len(received) > 1:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    before = {signum: signal.signal(signum, handle) for signum in STOPPING}
+    try:
+        yield received
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 class Sender:
-    """Runs the letters of a plan through ``SEND_CONNECTIONS`` connections."""
+    """Sends the letters of a plan, one after another, over one SMTP connection.
+
+    One connection is all any provider's rate lets anyone use: at Microsoft
+    365's 30 a minute it is idle most of the time, and across a 50 ms round
+    trip it carries 195 letters in about 43 seconds.
+    """
 
     def __init__(
         self,
@@ -367,106 +416,44 @@ class Sender:
         self.progress = progress
         self.outcome = Outcome()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._fatal: BaseException | None = None
         self._room = plan.daily_room
-        self._retiring = 0
-        self._working = settings.send_connections
 
     def run(self, letters: Iterable[tuple[Delivery, Letter]]) -> Outcome:
         """Send ``letters`` (each with its delivery, in the plan's order); what became of them.
 
-        Ctrl-C or SIGTERM stops the run once the letters on the wire are
+        Ctrl-C or SIGTERM stops the run once the letter on the wire is
         logged, and raises ``Interrupted`` with the outcome so far.
         """
-        first = Connection(self.server)
-        try:
-            first.open()  # a wrong host, password or certificate stops the run here
-        except Unreachable as err:
-            raise DeliveryError(f"cannot connect to {self.server.name}: {err.reply}") from None
-        work: queue.Queue[tuple[Delivery, Letter] | None] = queue.Queue(
-            maxsize=2 * self.settings.send_connections
-        )
-        workers = [
-            threading.Thread(
-                target=self._work,
-                args=(work, first if n == 0 else Connection(self.server)),
-                name=f"smtp-{n}",
-                daemon=True,
-            )
-            for n in range(self.settings.send_connections)
-        ]
-        for worker in workers:
-            worker.start()
-        fed = 0
-        interrupted: tuple[str, int] | None = None
-        try:
-            for item in letters:
-                while not self._stop.is_set():
-                    try:
-                        work.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    break
-                fed += 1
-        except KeyboardInterrupt:
-            interrupted = ("Ctrl-C", 130)
-        except Terminated:
-            interrupted = ("SIGTERM", 143)
-        finally:
-            if interrupted is not None or self._fatal is not None:
-                self._stop.set()
-            for _ in workers:
-                work.put(None)
-            for worker in workers:
-                worker.join()
-        if self._fatal is not None:
-            raise self._fatal
-        self.outcome.owed = len(self.plan.to_send) - self.outcome.attempted
-        if interrupted is not None:
-            raise Interrupted(self.outcome, *interrupted)
-        return self.outcome
-
-    def _work(
-        self, work: queue.Queue[tuple[Delivery, Letter] | None], connection: Connection
-    ) -> None:
-        try:
-            while (item := work.get()) is not None:
-                if self._stop.is_set():
-                    continue  # drain: these stay owed, for the next run
+        connection = Connection(self.server)
+        with stopped_by_signals(self._stop) as received:
+            try:
                 try:
-                    self._deliver(connection, *item)
-                except BaseException as err:  # DeliveryError, the log, or a bug: stop everything
-                    with self._lock:
-                        self._fatal = self._fatal or err
-                    self._stop.set()
-                if self._retire_me():
-                    return
-        finally:
-            connection.close()
-
-    def _retire_me(self) -> bool:
-        """A server that said ``432`` (too many connections) gets one fewer."""
-        with self._lock:
-            if self._retiring and self._working > 1:
-                self._retiring -= 1
-                self._working -= 1
-                return True
-        return False
+                    connection.open()  # a wrong host, password or certificate stops the run here
+                except Unreachable as err:
+                    raise DeliveryError(
+                        f"cannot connect to {self.server.name}: {err.reply}"
+                    ) from None
+                for delivery, letter in letters:
+                    if self._stop.is_set():
+                        break
+                    self._deliver(connection, delivery, letter)
+            finally:
+                self.outcome.owed = len(self.plan.to_send) - self.outcome.attempted
+                connection.close()
+        if received:
+            raise Interrupted(self.outcome, *STOPPING[signal.Signals(received[0])])
+        return self.outcome
 
     def _take_room(self) -> bool:
         """One more transaction within SEND_DAILY_LIMIT? Every attempt counts, retries too."""
-        with self._lock:
-            if self._room is None:
-                return True
-            if self._room <= 0:
-                self.outcome.stopped = self.outcome.stopped or self._daily_limit_reached()
-                self._stop.set()
-                return False
-            self._room -= 1
+        if self._room is None:
             return True
+        if self._room <= 0:
+            self.outcome.stopped = self.outcome.stopped or self._daily_limit_reached()
+            self._stop.set()
+            return False
+        self._room -= 1
+        return True
 
     def _daily_limit_reached(self) -> str:
         limit = self.settings.send_daily_limit
@@ -496,6 +483,7 @@ class Sender:
             smtp_reply=reply.text if reply is not None else "",
             message_id=letter.message_id,
             subject=letter.subject,
+            follows=self.plan.follow_up_of,
         )
 
     def _record(self, row: LogRow, *, durable: bool = False) -> LogRow:
@@ -518,8 +506,7 @@ class Sender:
             began = self.clock.now() - timedelta(seconds=self.clock.monotonic() - started)
             row = replace(self._row(delivery, letter, "sending", attempt, pending), time=began)
             self._record(row, durable=True)
-            with self._lock:
-                self.outcome.starts.append(row.time)
+            self.outcome.starts.append(row.time)
 
         def one_attempt() -> None:
             nonlocal attempt, started
@@ -568,9 +555,6 @@ class Sender:
             result = error.attempt
             if result.status == "retry" and result.kind == THROTTLE:
                 self.limiter.throttle(state.next_action.sleep)
-            elif result.status == "retry" and result.kind == BUSY:
-                with self._lock:
-                    self._retiring += 1
 
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.send_max_attempts),
@@ -591,7 +575,7 @@ class Sender:
         except _Again as err:
             rows = self._record_each(delivery, letter, "deferred", attempt, err.replies)
             ended.update({a: row for row in rows for a in row.addresses})
-        self._finish(delivery, ended, bool(pending))
+        self._finish(ended, bool(pending))
 
     def _record_each(
         self,
@@ -610,16 +594,15 @@ class Sender:
             for reply, addresses in grouped.items()
         ]
 
-    def _finish(self, delivery: Delivery, ended: dict[str, LogRow], owed: bool) -> None:
+    def _finish(self, ended: dict[str, LogRow], owed: bool) -> None:
         statuses = {row.status for row in ended.values()}
         status = next(
             (s for s in ("ambiguous", "deferred", "failed") if s in statuses),
             "deferred" if owed else "sent",
         )
-        with self._lock:
-            self.outcome.counts[status] += 1
-            if status != "sent":
-                self.outcome.problems.extend(
-                    dict.fromkeys(r for r in ended.values() if r.status != "sent")
-                )
+        self.outcome.counts[status] += 1
+        if status != "sent":
+            self.outcome.problems.extend(
+                dict.fromkeys(r for r in ended.values() if r.status != "sent")
+            )
         self.progress(status)

@@ -7,8 +7,9 @@ it counts as ``ambiguous``) and which certainly do not. A rerun reads it and
 sends only what is still owed. Staff read the same file in a spreadsheet.
 
 Each row speaks of the addresses in its ``email`` column: a letter's rows
-say, address by address, which recipients have it. ``contact_records``
-reads them back into one record per contact.
+say, address by address, which recipients have it. This module is the
+file and its lock only; what the rows mean for each mission is worked out
+in one place, ``ledger.py``.
 
 ``outreach inbox`` appends what came back to the sender's mailbox after a
 letter left: ``bounced`` and ``delayed`` (a delivery status notification
@@ -22,15 +23,14 @@ from __future__ import annotations
 
 import codecs
 import csv
-import dataclasses
 import errno
 import fcntl
 import io
 import os
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -48,7 +48,11 @@ COLUMNS_WITHOUT_SUBJECT = (
     "smtp_reply",
     "message_id",
 )
-COLUMNS = (*COLUMNS_WITHOUT_SUBJECT, "subject")
+COLUMNS_WITHOUT_FOLLOWS = (*COLUMNS_WITHOUT_SUBJECT, "subject")
+#: ``follows``: for a reminder, the campaign it follows up (its thread).
+COLUMNS = (*COLUMNS_WITHOUT_FOLLOWS, "follows")
+#: The headers of logs written by earlier versions, which are read and appended to as they are.
+OLDER_COLUMNS = (COLUMNS_WITHOUT_SUBJECT, COLUMNS_WITHOUT_FOLLOWS)
 #: What ``outreach inbox`` records: what came back to the mailbox after a letter left.
 BOUNCED, DELAYED, REPLIED, AUTO_REPLIED = "bounced", "delayed", "replied", "auto-replied"
 INBOX_STATUSES = (BOUNCED, DELAYED, REPLIED, AUTO_REPLIED)
@@ -63,14 +67,8 @@ STATUSES = (
     "test",
     *INBOX_STATUSES,
 )
-#: Statuses of an address that has the letter: the server took it, and what came
-#: back since (a delay notice, an answer) says nothing against it.
-HAS_LETTER = ("sent", "delayed", "replied", "auto-replied")
-#: Statuses of an address that may still go (its letter is owed).
-OWED = ("retry", "deferred")
 #: Cells beginning with these are formulas to a spreadsheet.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
-_CUT_SHORT = "the run stopped while this letter was being sent"
 #: An enhanced status code (RFC 3463), as a bounce's ``smtp_code``: ``5.1.1``, ``5.1.10``.
 ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 #: How an inbox row's ``smtp_reply`` ends: the Message-ID of the notice it came from.
@@ -124,6 +122,7 @@ class LogRow:
     smtp_reply: str = ""
     message_id: str = ""
     subject: str = ""
+    follows: str = ""
     line: int = 0
 
     @property
@@ -153,12 +152,13 @@ class LogRow:
             "smtp_reply": " ".join(self.smtp_reply.split()),
             "message_id": self.message_id,
             "subject": " ".join(self.subject.split()),
+            "follows": self.follows,
         }
         return [neutralise_cell(values[column]) for column in columns]
 
 
 def _header(path: Path, cells: list[str]) -> tuple[str, ...]:
-    if tuple(cells) in (COLUMNS, COLUMNS_WITHOUT_SUBJECT):
+    if tuple(cells) in (COLUMNS, *OLDER_COLUMNS):
         return tuple(cells)
     raise SendLogError(
         f"{path}, line 1: the header is not that of a send log (expected {','.join(COLUMNS)})"
@@ -214,6 +214,7 @@ def _parse_row(path: Path, line: int, cells: list[str], columns: tuple[str, ...]
         smtp_reply=values["smtp_reply"],
         message_id=values["message_id"],
         subject=values.get("subject", ""),
+        follows=values.get("follows", ""),
         line=line,
     )
 
@@ -328,135 +329,6 @@ def _rows(path: Path, text: str) -> Iterator[LogRow]:
             start = reader.line_num + 1
     except csv.Error as err:
         raise SendLogError(f"{path}, line {reader.line_num}: {err}") from err
-
-
-# -- what the rows say -----------------------------------------------------------------------
-
-
-@dataclass
-class ContactRecord:
-    """What a campaign's log says of one contact's letter, address by address."""
-
-    contact_id: str
-    message_id: str = ""
-    subject: str = ""
-    attempts: int = 0
-    #: Each address's latest row (address in lower case).
-    addresses: dict[str, LogRow] = field(default_factory=dict)
-    rows: list[LogRow] = field(default_factory=list)
-
-    def state(self, address: str) -> str | None:
-        """The latest status of one address, None when it was never tried."""
-        row = self.addresses.get(address.lower())
-        return row.status if row is not None else None
-
-    @property
-    def status(self) -> str:
-        """The letter's status, from the log alone (see ``status_for``)."""
-        return self.status_for(None)
-
-    def status_for(self, current: Collection[str] | None) -> str:
-        """The letter's status: ``sent`` only when every address tried has it.
-
-        An address whose last row is ``sending`` was on the wire when a run
-        stopped: ambiguous. What may still go (retry, deferred) comes before
-        what failed, so that a contact owed a letter is never shown done.
-        Then what came back to the mailbox: a bounce, an answer, a delay.
-
-        ``current`` are the contact's addresses in the contacts file now: a
-        bounced address the file no longer has is history once one of these
-        has the letter (the mission's address changed, and the letter went
-        to the new one).
-        """
-        states = [row.status for row in self._rows_for(current)]
-        for status in ("ambiguous", "retry", "deferred", "failed"):
-            if status in states or (status == "ambiguous" and "sending" in states):
-                return status
-        if "refused" in states:
-            return "failed"
-        for status in ("bounced", "replied", "auto-replied", "delayed"):
-            if status in states:
-                return status
-        return "sent" if states else "not attempted"
-
-    def _rows_for(self, current: Collection[str] | None) -> list[LogRow]:
-        if current is None:
-            return list(self.addresses.values())
-        now = {address.lower() for address in current}
-        rows = self.addresses.items()
-        if not any(row.status in HAS_LETTER for address, row in rows if address in now):
-            return list(self.addresses.values())
-        return [row for address, row in rows if address in now or row.status != "bounced"]
-
-    def reason_for(self, current: Collection[str] | None) -> LogRow | None:
-        """The row that explains ``status_for(current)``."""
-        status = self.status_for(current)
-        wanted = {
-            "ambiguous": ("sending", "ambiguous"),
-            "failed": ("failed", "refused"),
-        }.get(status, (status,))
-        found = [row for row in self._rows_for(current) if row.status in wanted]
-        if not found:
-            return self.rows[-1] if self.rows else None
-        row = max(found, key=lambda r: r.line or 0)
-        if row.status == "sending":
-            return dataclasses.replace(row, status="ambiguous", smtp_reply=_CUT_SHORT)
-        return row
-
-    def note(self, row: LogRow) -> None:
-        self.contact_id = row.contact_id
-        self.rows.append(row)
-        self.attempts = max(self.attempts, row.attempt)
-        self.message_id = self.message_id or row.message_id
-        self.subject = self.subject or row.subject
-        refused_now = {
-            a
-            for a, r in self.addresses.items()
-            if r.status == "refused" and r.attempt == row.attempt
-        }
-        for address in row.addresses:
-            # A log written before each address had rows of its own listed every
-            # recipient on ``sent``, after a ``refused`` row for the one refused.
-            if row.status == "sent" and address in refused_now:
-                continue
-            before = self.addresses.get(address)
-            if before is None or _supersedes(row, before):
-                self.addresses[address] = row
-
-
-#: Of the rows saying an address has the letter, which says the most: an
-#: out-of-office read after the mission's answer does not hide the answer.
-_RANK = {"sent": 0, "delayed": 1, "auto-replied": 2, "replied": 3}
-
-
-def _supersedes(row: LogRow, before: LogRow) -> bool:
-    """Whether ``row`` becomes an address's state in place of ``before``.
-
-    A row of a run always does. What ``outreach inbox`` read need not come in
-    the order it happened: a delay notice read after the bounce that ended
-    the delay does not undo the bounce.
-    """
-    if row.status == "delayed" and before.status == "bounced":
-        return False
-    if row.status in INBOX_STATUSES and row.status in _RANK and before.status in _RANK:
-        return _RANK[row.status] >= _RANK[before.status]
-    return True
-
-
-def contact_records(rows: Iterable[LogRow], campaign: str) -> dict[str, ContactRecord]:
-    """One record per contact of ``campaign``, keyed by ``contact_key``, in log order.
-
-    ``test`` rows speak of a test copy, never of the contact's letter.
-    """
-    records: dict[str, ContactRecord] = {}
-    for row in rows:
-        if row.campaign != campaign or row.status == "test":
-            continue
-        key = contact_key(row.contact_id)
-        if key not in records:
-            records[key] = ContactRecord(row.contact_id)
-        records[key].note(row)
-    return records
 
 
 def _handed_over(rows: Iterable[LogRow], since: datetime) -> list[datetime]:

@@ -60,7 +60,6 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 IMAP_DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 #: Most connections a run opens at once.
-MAX_CONNECTIONS = 10
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 PLACEHOLDER_SENDER = "mail-from-not-set@sender.invalid"
 PLACEHOLDER_SENDER_NAME = "MAIL_FROM is not set"
@@ -73,12 +72,6 @@ BOUNDS: dict[str, tuple[float, float, bool, str]] = {
         100,
         False,
         "Gmail refuses more than 25 MB, Microsoft 365 more than 35 MB",
-    ),
-    "SEND_CONNECTIONS": (
-        1,
-        MAX_CONNECTIONS,
-        True,
-        "providers refuse more at once; Microsoft 365 allows 3",
     ),
     "SEND_RETRY_WAIT_SECONDS": (0, 3600, False, "at most an hour"),
     "SEND_RETRY_MAX_WAIT_SECONDS": (0, 3600, False, "at most an hour; for longer, run again later"),
@@ -130,7 +123,6 @@ KNOWN_SETTINGS: dict[str, str] = {
     "ATTACHMENTS": "",
     "MAX_MESSAGE_MB": "20",
     "DO_NOT_CONTACT_FILE": "",
-    "SEND_CONNECTIONS": "1",
     "SEND_RETRY_WAIT_SECONDS": "2",
     "SEND_RETRY_MAX_WAIT_SECONDS": "120",
     "SEND_MAX_ATTEMPTS": "5",
@@ -139,6 +131,13 @@ KNOWN_SETTINGS: dict[str, str] = {
 }
 
 _OUR_PREFIXES = ("SMTP_", "MAIL_", "SEND_", "IMAP_", "OAUTH_")
+#: Settings earlier versions read and this one does not: a notice, never an error.
+RETIRED = {
+    "SEND_CONNECTIONS": (
+        "letters now go over one connection, which every provider's rate keeps busy; "
+        "remove the line"
+    ),
+}
 
 
 def _near(key: str) -> list[str]:
@@ -228,7 +227,6 @@ class Settings:
     do_not_contact_file: Path = Path("do-not-contact.csv")
     #: True when DO_NOT_CONTACT_FILE was set: then the file must exist.
     do_not_contact_required: bool = False
-    send_connections: int = 1
     send_retry_wait_seconds: float = 2.0
     send_retry_max_wait_seconds: float = 120.0
     send_max_attempts: int = 5
@@ -461,7 +459,13 @@ def load_settings(
     warnings = tuple(
         f"{env_file}: {key} is not a setting outreach knows ({_guess(key)})"
         for key in file_values
-        if key not in KNOWN_SETTINGS and (key.startswith(_OUR_PREFIXES) or _near(key))
+        if key not in KNOWN_SETTINGS
+        and key not in RETIRED
+        and (key.startswith(_OUR_PREFIXES) or _near(key))
+    ) + tuple(
+        f"{key} is no longer used: {why}"
+        for key, why in RETIRED.items()
+        if key in file_values or key in env
     )
 
     security, port = _security_and_port(read, "SMTP", DEFAULT_PORTS)
@@ -538,7 +542,6 @@ def load_settings(
         max_message_mb=read.bounded("MAX_MESSAGE_MB"),
         do_not_contact_file=Path(read.text("DO_NOT_CONTACT_FILE") or "do-not-contact.csv"),
         do_not_contact_required=bool(read.text("DO_NOT_CONTACT_FILE")),
-        send_connections=int(read.bounded("SEND_CONNECTIONS")),
         send_retry_wait_seconds=read.bounded("SEND_RETRY_WAIT_SECONDS"),
         send_retry_max_wait_seconds=read.bounded("SEND_RETRY_MAX_WAIT_SECONDS"),
         send_max_attempts=int(read.bounded("SEND_MAX_ATTEMPTS")),

@@ -268,3 +268,11 @@ def full_disk_at(folder: Path, *, folders: tuple[str, ...] = ()) -> Iterator[Pat
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def with_cc(project: Path, contact_id: str, cc: str) -> None:
+    """Give a contact of the tests' contacts file the copies ``cc``."""
+    contacts = project / "contacts.csv"
+    address = f"{contact_id.lower()}@missions.example"
+    text = contacts.read_text(encoding="utf-8").replace(f"{address},,", f"{address},{cc},")
+    contacts.write_text(text, encoding="utf-8")

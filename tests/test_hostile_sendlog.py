@@ -82,7 +82,7 @@ def test_a_whole_row_that_only_lost_its_line_end_is_kept(story: Story) -> None:
 NONSENSE = [
     pytest.param(
         lambda h, s, t: h + s + "checked by phone with the mission, all fine\n" + t,
-        f"{LOG}, line 3: 2 fields where the log has 10; the send log must not be edited by "
+        f"{LOG}, line 3: 2 fields where the log has 11; the send log must not be edited by "
         "hand (restore it from a backup)",
         id="a-note-between-rows",
     ),

@@ -13,7 +13,7 @@ import pytest
 from outreach.contacts import load_contacts
 from outreach.report import NOT_ATTEMPTED, build_report, to_csv
 from outreach.sendlog import LogRow, SendLog, read_log
-from tests.conftest import RunCli
+from tests.conftest import RunCli, with_cc
 
 START = datetime(2015, 8, 31, 14, 0, tzinfo=UTC)
 Event = tuple[int, str, str, str, int | None, str]
@@ -67,6 +67,7 @@ A_RUN: list[Event] = [
 
 @pytest.fixture
 def log(project: Path) -> Path:
+    with_cc(project, "ARG", "cc@arg.example")
     return write_log(project / "logs" / "send-log.csv", A_RUN)
 
 
@@ -224,7 +225,7 @@ def test_report_says_when_there_is_nothing_to_report(
 
 def test_damaged_log_is_an_error_naming_the_line(run_cli: RunCli, log: Path) -> None:
     with log.open("a", encoding="utf-8") as handle:
-        handle.write("yesterday,default,AFG,afg@missions.example,sent,1,250,ok,,\n")
+        handle.write("yesterday,default,AFG,afg@missions.example,sent,1,250,ok,,,\n")
     result = run_cli("report")
     assert result.code == 2
     assert result.stderr.startswith(f"Error: {log.relative_to(log.parents[1])}, line ")

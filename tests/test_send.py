@@ -24,7 +24,7 @@ from outreach.ratelimit import QUIET_SECONDS, WINDOW_SECONDS, RateLimiter
 from outreach.sending import Outcome
 from outreach.sendlog import LogRow, SendLog, read_log
 from outreach.transport import Connection, Server
-from tests.conftest import FakeClock, RunCli, run_python, write_csv
+from tests.conftest import FakeClock, RunCli, run_python, with_cc, write_csv
 from tests.smtp import DROP, GARBLED, PASSWORD, USERNAME, SmtpServer, free_port
 
 THREE = ["CHL", "FRA", "KEN"]
@@ -60,14 +60,6 @@ def statuses(rows: list[LogRow], contact_id: str) -> list[str]:
 
 def received_ids(server: SmtpServer) -> list[str]:
     return [str(r.message["Message-ID"]) for r in server.received]
-
-
-def with_cc(project: Path, contact_id: str, cc: str) -> None:
-    """Give a contact of the tests' contacts file the copies ``cc``."""
-    contacts = project / "contacts.csv"
-    address = f"{contact_id.lower()}@missions.example"
-    text = contacts.read_text(encoding="utf-8").replace(f"{address},,", f"{address},{cc},")
-    contacts.write_text(text, encoding="utf-8")
 
 
 def test_each_letter_is_sent_once_and_logged(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from outreach.sendlog import contact_records, read_log
+from outreach.ledger import Ledger
+from outreach.sendlog import read_log
 from tests.smtp import SmtpServer
 
 FORTY = (
@@ -76,11 +77,11 @@ def test_kill_9_then_resume_sends_every_letter_once(
     _, errors = second.communicate(timeout=120)
     assert second.returncode in (0, 1), errors.decode()
 
-    latest = contact_records(read_log(log), "default")
+    latest = Ledger(read_log(log)).campaign("default")
     assert set(latest) == set(FORTY.split(","))
-    ambiguous = {cid for cid, record in latest.items() if record.status == "ambiguous"}
+    ambiguous = {cid for cid, record in latest.items() if record.status() == "ambiguous"}
     assert len(ambiguous) <= 1  # only the letter on the wire at the kill can be in doubt
-    assert all(record.status == "sent" for cid, record in latest.items() if cid not in ambiguous)
+    assert all(record.status() == "sent" for cid, record in latest.items() if cid not in ambiguous)
 
     received = Counter(str(r.message["Message-ID"]) for r in smtp_server.received)
     assert max(received.values()) == 1, "a letter was sent twice"
@@ -124,7 +125,7 @@ def test_stopped_mid_send_says_what_went_and_what_is_owed(
         "Run `make send` again to send only the rest."
     ) in out
     # The letter on the wire at the signal finished: nothing is left ambiguous.
-    assert all(record.status in ("sent",) for record in contact_records(rows, "default").values())
+    assert all(letter.status() == "sent" for letter in Ledger(rows).campaign("default").values())
 
     again = subprocess.run(
         [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
