@@ -100,17 +100,6 @@ SETTINGS = [
         id="negative-retry-wait",
     ),
     pytest.param(
-        {"SEND_CONNECTIONS": "0"},
-        "SEND_CONNECTIONS='0' is not valid: expected a whole number from 1 to 10 (providers "
-        "refuse more at once; Microsoft 365 allows 3)",
-        id="no-connections",
-    ),
-    pytest.param(
-        {"SEND_CONNECTIONS": "40000"},
-        "SEND_CONNECTIONS='40000' is not valid: expected a whole number from 1 to 10",
-        id="forty-thousand-connections",
-    ),
-    pytest.param(
         {"SEND_MAX_ATTEMPTS": "1000000"},
         "SEND_MAX_ATTEMPTS='1000000' is not valid: expected a whole number from 1 to 20",
         id="a-million-attempts",
@@ -288,6 +277,22 @@ def test_an_unknown_setting_in_env_is_a_warning_naming_it(
     result = story.send("--only", "AFG")
     assert result.code == 0, result.stderr
     assert f"Warning: .env: {warning}" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["env-file", "environment"])
+def test_a_send_connections_left_from_an_earlier_version_is_a_notice_not_an_error(
+    story: Story, where: str
+) -> None:
+    if where == "env-file":
+        (story.project / ".env").write_text("SEND_CONNECTIONS=4\n", encoding="utf-8")
+        result = story.send("--only", "AFG")
+    else:
+        result = story.send("--only", "AFG", SEND_CONNECTIONS="4")
+    assert result.code == 0, result.stderr
+    assert "Warning: SEND_CONNECTIONS is no longer used: letters now go over one connection" in (
+        result.stderr
+    )
+    assert "not a setting outreach knows" not in result.stderr
 
 
 def test_a_setting_of_another_tool_in_env_is_left_alone(story: Story) -> None:
