@@ -195,25 +195,22 @@ class Letter:
     ) -> tuple[str, ...]:
         """Which of the ``current`` addresses a run sends this letter to, with these options.
 
-        An address refused for now always goes again. Once the mission has
-        the letter, nothing else does: a mission gets its letter once. Until
-        then an address never tried goes unless the letter failed or bounced
-        elsewhere (then only with --retry-failed or --retry-bounced: a
-        corrected address); a failed address with --retry-failed, an
-        ambiguous one with --resend-ambiguous. A bounced address never: it
-        would bounce again.
+        An address refused for now always goes again; one refused for good
+        with --retry-failed, an ambiguous one with --resend-ambiguous. Once
+        the mission has the letter, no other address does: a mission gets its
+        letter once. Until then an address never tried (a corrected one)
+        goes, unless the letter failed, bounced or may have arrived: then only
+        with --retry-failed, --retry-bounced or --resend-ambiguous. A bounced
+        address never: it would bounce again.
         """
         again = set(OWED)
         if retry_failed:
             again.add("failed")
         if resend_ambiguous:
             again.add("ambiguous")
+        needs = {"failed": retry_failed, BOUNCED: retry_bounced, "ambiguous": resend_ambiguous}
         status = self.status(current)
-        if not self.has_letter and (
-            status not in ("failed", BOUNCED)
-            or (status == "failed" and retry_failed)
-            or (status == BOUNCED and retry_bounced)
-        ):
+        if not self.has_letter and needs.get(status, True):
             again.add(NOT_ATTEMPTED)
         return tuple(a for a in current if (self.state(a) or NOT_ATTEMPTED) in again)
 
