@@ -349,6 +349,10 @@ def _load(path: Path) -> dict[str, Any]:
     """The file as JSON of the Blue Book's shape, or one line saying what it is instead."""
     save = "save it again from the Blue Book's page (see README, The UN Blue Book)"
     try:
+        # Refused by its size before it is opened; the read is capped too, for
+        # what has no size (a pipe, a device).
+        if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+            raise _too_large(path)
         with path.open("rb") as file:
             raw = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError as err:
@@ -358,10 +362,7 @@ def _load(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise BlueBookError(f"{path}: cannot be read ({err.strerror})") from err
     if len(raw) > MAX_FILE_BYTES:
-        raise BlueBookError(
-            f"{path}: larger than the {MAX_FILE_BYTES // 1024 // 1024} MB the Blue Book's "
-            f"data.json could be (it is a few MB); not read. Is it the right file?"
-        )
+        raise _too_large(path)
     if not raw.strip():
         raise BlueBookError(f"{path}: the file is empty; {save}")
     try:
@@ -389,6 +390,13 @@ def _load(path: Path) -> dict[str, Any]:
     if not any(isinstance(entity, dict) for entity in data["countries"]):
         raise BlueBookError(f"{path}: its 'countries' list is empty; {save}")
     return data
+
+
+def _too_large(path: Path) -> BlueBookError:
+    return BlueBookError(
+        f"{path}: larger than the {MAX_FILE_BYTES // 1024 // 1024} MB the Blue Book's "
+        "data.json could be (it is a few MB); not read. Is it the right file?"
+    )
 
 
 def _kind(value: object) -> str:
