@@ -76,7 +76,8 @@ def test_all_195_missions_get_their_address_and_head_of_mission(
         assert Head(row["title"], row["representative"], row["function"]) == expected, state_id
     assert rows["CHL"]["cc"] == "desk.chl@chl-mission.example"
     assert rows["CHN"]["representative"].split()[0] == book.heads["CHN"].name.split()[0]
-    assert rows["ISL"]["title"] == "Ms." and rows["URY"]["title"] == "H.E. Ms."
+    assert rows["ISL"]["title"] == "Ms."
+    assert rows["URY"]["title"] == "H.E. Ms."
     assert rows["VAT"]["function"] == rows["PSE"]["function"] == "Permanent Observer"
     assert {rows[i]["representative"] for i in NO_HEAD} == {""}
     assert not any(r["representative"].startswith("Former") for r in rows.values())
@@ -180,9 +181,7 @@ def test_the_merge_keeps_what_staff_added(
     assert "Missions added: 191" in result.stdout  # 195 less CHL, TUV, NRU, PLW (no address)
 
 
-def test_the_second_run_changes_nothing(
-    run_cli: RunCli, project: Path, book: BlueBookData
-) -> None:
+def test_the_second_run_changes_nothing(run_cli: RunCli, project: Path, book: BlueBookData) -> None:
     assert run_cli("bluebook", "data.json", "--yes").code == 0
     contacts = project / "contacts.csv"
     before = contacts.read_bytes(), os.stat(contacts).st_ino
@@ -203,7 +202,8 @@ def test_a_spreadsheets_own_way_of_writing_the_file_is_kept(
     assert run_cli("bluebook", "data.json", "--yes").code == 0
     raw = (project / "contacts.csv").read_bytes()
     assert raw.startswith(b"\xef\xbb\xbfid;country;email;status;mission;")
-    assert raw.count(b"\r\n") == 193 and b"\n" not in raw.replace(b"\r\n", b"")
+    assert raw.count(b"\r\n") == 193
+    assert b"\n" not in raw.replace(b"\r\n", b"")
 
 
 def test_without_a_terminal_and_without_yes_nothing_is_written(
@@ -248,7 +248,11 @@ def sparse(size: int) -> object:
 
 BAD_FILES: list[tuple[str, object, str]] = [
     ("not-json", b"<html><body>Blue Book</body></html>", "data.json, line 1, column 1: not JSON"),
-    ("cut-short", b'{"countries": [{"MC_Entity": "CHILE"', "data.json, line 1, column 37: not JSON"),
+    (
+        "cut-short",
+        b'{"countries": [{"MC_Entity": "CHILE"',
+        "data.json, line 1, column 37: not JSON",
+    ),
     ("a-list", b"[1, 2, 3]", "data.json: JSON, but not the Blue Book's data.json: it holds a list"),
     (
         "other-keys",
@@ -261,7 +265,11 @@ BAD_FILES: list[tuple[str, object, str]] = [
         b'{"countries": [{"MC_Entity": "CHILE", "MC_Category": 1}]}',
         "data.json: JSON, but not the Blue Book's data.json: no 'bluebooks' list",
     ),
-    ("no-countries", b'{"countries": [], "bluebooks": []}', "data.json: its 'countries' list is empty"),
+    (
+        "no-countries",
+        b'{"countries": [], "bluebooks": []}',
+        "data.json: its 'countries' list is empty",
+    ),
     ("empty", b"", "data.json: the file is empty"),
     ("blank", b" \r\n\t\n", "data.json: the file is empty"),
     ("not-utf8", b'{"countries": "\xff\xfe"}', "data.json: not UTF-8 text"),
@@ -303,8 +311,9 @@ def test_a_merge_that_would_not_load_writes_nothing(
     before = (project / "contacts.csv").read_bytes()
     result = run_cli("bluebook", "data.json", "--yes")
     assert result.code == 2
-    assert "contacts.csv (as merged), line 3: chl@chl-mission.example is also the address of CHL" in (
-        result.stderr
+    assert (
+        "contacts.csv (as merged), line 3: chl@chl-mission.example is also the address of CHL"
+        in (result.stderr)
     )
     assert "nothing was changed" in result.stderr
     assert (project / "contacts.csv").read_bytes() == before
@@ -404,7 +413,7 @@ def test_hostile_text_in_the_blue_book_stays_text(
     data = book.data
     chile = next(p for p in data["bluebooks"] if p["BB_Mission"] == "CHILE" and
                  p["BB_Status"] == "Active" and "Deputy" not in p["BB_Function"])  # fmt: skip
-    chile["BB_FirstName"] = "=HYPERLINK(\"https://evil.example\")"
+    chile["BB_FirstName"] = '=HYPERLINK("https://evil.example")'
     chile["BB_LastName"] = "<script>alert(1)</script>\r\nBcc: spy@evil.example"
     book.entity("FRA")["MC_eMail"] = "fra@fra-mission.example\r\nBcc: x"
     (project / "data.json").write_text(json.dumps(data), encoding="utf-8")
@@ -415,7 +424,8 @@ def test_hostile_text_in_the_blue_book_stays_text(
     assert rows["CHL"]["representative"] == (
         'HYPERLINK("https://evil.example") <script>alert(1)</script> Bcc: spy@evil.example'
     )
-    assert rows["FRA"]["email"] == "fra@fra-mission.example" and rows["FRA"]["cc"] == ""
+    assert rows["FRA"]["email"] == "fra@fra-mission.example"
+    assert rows["FRA"]["cc"] == ""
     lines = (project / "contacts.csv").read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(rows) + 1  # no cell holds a line break
     assert run_cli("preview").code == 0
