@@ -216,9 +216,13 @@ class Merge:
         full disk or a merged file that would not load leaves the old file
         as it was.
         """
-        folder = self.path.resolve().parent
+        # A contacts file that is a link (to a shared folder, say) stays one:
+        # the file it points to is the one replaced.
+        target = self.path.resolve()
         try:
-            handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
+            handle, name = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+            )
         except OSError as err:
             raise ContactsError(
                 f"{self.path}: cannot be written ({err.strerror}); nothing was changed"
@@ -244,9 +248,9 @@ class Merge:
                         for p in err.problems
                     )
                 ) from err
-            if self.path.exists():
-                os.chmod(temporary, self.path.stat().st_mode & 0o777)
-            os.replace(temporary, self.path)
+            if target.exists():
+                os.chmod(temporary, target.stat().st_mode & 0o777)
+            os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
 

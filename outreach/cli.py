@@ -518,6 +518,7 @@ def bluebook(ctx: click.Context, path: Path, yes: bool) -> None:
     asking). Running it again on the same file changes nothing.
     """
     contacts = _settings(ctx).contacts_file
+    path = path.expanduser()  # `make contacts BLUEBOOK=~/…` from a shell that leaves ~ as it is
     book = read_bluebook(path)
     _print_bluebook(book)
     merged = merge(book, contacts)

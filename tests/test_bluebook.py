@@ -434,3 +434,16 @@ def test_hostile_text_in_the_blue_book_stays_text(
     )
     assert message["Bcc"] is None
     assert "<script>" not in (project / "out" / "preview" / "letters" / "CHL.html").read_text()
+
+
+def test_a_contacts_file_that_is_a_link_stays_one_and_a_home_folder_path_is_read(
+    run_cli: RunCli, project: Path, book: BlueBookData
+) -> None:
+    shared = project / "shared"
+    shared.mkdir()
+    (project / "contacts.csv").rename(shared / "contacts.csv")
+    (project / "contacts.csv").symlink_to(shared / "contacts.csv")
+    result = run_cli("bluebook", "~/data.json", "--yes", env={"HOME": str(project)})
+    assert result.code == 0, result.stderr
+    assert (project / "contacts.csv").is_symlink()
+    assert rows_of(shared / "contacts.csv")["CHL"]["email"] == "chl@chl-mission.example"
