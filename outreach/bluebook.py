@@ -95,7 +95,8 @@ OTHER_NAMES = {
 #: ``BB_NameOrder`` values that put the family name first ("Zhang Wei").
 _FAMILY_NAME_FIRST = {"1", "lf", "l", "last", "lastfirst", "last first", "reversed", "reverse"}
 _HONORIFICS = {"mr": "Mr.", "ms": "Ms.", "mrs": "Mrs.", "miss": "Miss", "dr": "Dr."}
-_HE = re.compile(r"^h\s*\.?\s*e\s*\.?(?=\s|m|d|$)", re.IGNORECASE)
+#: "H.E.", however spaced, dotted or cased ("H.E.Mr.", "h.e ms", "HE Mr").
+_HE = re.compile(r"^(?:h\s*\.\s*e\b\s*\.?|he\b\.?)", re.IGNORECASE)
 #: Characters that make a spreadsheet run a cell as a formula: never at the
 #: start of a value written into the contacts file.
 _FORMULA = "=+-@"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from outreach.bluebook import COLUMNS
+from outreach.bluebook import COLUMNS, honorific, match_state
 from outreach.contacts import load_contacts
 from tests.bluebook_data import (
     CHARGE_AMBASSADOR,
@@ -447,3 +447,51 @@ def test_a_contacts_file_that_is_a_link_stays_one_and_a_home_folder_path_is_read
     assert result.code == 0, result.stderr
     assert (project / "contacts.csv").is_symlink()
     assert rows_of(shared / "contacts.csv")["CHL"]["email"] == "chl@chl-mission.example"
+
+
+@pytest.mark.parametrize(
+    ("written", "ambassador", "title"),
+    [
+        ("H.E. Mr.", True, "H.E. Mr."),
+        ("H.E.Mr.", True, "H.E. Mr."),
+        ("h.e.  ms", True, "H.E. Ms."),
+        ("HE Mrs", True, "H.E. Mrs."),
+        ("H.E.Archbishop", True, "H.E. Archbishop"),
+        ("Ms", True, "H.E. Ms."),
+        ("", True, "H.E."),
+        ("mr.", False, "Mr."),
+        ("H.E. Dr.", False, "H.E. Dr."),
+        ("Hon.", False, "Hon."),
+    ],
+)
+def test_titles_are_made_even(written: str, ambassador: bool, title: str) -> None:
+    assert honorific(written, ambassador) == title
+
+
+@pytest.mark.parametrize(
+    ("names", "state_id"),
+    [
+        (("CÔTE D’IVOIRE",), "CIV"),
+        (("cote d'ivoire",), "CIV"),
+        (("TURKEY",), "TUR"),
+        (("NETHERLANDS (KINGDOM OF THE)",), "NLD"),
+        (("KINGDOM OF THE NETHERLANDS", "Netherlands"), "NLD"),
+        (("CONGO",), "COG"),
+        (("DEMOCRATIC REPUBLIC OF THE CONGO",), "COD"),
+        (("REPUBLIC OF KOREA",), "KOR"),
+        (("DEMOCRATIC PEOPLE’S REPUBLIC OF KOREA",), "PRK"),
+        (("GUINEA",), "GIN"),
+        (("GUINEA-BISSAU",), "GNB"),
+        (("NIGER",), "NER"),
+        (("DOMINICA",), "DMA"),
+        (("SUDAN",), "SDN"),
+        (("SOUTH SUDAN",), "SSD"),
+        (("STATE OF PALESTINE",), "PSE"),
+        (("HOLY SEE",), "VAT"),
+        (("KOREA",), None),
+        (("GUINEA", "Equatorial Guinea"), None),
+        (("EUROPEAN UNION",), None),
+    ],
+)
+def test_names_match_one_state_or_none(names: tuple[str, ...], state_id: str | None) -> None:
+    assert match_state(*names) == state_id
