@@ -549,8 +549,8 @@ def _print_bluebook(book: BlueBook) -> None:
     )
     if book.unmatched:
         click.echo(
-            f"Not matched:   {len(book.unmatched)} entities match no State (left out; tell us "
-            "the name if it is one): " + ", ".join(repr(n) for n in book.unmatched)
+            f"Not matched:   {_count(len(book.unmatched), 'entity matches', 'entities match')} "
+            "no State (left out; check the name): " + ", ".join(repr(n) for n in book.unmatched)
         )
     if book.unknown_category:
         click.echo(
@@ -559,8 +559,8 @@ def _print_bluebook(book: BlueBook) -> None:
         )
     if book.missing:
         click.echo(
-            f"Not listed:    {len(book.missing)} States are not in this file: "
-            + ", ".join(s.id for s in book.missing)
+            f"Not listed:    {_count(len(book.missing), 'State is', 'States are')} not in "
+            "this file: " + ", ".join(s.id for s in book.missing)
         )
     if book.stray_staff:
         click.echo(
@@ -569,6 +569,10 @@ def _print_bluebook(book: BlueBook) -> None:
         )
     for note in book.notes:
         click.echo(f"Note:          {note}")
+
+
+def _count(number: int, one: str, several: str) -> str:
+    return f"{number} {one if number == 1 else several}"
 
 
 _CHANGE_LABELS = {

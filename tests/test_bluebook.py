@@ -104,7 +104,7 @@ def test_what_matches_no_state_is_named_and_never_guessed(
     result = run_cli("bluebook", "data.json", "--yes")
     assert result.code == 0, result.stderr
     assert (
-        "Not matched:   3 entities match no State (left out; tell us the name if it is one): "
+        "Not matched:   3 entities match no State (left out; check the name): "
         "'CHILE', 'HOLY SEE MISSION', 'NEVERLAND'"
     ) in result.stdout
     assert "Not listed:    2 States are not in this file: CHL, VAT" in result.stdout
