@@ -412,7 +412,8 @@ def read_bluebook(path: Path) -> BlueBook:
     """The States' missions the Blue Book's data.json lists, with their heads and addresses."""
     data = _load(path)
     book = BlueBook(path)
-    entities: dict[str, tuple[State, dict[str, Any], int]] = {}
+    #: Each State's entity, by the key of its name, which staff rows name it by.
+    entities: dict[str, State] = {}
     states = {s.id: s for s in all_states()}
     used: dict[str, str] = {}
     for number, entity in enumerate(data["countries"], start=1):
@@ -443,7 +444,7 @@ def read_bluebook(path: Path) -> BlueBook:
             )
             continue
         status = "observer" if category == OBSERVER else "member"
-        entities[name_key(name)] = (states[found], entity, category)
+        entities[name_key(name)] = states[found]
         emails = _addresses(entity.get("MC_eMail"), found, book.notes, used)
         book.missions[found] = Mission(states[found], name, emails, None, status)
 
@@ -460,7 +461,7 @@ def read_bluebook(path: Path) -> BlueBook:
             staff.setdefault(key, []).append(person)
         elif mission and key not in every_entity and mission not in book.stray_staff:
             book.stray_staff.append(mission)
-    for key, (state, _, _) in entities.items():
+    for key, state in entities.items():
         found_mission = book.missions[state.id]
         head = _head(staff.get(key, []), found_mission.status)
         book.missions[state.id] = Mission(

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -550,12 +550,12 @@ def _print_bluebook(book: BlueBook) -> None:
     if book.unmatched:
         click.echo(
             f"Not matched:   {_count(len(book.unmatched), 'entity matches', 'entities match')} "
-            "no State (left out; check the name): " + ", ".join(repr(n) for n in book.unmatched)
+            "no State (left out; check the name): " + _listed(repr(n) for n in book.unmatched)
         )
     if book.unknown_category:
         click.echo(
             "Left out:      of no known category (1 Member State, 2 observer State): "
-            + ", ".join(repr(n) for n in book.unknown_category)
+            + _listed(repr(n) for n in book.unknown_category)
         )
     if book.missing:
         click.echo(
@@ -565,10 +565,19 @@ def _print_bluebook(book: BlueBook) -> None:
     if book.stray_staff:
         click.echo(
             "Left out:      staff of missions not in its countries: "
-            + ", ".join(repr(n) for n in book.stray_staff)
+            + _listed(repr(n) for n in book.stray_staff)
         )
-    for note in book.notes:
+    for note in book.notes[:50]:
         click.echo(f"Note:          {note}")
+    if len(book.notes) > 50:
+        click.echo(f"Note:          and {len(book.notes) - 50} more")
+
+
+def _listed(items: Iterable[str], shown: int = 20) -> str:
+    """The first items, and how many more: a hostile file could name thousands."""
+    items = list(items)
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 def _count(number: int, one: str, several: str) -> str:

@@ -495,3 +495,14 @@ def test_titles_are_made_even(written: str, ambassador: bool, title: str) -> Non
 )
 def test_names_match_one_state_or_none(names: tuple[str, ...], state_id: str | None) -> None:
     assert match_state(*names) == state_id
+
+
+def test_thousands_of_unknown_names_are_counted_not_all_printed(
+    run_cli: RunCli, project: Path, book: BlueBookData
+) -> None:
+    book.data["countries"] += [{"MC_Entity": f"NOWHERE {n}", "MC_Category": 1} for n in range(5000)]
+    book.write(project / "data.json")
+    result = run_cli("bluebook", "data.json")
+    assert "'NEVERLAND', 'NOWHERE 0', " in result.stdout
+    assert "'NOWHERE 18' and 4981 more\n" in result.stdout
+    assert "NOWHERE 19'" not in result.stdout
