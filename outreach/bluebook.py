@@ -39,6 +39,7 @@ from typing import Any
 
 from outreach.addresses import AddressError, is_placeholder, split_list, validate_address
 from outreach.contacts import DELIMITERS, load_contacts, read_table
+from outreach.contacts import MAX_FILE_BYTES as MAX_CONTACTS_BYTES
 from outreach.errors import ContactsError, OutreachError
 from outreach.sendlog import contact_key
 
@@ -683,25 +684,42 @@ def _head_text(row: Mapping[str, str]) -> str:
 def _existing(path: Path) -> tuple[list[str], list[dict[str, str]], tuple[str, bool, str]]:
     """The contacts file's header, rows and way of writing (separator, BOM, line end).
 
-    A file that does not exist yet, or is empty, is a new file.
+    A file that does not exist yet, or holds nothing, is a new file; any other
+    file is read as every command reads it (its size capped, its errors named).
     """
-    try:
-        raw = path.read_bytes()[:4096] if path.is_file() else b""
-    except OSError:
-        raw = b""
-    if not raw.strip(b"\xef\xbb\xbf \r\n\t"):
-        if path.exists() and not path.is_file():
-            raise ContactsError(f"{path}: is a folder, not a CSV file")
-        return [], [], (",", False, "\n")
+    new: tuple[list[str], list[dict[str, str]], tuple[str, bool, str]] = (
+        [],
+        [],
+        (",", False, "\n"),
+    )
+    if not path.exists():
+        return new
+    if (
+        path.is_file()
+        and path.stat().st_size <= MAX_CONTACTS_BYTES
+        and not path.read_bytes().strip(b"\xef\xbb\xbf \r\n\t")
+    ):
+        return new
     frame, _ = read_table(path)
     header = [str(c) for c in frame.columns if c != "_line"]
     rows = [
         {str(name): str(value) for name, value in record.items() if name != "_line"}
         for record in frame.to_dict("records")
     ]
+    raw = path.read_bytes()
     first_line = raw.decode("utf-8", "replace").split("\n", 1)[0]
     counts = {d: first_line.count(d) for d in DELIMITERS}
     delimiter = max(DELIMITERS, key=lambda d: counts[d]) if any(counts.values()) else ","
-    bom = raw.startswith(b"\xef\xbb\xbf")
+    # UTF-8 is written; a file that was not UTF-8 (Windows-1252 from an older
+    # Excel) gets the byte-order mark by which Excel knows UTF-8.
+    bom = raw.startswith(b"\xef\xbb\xbf") or not _is_utf8(raw)
     newline = "\r\n" if b"\r\n" in raw else "\n"
     return header, rows, (delimiter, bom, newline)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -535,7 +535,10 @@ def bluebook(ctx: click.Context, path: Path, yes: bool) -> None:
         click.echo("Nothing written.")
         return
     merged.write()
-    click.echo(f"Wrote {contacts}: {len(merged.rows)} contacts.")
+    click.echo(
+        f"Wrote {contacts}: {len(merged.rows)} contacts. Next: `make check`, then `make preview` "
+        "to read the letters."
+    )
 
 
 def _print_bluebook(book: BlueBook) -> None:

@@ -506,3 +506,31 @@ def test_thousands_of_unknown_names_are_counted_not_all_printed(
     assert "'NEVERLAND', 'NOWHERE 0', " in result.stdout
     assert "'NOWHERE 18' and 4981 more\n" in result.stdout
     assert "NOWHERE 19'" not in result.stdout
+
+
+def test_a_windows_1252_file_is_written_as_utf8_that_excel_recognises(
+    run_cli: RunCli, project: Path, book: BlueBookData
+) -> None:
+    write_csv(
+        project / "contacts.csv",
+        "id,country,email,notes\nCIV,Côte d'Ivoire,civ@missions.example,déjà vu\n",
+        encoding="cp1252",
+    )
+    assert run_cli("bluebook", "data.json", "--yes").code == 0
+    raw = (project / "contacts.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbfid,country,email,notes,")
+    assert "CIV,Côte d'Ivoire,civ@civ-pm.example,déjà vu," in raw.decode("utf-8-sig")
+
+
+def test_an_empty_contacts_file_is_filled_and_a_folder_is_refused(
+    run_cli: RunCli, project: Path, book: BlueBookData
+) -> None:
+    (project / "contacts.csv").write_bytes(b"\xef\xbb\xbf\r\n")
+    assert run_cli("bluebook", "data.json", "--yes").code == 0
+    assert len(rows_of(project / "contacts.csv")) == 195 - len(NO_ADDRESS)
+
+    (project / "folder.csv").mkdir()
+    result = run_cli("bluebook", "data.json", "--yes", env={"CONTACTS_FILE": "folder.csv"})
+    assert result.code == 2
+    assert result.stderr == "Error: folder.csv: is a folder, not a CSV file\n"
+    assert list((project / "folder.csv").iterdir()) == []
