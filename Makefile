@@ -14,7 +14,7 @@ DEMO_PORT ?= 2525
 #   make report ARGS="--format html --out report.html"
 ARGS ?=
 
-.PHONY: demo test preview check send test-send inbox report sink lint bench clean help
+.PHONY: demo test preview check send test-send inbox report sink contacts lint bench clean help
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,10 @@ send: $(STAMP) ## send the letters (asks first; reruns send only what is still o
 test-send: $(STAMP) ## send one real letter, marked [TEST], to you only: make test-send TO=you@your-organisation.org
 	@if [ -z "$(TO)" ]; then echo "Error: say where the test letter goes: make test-send TO=you@your-organisation.org" >&2; exit 2; fi
 	$(BIN)/outreach test-send --to "$(TO)" $(ARGS)
+
+contacts: $(STAMP) ## the missions' addresses and heads of mission from the UN Blue Book into the contacts file: make contacts BLUEBOOK=data.json
+	@if [ -z "$(BLUEBOOK)" ]; then echo "Error: say where the Blue Book's data.json is: make contacts BLUEBOOK=~/Downloads/data.json" >&2; exit 2; fi
+	$(BIN)/outreach bluebook "$(BLUEBOOK)" $(ARGS)
 
 sink: $(STAMP) ## run the local SMTP server that stores messages in out/sink/
 	$(BIN)/outreach sink $(ARGS)

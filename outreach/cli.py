@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from outreach.bluebook import BlueBook, Merge, merge, read_bluebook
 from outreach.campaign import Campaign, read_inbox, report
 from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
@@ -343,14 +344,16 @@ def _local(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
-def _confirmed(yes: bool, question: str) -> bool:
+def _confirmed(
+    yes: bool,
+    question: str,
+    unattended: str = "run `outreach send --yes` to send without asking",
+) -> bool:
     """Yes to ``question``: from --yes, or typed at the terminal. No terminal, no yes."""
     if yes:
         return True
     if not sys.stdin.isatty():
-        raise ConfirmationError(
-            "no terminal to confirm on: run `outreach send --yes` to send without asking"
-        )
+        raise ConfirmationError(f"no terminal to confirm on: {unattended}")
     return click.confirm(question, default=False)
 
 
@@ -515,6 +518,117 @@ def send(
     _print_outcome(outcome, settings.send_log)
     if not outcome.all_sent:
         ctx.exit(1)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), metavar="PATH")
+@click.option("--yes", "-y", is_flag=True, help="Write the contacts file without asking.")
+@click.pass_context
+def bluebook(ctx: click.Context, path: Path, yes: bool) -> None:
+    """Merge the UN Blue Book's data.json (saved from its page) into the contacts file.
+
+    Each Member State's and observer State's mission gets the Blue Book's
+    address and head of mission; the other columns and rows of the file are
+    kept. Prints every change, then asks before writing (--yes: without
+    asking). Running it again on the same file changes nothing.
+    """
+    contacts = _settings(ctx).contacts_file
+    path = path.expanduser()  # `make contacts BLUEBOOK=~/…` from a shell that leaves ~ as it is
+    book = read_bluebook(path)
+    _print_bluebook(book)
+    merged = merge(book, contacts)
+    _print_merge(merged)
+    if not merged.changed:
+        click.echo(f"Nothing to change: {contacts} already agrees with the Blue Book.")
+        return
+    if not _confirmed(
+        yes,
+        f"Write these changes to {contacts}?",
+        f"nothing written to {contacts}; run `outreach bluebook {path} --yes` to write it "
+        "without asking",
+    ):
+        click.echo("Nothing written.")
+        return
+    merged.write()
+    click.echo(
+        f"Wrote {contacts}: {len(merged.rows)} contacts. Next: `make check`, then `make preview` "
+        "to read the letters."
+    )
+
+
+def _print_bluebook(book: BlueBook) -> None:
+    """What the Blue Book holds, and what of it is left out and why."""
+    members = sum(1 for m in book.missions.values() if m.status == "member")
+    observers = len(book.missions) - members
+    click.echo(
+        f"Blue Book:     {book.path}: {len(book.missions)} missions of States ({members} Member "
+        f"States, {observers} observer States); {book.other_entities} organisations and "
+        "other entities left out"
+    )
+    if book.unmatched:
+        click.echo(
+            f"Not matched:   {_count(len(book.unmatched), 'entity matches', 'entities match')} "
+            "no State (left out; check the name): " + _listed(repr(n) for n in book.unmatched)
+        )
+    if book.unknown_category:
+        click.echo(
+            "Left out:      of no known category (1 Member State, 2 observer State): "
+            + _listed(repr(n) for n in book.unknown_category)
+        )
+    if book.missing:
+        click.echo(
+            f"Not listed:    {_count(len(book.missing), 'State is', 'States are')} not in "
+            "this file: " + ", ".join(s.id for s in book.missing)
+        )
+    if book.stray_staff:
+        click.echo(
+            "Left out:      staff of missions not in its countries: "
+            + _listed(repr(n) for n in book.stray_staff)
+        )
+    for note in book.notes[:50]:
+        click.echo(f"Note:          {note}")
+    if len(book.notes) > 50:
+        click.echo(f"Note:          and {len(book.notes) - 50} more")
+
+
+def _listed(items: Iterable[str], shown: int = 20) -> str:
+    """The first items, and how many more: a hostile file could name thousands."""
+    items = list(items)
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def _count(number: int, one: str, several: str) -> str:
+    return f"{number} {one if number == 1 else several}"
+
+
+_CHANGE_LABELS = {
+    "added": "Missions added",
+    "address": "Addresses changed",
+    "cc": "Copies (cc) added",
+    "representative": "Heads of mission",
+    "no-address": "Without an address in the Blue Book (no letter goes to them)",
+    "gone": "Missions gone from the Blue Book",
+}
+
+
+def _print_merge(merged: Merge) -> None:
+    """Every change the merge makes to the contacts file, grouped by kind."""
+    new_columns = [c for c in merged.header if c not in merged.before[0]]
+    if merged.before[0] and new_columns:
+        click.echo(f"New columns:   {', '.join(new_columns)}")
+    for kind, label in _CHANGE_LABELS.items():
+        changes = merged.of_kind(kind)
+        if changes:
+            click.echo(f"{label}: {len(changes)}")
+            for change in changes:
+                click.echo(f"  {change.id:<4} {change.text}")
+    filled = merged.of_kind("filled")
+    if filled:
+        click.echo(
+            f"Filled in:     {len(filled)} rows had empty cells the Blue Book's State list fills "
+            "(country, mission, status, name_in_text)"
+        )
 
 
 @cli.command("test-send")

@@ -33,6 +33,7 @@ OPTIONAL_COLUMNS: dict[str, Callable[[Mapping[str, str]], str]] = {
     "mission": lambda row: f"Permanent Mission of {row['country']} to the United Nations",
     "title": lambda row: "",
     "representative": lambda row: "",
+    "function": lambda row: "",
     "cc": lambda row: "",
     "language": lambda row: "en",
     "status": lambda row: "member",
