@@ -37,6 +37,7 @@ from outreach.clock import Clock, SystemClock
 from outreach.credentials import Credentials, imap_credentials, smtp_credentials
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
+from outreach.senderdomain import check_sender_domain
 from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
 from outreach.settings import (
     Secret,
@@ -171,9 +172,15 @@ def check(ctx: click.Context, spam_all: bool) -> None:
         click.echo(f"{'Settings:' if number == 0 else '':<11}{line}")
     sender = settings.mail_from or "not set (previews use a placeholder; sending needs MAIL_FROM)"
     click.echo(f"From:      {sender}")
+    domain = check_sender_domain(settings)
+    if not domain.not_checked:
+        click.echo(f"Domain:    {domain.domain} (MAIL_FROM), as receivers see it:")
+    for number, line in enumerate(domain.lines()):
+        click.echo(f"{'Domain:' if domain.not_checked and number == 0 else '':<11}{line}")
     click.echo(f"SMTP:      {_server(settings)}")
     click.echo(f"Campaign:  {settings.campaign} (send log {settings.send_log})")
     clean = not result.placeholders and not result.warnings and not settings.placeholders()
+    clean = clean and domain.in_order
     click.echo("Everything is in order." if clean else "Letters are in order.")
 
 
@@ -471,6 +478,8 @@ def send(
             with _progress() as progress:
                 _print_checked(campaign.check(plan.contacts, progress=progress))
         _print_plan(plan, settings)
+        if plan.to_send:
+            click.echo(f"Sender domain: {check_sender_domain(settings).summary()}")
         if not plan.to_send:
             click.echo("Nothing to send.")
             return
