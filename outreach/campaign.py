@@ -66,6 +66,7 @@ from outreach.sending import (
 from outreach.sendlog import LogRow, SendLog, contact_key, read_log
 from outreach.settings import Secret, Settings, require_for_sending
 from outreach.transport import Connection, Server
+from outreach.verdict import latest as latest_verdict
 
 if TYPE_CHECKING:
     from outreach.inbox import InboxResult
@@ -457,13 +458,15 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
     listed = load_do_not_contact(
         settings.do_not_contact_file, required=settings.do_not_contact_required
     )
-    return build_report(
+    made = build_report(
         read_log(settings.send_log),
         campaign or settings.campaign,
         settings.send_log,
         contacts,
         do_not_contact=listed,
     )
+    made.test_letter = latest_verdict(settings.log_dir)
+    return made
 
 
 def read_inbox(

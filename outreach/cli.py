@@ -701,6 +701,9 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
                 click.echo(f"  {item.where}: {item.why}")
                 click.echo(f"    from {notice.sender or '?'}, subject: {notice.subject or '?'}")
     click.echo(f"Other mail:    {result.other} (about no letter)")
+    for verdict in result.test_letters:
+        for line in verdict.lines():
+            click.echo(line)
     click.echo(f"Send log:      {result.log}")
 
 

@@ -35,6 +35,7 @@ from outreach.sendlog import (
     neutralise_cell,
     rate_per_minute,
 )
+from outreach.verdict import Verdict
 
 NOT_ATTEMPTED = "not attempted"
 HELD_BACK = "held back"
@@ -141,6 +142,8 @@ class Report:
     rate_per_minute: float | None = None
     other_campaigns: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The receiving server's verdict on the latest test letter read back by ``outreach inbox``.
+    test_letter: Verdict | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -338,6 +341,7 @@ def to_data(report: Report) -> dict[str, Any]:
         "awaiting_answer": [c.id for c in report.awaiting_answer],
         "never_attempted": [c.id for c in report.never_attempted],
         "notes": report.notes,
+        "test_letter": report.test_letter.to_data() if report.test_letter else None,
     }
 
 
@@ -390,6 +394,11 @@ def to_renderables(report: Report) -> RenderableType:
     """
     parts: list[RenderableType] = [Text(f"Campaign {report.campaign!r}, from {report.log}")]
     parts.extend(Text(note, style="yellow") for note in report.notes)
+    if report.test_letter is not None:
+        style = {"ok": "green", "warning": "yellow", "problem": "red"}[report.test_letter.level]
+        first, *rest = report.test_letter.lines()
+        parts.append(Text(first, style=style))
+        parts.extend(Text(line) for line in rest)
     counts = Table(title="Contacts by status", title_justify="left")
     counts.add_column("status")
     counts.add_column("contacts", justify="right")
