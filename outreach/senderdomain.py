@@ -190,9 +190,9 @@ class _Dns:
             via_cname=canonical.lower() != name.lower().rstrip("."),
         )
 
-    def txt(self, name: str, prefix: str) -> list[str]:
-        """The TXT records of ``name`` that begin with ``prefix`` (``v=spf1``, ``v=DMARC1``)."""
-        return [r for r in self.ask(name, "TXT").records if _starts(r, prefix)]
+    def txt(self, name: str, version: re.Pattern[str]) -> list[str]:
+        """The TXT records of ``name`` that begin with ``version`` (SPF's, DMARC's)."""
+        return [r for r in self.ask(name, "TXT").records if version.match(r.strip())]
 
     def addresses(self, name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         found = []
@@ -213,13 +213,9 @@ def _text(rdata: object) -> str:
     return str(rdata.to_text()).rstrip(".")  # type: ignore[attr-defined]
 
 
-def _starts(record: str, prefix: str) -> bool:
-    head = record.strip()
-    return (
-        head.lower() == prefix.lower()
-        or head.lower().startswith(prefix.lower() + " ")
-        or (prefix.startswith("v=DMARC") and head.lower().startswith(prefix.lower() + ";"))
-    )
+#: The first tag of an SPF record (RFC 7208 4.5) and of a DMARC record (RFC 7489 6.4).
+SPF_VERSION = re.compile(r"v=spf1(?:\s|$)", re.IGNORECASE)
+DMARC_VERSION = re.compile(r"v\s*=\s*DMARC1\s*(?:;|$)", re.IGNORECASE)
 
 
 def _shown(record: str) -> str:
@@ -255,10 +251,10 @@ def check_sender_domain(settings: Settings) -> DomainCheck:
 
 def _findings(asker: _Dns, domain: str, settings: Settings) -> Iterable[Finding]:
     provider = provider_of(settings)
-    mx = _mx(asker, domain)
-    yield mx
-    if mx.level == PROBLEM and "does not exist" in mx.text:
-        return
+    answer = asker.ask(domain, "MX")
+    yield _mx(domain, answer)
+    if not answer.exists:
+        return  # no SPF, DKIM or DMARC record can be found under a name that is not there
     yield _spf(asker, domain, provider, settings.smtp_host)
     yield _dkim(asker, domain, provider, settings.dkim_selectors)
     yield _dmarc(asker, domain)
@@ -267,8 +263,7 @@ def _findings(asker: _Dns, domain: str, settings: Settings) -> Iterable[Finding]
 # -- MX ------------------------------------------------------------------------------------
 
 
-def _mx(asker: _Dns, domain: str) -> Finding:
-    answer = asker.ask(domain, "MX")
+def _mx(domain: str, answer: _Answer) -> Finding:
     if not answer.exists:
         return Finding(
             PROBLEM,
@@ -352,7 +347,7 @@ class _SpfWalk:
     def _follow(self, target: str) -> None:
         if "%" in target or target.lower() in self.seen or self.over:
             return  # a macro needs the letter's own sender to expand
-        records = self.asker.txt(target, "v=spf1")
+        records = self.asker.txt(target, SPF_VERSION)
         if not records:
             self.errors.append(
                 f"include:{target} has no SPF record, which receivers treat as an error"
@@ -362,7 +357,7 @@ class _SpfWalk:
 
 
 def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> Finding:
-    records = asker.txt(domain, "v=spf1")
+    records = asker.txt(domain, SPF_VERSION)
     service = PROVIDER_NAMES.get(provider, "your SMTP server")
     if not records:
         include = PROVIDER_SPF.get(provider)
@@ -435,9 +430,8 @@ def _spf_for_server(
     for network in walk.networks:
         for address in addresses:
             if address.version == network.version and address in network:
-                return Finding(
-                    OK, "SPF", f"{shown} covers SMTP_HOST {host} ({address}) ({counted})"
-                )
+                which = "" if str(address) == host else f" ({address})"
+                return Finding(OK, "SPF", f"{shown} covers SMTP_HOST {host}{which} ({counted})")
     for name in walk.hosts:
         if set(asker.addresses(name)) & set(addresses):
             return Finding(OK, "SPF", f"{shown} covers SMTP_HOST {host} by a:{name} ({counted})")
@@ -565,7 +559,7 @@ def _dmarc(asker: _Dns, domain: str) -> Finding:
     labels = domain.split(".")
     candidates = [".".join(labels[i:]) for i in range(max(1, len(labels) - 1))]
     for place in candidates:
-        records = asker.txt(f"_dmarc.{place}", "v=DMARC1")
+        records = asker.txt(f"_dmarc.{place}", DMARC_VERSION)
         if records:
             break
     else:

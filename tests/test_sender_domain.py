@@ -548,3 +548,59 @@ def test_a_mistyped_dns_setting_is_named(run_cli: RunCli, project: Path) -> None
         "Warning: .env: DNS_SERVR is not a setting outreach knows (did you mean DNS_SERVER?)"
         in (result.stderr)
     )
+
+
+@pytest.mark.parametrize(
+    ("records", "expected"),
+    [
+        (
+            ["v=DMARC1;p=reject"],
+            "ok: DMARC: policy reject: a letter that fails both SPF and DKIM alignment is refused",
+        ),
+        (
+            ["v=DMARC1; p=none; rua=mailto:d@coalition.org"],
+            "ok: DMARC: policy none: receivers only report letters that fail, and deliver them",
+        ),
+        (
+            ["v=DMARC1; rua=mailto:d@coalition.org"],
+            "problem: DMARC: _dmarc.coalition.org 'v=DMARC1; rua=mailto:d@coalition.org' has no "
+            "valid policy (p=none, quarantine or reject), so receivers ignore it; ask your "
+            "domain's administrator to correct it",
+        ),
+        (
+            ["v=DMARC1; p=none", "v=DMARC1; p=reject"],
+            "problem: DMARC: _dmarc.coalition.org holds 2 DMARC records, so receivers ignore "
+            "them all; ask your domain's administrator to keep one",
+        ),
+        (
+            ["v=DMARC10; p=reject", "google-site-verification=abc"],
+            "warning: DMARC: coalition.org has no DMARC record: each receiver judges",
+        ),
+    ],
+    ids=["no-space", "none", "no-policy", "two", "not-dmarc"],
+)
+def test_dmarc_records_as_written(records: list[str], expected: str) -> None:
+    zone = microsoft365()
+    zone[f"_dmarc.{DOMAIN}"] = [("TXT", record) for record in records]
+    with dns_server(zone) as server:
+        found = checked(server)
+    assert found.lines()[3].startswith(expected)
+
+
+def test_a_revoked_dkim_key_is_a_problem() -> None:
+    zone = {
+        DOMAIN: [("MX", "10 mx.relay.net"), ("TXT", "v=spf1 ip4:198.51.100.0/24 -all")],
+        f"s1._domainkey.{DOMAIN}": [("TXT", "v=DKIM1; k=rsa; p=")],
+        f"_dmarc.{DOMAIN}": [("TXT", "v=DMARC1; p=none")],
+    }
+    with dns_server(zone) as server:
+        found = checked(server, SMTP_PROVIDER="", SMTP_HOST="198.51.100.7", DKIM_SELECTOR="s1")
+    assert found.lines()[1] == (
+        "ok: SPF: 'v=spf1 ip4:198.51.100.0/24 -all' covers SMTP_HOST 198.51.100.7 (0 of 10 "
+        "DNS lookups)"
+    )
+    assert found.lines()[2] == (
+        "problem: DKIM: the key at s1._domainkey.coalition.org is revoked (p= is empty), so "
+        "letters signed with it fail DKIM; ask your domain's administrator to publish the "
+        "current key, or set DKIM_SELECTOR to the one in use"
+    )
