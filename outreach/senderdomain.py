@@ -21,6 +21,7 @@ A domain reserved for examples (``.example``, ``.test``, ``.invalid``,
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import time
@@ -31,6 +32,7 @@ import dns.exception
 import dns.name
 import dns.nameserver
 import dns.resolver
+from publicsuffixlist import PublicSuffixList
 
 from outreach.addresses import is_loopback, is_reserved_domain
 from outreach.settings import Settings
@@ -221,6 +223,22 @@ DMARC_VERSION = re.compile(r"v\s*=\s*DMARC1\s*(?:;|$)", re.IGNORECASE)
 def _shown(record: str) -> str:
     record = "".join(c if c.isprintable() else "?" for c in record)
     return record if len(record) <= _SHOWN else record[: _SHOWN - 1] + "…"
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    return PublicSuffixList()  # the list the package ships: nothing is downloaded
+
+
+def organisational_domain(domain: str) -> str:
+    """The domain an organisation registered (RFC 7489 3.2), by the Public Suffix List.
+
+    ``news.coalition.org`` is ``coalition.org``; ``coalition.org.uk`` stays
+    itself, where taking the last two labels would give ``org.uk``.
+    """
+    domain = domain.lower().rstrip(".")
+    found = _public_suffixes().privatesuffix(domain)
+    return str(found) if found else domain
 
 
 def provider_of(settings: Settings) -> str:
@@ -554,11 +572,8 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
 
 
 def _dmarc(asker: _Dns, domain: str) -> Finding:
-    # A subdomain without a record of its own takes its organisation's (RFC 7489 6.6.3);
-    # the organisation is taken here as the last two labels.
-    labels = domain.split(".")
-    candidates = [".".join(labels[i:]) for i in range(max(1, len(labels) - 1))]
-    for place in candidates:
+    # A subdomain without a record of its own takes its organisation's (RFC 7489 6.6.3).
+    for place in dict.fromkeys((domain, organisational_domain(domain))):
         records = asker.txt(f"_dmarc.{place}", DMARC_VERSION)
         if records:
             break

@@ -40,6 +40,7 @@ from typing import Any
 import authres
 
 from outreach.errors import SendLogError
+from outreach.senderdomain import organisational_domain
 
 VERDICT_FILE = "test-letter.json"
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
@@ -161,15 +162,14 @@ class Verdict:
 
 
 def aligned(signer: str, from_domain: str) -> bool:
-    """DKIM's relaxed alignment (RFC 7489 3.1.1), the organisation taken as the last two labels.
+    """DKIM's relaxed alignment (RFC 7489 3.1.1): both domains of one organisation.
 
     ``coalition.org`` aligns with ``news.coalition.org``; ``coalition.onmicrosoft.com``
     and ``coalition-org.20230601.gappssmtp.com`` do not align with ``coalition.org``.
     """
-    signer, from_domain = signer.lower().rstrip("."), from_domain.lower().rstrip(".")
     if not signer or not from_domain:
         return False
-    return ".".join(signer.split(".")[-2:]) == ".".join(from_domain.split(".")[-2:])
+    return organisational_domain(signer) == organisational_domain(from_domain)
 
 
 def _authentication_results(message: EmailMessage) -> Any | None:

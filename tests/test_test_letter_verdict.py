@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from outreach.verdict import VERDICT_FILE
+from outreach.verdict import VERDICT_FILE, aligned
 from tests.conftest import RunCli
 from tests.smtp import SmtpServer
 
@@ -189,3 +189,20 @@ def test_no_verdict_file_means_no_verdict_in_the_report(
     result = run_cli("report", "--format", "json", env=smtp_server.env())
     assert result.code == 0
     assert json.loads(result.stdout)["test_letter"] is None
+
+
+@pytest.mark.parametrize(
+    ("signer", "sender", "expected"),
+    [
+        ("coalition.org", "coalition.org", True),
+        ("coalition.org", "news.coalition.org", True),
+        ("mail.coalition.org", "coalition.org", True),
+        ("coalition.onmicrosoft.com", "coalition.org", False),
+        ("coalition-org.20230601.gappssmtp.com", "coalition.org", False),
+        ("other.org.uk", "coalition.org.uk", False),
+        ("news.coalition.org.uk", "coalition.org.uk", True),
+        ("", "coalition.org", False),
+    ],
+)
+def test_dkim_aligns_only_within_one_organisation(signer: str, sender: str, expected: bool) -> None:
+    assert aligned(signer, sender) is expected
