@@ -101,7 +101,7 @@ class Verdict:
         who = f" by {self.judged_by}" if self.judged_by else ""
         heading = {
             OK: "in order",
-            WARNING: "passed, with a warning",
+            WARNING: "passed, with a warning" if self.found else "not judged",
             PROBLEM: "at risk of the spam folder",
         }[self.level]
         lines = [f"Test letter of {when}, as judged{who}: {heading}"]

@@ -8,12 +8,14 @@ the shapes Microsoft 365 (Exchange Online Protection) and Gmail write them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from outreach.verdict import VERDICT_FILE, aligned
 from tests.conftest import RunCli
+from tests.mailsystem import COALITION, SENDER, MailSystem, run_mail_system
 from tests.smtp import SmtpServer
 
 #: The headers receiving servers put on top of a letter, as they write them.
@@ -161,6 +163,7 @@ def test_a_test_letter_without_authentication_results_says_so(
 ) -> None:
     letter = send_test_letter(run_cli, smtp_server)
     shown = read_back(run_cli, smtp_server, tmp_path / "back", letter)
+    assert ", as judged: not judged" in shown
     assert "  no Authentication-Results header: the server that delivered it judged nothing" in (
         shown
     )
@@ -206,3 +209,27 @@ def test_no_verdict_file_means_no_verdict_in_the_report(
 )
 def test_dkim_aligns_only_within_one_organisation(signer: str, sender: str, expected: bool) -> None:
     assert aligned(signer, sender) is expected
+
+
+@pytest.fixture(scope="module")
+def mail_system() -> Iterator[MailSystem]:
+    """Postfix and Dovecot on loopback (tests/mailsystem.py): the campaign's own mailbox."""
+    yield from run_mail_system({"chl"})
+
+
+def test_a_test_letter_to_the_campaigns_own_mailbox_is_read_over_imap(
+    run_cli: RunCli, mail_system: MailSystem, project: Path
+) -> None:
+    env = mail_system.env()
+    before = len(mail_system.delivered("campaign", COALITION))
+    sent = run_cli("test-send", "--to", SENDER, "--only", "CHL", env=env)
+    assert sent.code == 0, sent.stderr
+    mail_system.wait_for("campaign", before + 1, COALITION)
+    read = run_cli("inbox", env=env)
+    assert read.code == 0, read.stderr
+    # Postfix here judges nothing (no SPF or DKIM milter): the verdict says so.
+    assert "Test letter of " in read.stdout
+    assert "  no Authentication-Results header" in read.stdout
+    assert "Recorded:      nothing new" in read.stdout
+    kept = json.loads((project / "logs" / VERDICT_FILE).read_text(encoding="utf-8"))
+    assert kept["verdict"]["found"] is False
