@@ -66,7 +66,6 @@ from outreach.sending import (
 from outreach.sendlog import LogRow, SendLog, contact_key, read_log
 from outreach.settings import Secret, Settings, require_for_sending
 from outreach.transport import Connection, Server
-from outreach.verdict import latest as latest_verdict
 
 if TYPE_CHECKING:
     from outreach.inbox import InboxResult
@@ -465,7 +464,9 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
         contacts,
         do_not_contact=listed,
     )
-    made.test_letter = latest_verdict(settings.log_dir)
+    from outreach.verdict import latest  # authres, only for the report and inbox
+
+    made.test_letter = latest(settings.log_dir)
     return made
 
 

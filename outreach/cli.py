@@ -37,7 +37,6 @@ from outreach.clock import Clock, SystemClock
 from outreach.credentials import Credentials, imap_credentials, smtp_credentials
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
-from outreach.senderdomain import check_sender_domain
 from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
 from outreach.settings import (
     Secret,
@@ -172,6 +171,8 @@ def check(ctx: click.Context, spam_all: bool) -> None:
         click.echo(f"{'Settings:' if number == 0 else '':<11}{line}")
     sender = settings.mail_from or "not set (previews use a placeholder; sending needs MAIL_FROM)"
     click.echo(f"From:      {sender}")
+    from outreach.senderdomain import check_sender_domain  # dnspython, for check and send only
+
     domain = check_sender_domain(settings)
     if not domain.not_checked:
         click.echo(f"Domain:    {domain.domain} (MAIL_FROM), as receivers see it:")
@@ -479,6 +480,8 @@ def send(
                 _print_checked(campaign.check(plan.contacts, progress=progress))
         _print_plan(plan, settings)
         if plan.to_send:
+            from outreach.senderdomain import check_sender_domain
+
             click.echo(f"Sender domain: {check_sender_domain(settings).summary()}")
         if not plan.to_send:
             click.echo("Nothing to send.")

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from rich.console import Group, RenderableType
@@ -35,7 +35,9 @@ from outreach.sendlog import (
     neutralise_cell,
     rate_per_minute,
 )
-from outreach.verdict import Verdict
+
+if TYPE_CHECKING:
+    from outreach.verdict import Verdict
 
 NOT_ATTEMPTED = "not attempted"
 HELD_BACK = "held back"

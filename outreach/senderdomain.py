@@ -21,7 +21,6 @@ A domain reserved for examples (``.example``, ``.test``, ``.invalid``,
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import time
@@ -32,9 +31,8 @@ import dns.exception
 import dns.name
 import dns.nameserver
 import dns.resolver
-from publicsuffixlist import PublicSuffixList
 
-from outreach.addresses import is_loopback, is_reserved_domain
+from outreach.addresses import is_loopback, is_reserved_domain, organisational_domain
 from outreach.settings import Settings
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
@@ -223,22 +221,6 @@ DMARC_VERSION = re.compile(r"v\s*=\s*DMARC1\s*(?:;|$)", re.IGNORECASE)
 def _shown(record: str) -> str:
     record = "".join(c if c.isprintable() else "?" for c in record)
     return record if len(record) <= _SHOWN else record[: _SHOWN - 1] + "…"
-
-
-@functools.cache
-def _public_suffixes() -> PublicSuffixList:
-    return PublicSuffixList()  # the list the package ships: nothing is downloaded
-
-
-def organisational_domain(domain: str) -> str:
-    """The domain an organisation registered (RFC 7489 3.2), by the Public Suffix List.
-
-    ``news.coalition.org`` is ``coalition.org``; ``coalition.org.uk`` stays
-    itself, where taking the last two labels would give ``org.uk``.
-    """
-    domain = domain.lower().rstrip(".")
-    found = _public_suffixes().privatesuffix(domain)
-    return str(found) if found else domain
 
 
 def provider_of(settings: Settings) -> str:

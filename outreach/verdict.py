@@ -39,8 +39,8 @@ from typing import Any
 
 import authres
 
+from outreach.addresses import organisational_domain
 from outreach.errors import SendLogError
-from outreach.senderdomain import organisational_domain
 
 VERDICT_FILE = "test-letter.json"
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
