@@ -536,6 +536,10 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
     click.echo(
         f"Sent the letter for {row.contact_id} to {row.email} ({row.smtp_code} {row.smtp_reply})"
     )
+    click.echo(
+        "Once it has arrived, `make inbox` (or `outreach inbox --from` the message saved as "
+        ".eml) shows what the receiving server thought of it."
+    )
 
 
 @cli.command()

@@ -327,6 +327,11 @@ def record_verdict(log_dir: Path, verdicts: list[Verdict]) -> Verdict | None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        folder = os.open(log_dir, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself on the disk
+        finally:
+            os.close(folder)
     except OSError as err:
         temporary.unlink(missing_ok=True)
         raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err

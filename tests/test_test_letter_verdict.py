@@ -40,6 +40,7 @@ def send_test_letter(run_cli: RunCli, smtp_server: SmtpServer) -> bytes:
         "test-send", "--to", "me@coalition.example", "--only", "CHL", env=smtp_server.env()
     )
     assert result.code == 0, result.stderr
+    assert "Once it has arrived, `make inbox`" in result.stdout
     return smtp_server.received[-1].data
 
 
