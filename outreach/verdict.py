@@ -246,7 +246,7 @@ def _sent(message: EmailMessage) -> str:
     with contextlib.suppress(TypeError, ValueError, IndexError):
         moment = parsedate_to_datetime(str(message.get("Date", "")))
         if moment.tzinfo is not None:
-            return moment.astimezone(UTC).isoformat(timespec="minutes")
+            return moment.astimezone(UTC).isoformat(timespec="seconds")
     return ""
 
 

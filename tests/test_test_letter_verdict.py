@@ -234,3 +234,22 @@ def test_a_test_letter_to_the_campaigns_own_mailbox_is_read_over_imap(
     assert "Recorded:      nothing new" in read.stdout
     kept = json.loads((project / "logs" / VERDICT_FILE).read_text(encoding="utf-8"))
     assert kept["verdict"]["found"] is False
+
+
+def test_an_older_test_letter_read_later_leaves_the_latest_verdict(
+    run_cli: RunCli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    older = send_test_letter(run_cli, smtp_server).decode()
+    newer = send_test_letter(run_cli, smtp_server)
+    read_back(run_cli, smtp_server, tmp_path / "new", came_back(newer, MICROSOFT_PASS))
+    date = next(line for line in older.splitlines() if line.startswith("Date: "))
+    a_day_before = older.replace(date, "Date: Sun, 06 Dec 2026 09:00:00 +0000")
+    shown = read_back(
+        run_cli,
+        smtp_server,
+        tmp_path / "old",
+        came_back(a_day_before.encode(), MICROSOFT_DMARC_FAIL),
+    )
+    assert "Test letter of 2026-12-06 09:00:00 UTC, as judged: at risk" in shown
+    data = json.loads(run_cli("report", "--format", "json", env=smtp_server.env()).stdout)
+    assert data["test_letter"]["level"] == "ok"
