@@ -73,7 +73,9 @@ class Finding:
     text: str
 
     def line(self) -> str:
-        return f"{self.level}: {self.record}: {self.text}"
+        """The finding as staff see it; DNS data is anybody's, so nothing unprintable shows."""
+        text = "".join(c if c.isprintable() else "?" for c in self.text)
+        return f"{self.level}: {self.record}: {text}"
 
 
 @dataclass(frozen=True)

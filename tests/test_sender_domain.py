@@ -605,3 +605,18 @@ def test_a_revoked_dkim_key_is_a_problem() -> None:
         "letters signed with it fail DKIM; ask your domain's administrator to publish the "
         "current key, or set DKIM_SELECTOR to the one in use"
     )
+
+
+def test_records_holding_terminal_escapes_are_shown_harmless() -> None:
+    zone = microsoft365()
+    zone[DOMAIN] = [
+        ("MX", "0 coalition-org.mail.protection.outlook.com"),
+        ("TXT", "v=spf1 ip4:\x1b[2J\x1b]0;pwned\x07 include:spf.protection.outlook.com -all"),
+    ]
+    with dns_server(zone) as server:
+        found = checked(server)
+    shown = "\n".join(found.lines())
+    assert "\x1b" not in shown
+    assert "\x07" not in shown
+    assert found.lines()[1].startswith("problem: SPF: 'v=spf1 ip4:?[2J?]0;pwned? include:")
+    assert "is not a valid address range" in found.lines()[1]
