@@ -177,7 +177,8 @@ def _authentication_results(message: EmailMessage) -> Any | None:
     headers = message.get_all("Authentication-Results", [])
     if not headers:
         return None
-    value = " ".join(str(headers[0]).split())
+    value = " ".join(str(headers[0]).split()).rstrip("; ")  # Microsoft ends with a ';'
+
     if "=" in value.split(";", 1)[0]:  # Microsoft 365 names no server before the first result
         value = f"unnamed.invalid; {value}"
     try:
@@ -275,7 +276,8 @@ def read_verdict(message: EmailMessage, message_id: str) -> Verdict:
             spf_domain = mailfrom.rpartition("@")[2]
         elif method == "dkim":
             signer = _property(result, "header", "d") or _property(result, "header", "i")
-            dkim.append((outcome, signer.rpartition("@")[2].lower()))
+            if outcome != "none":  # "dkim=none (message not signed) header.d=none"
+                dkim.append((outcome, signer.rpartition("@")[2].lower()))
         elif method == "dmarc" and not dmarc:
             dmarc = outcome
     judged_by = str(header.authserv_id)

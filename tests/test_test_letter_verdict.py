@@ -30,6 +30,8 @@ GMAIL_GAPPSSMTP = (RECEIVED / "gmail-dkim-by-gappssmtp.txt").read_text(encoding=
 #: Exchange Online Protection, the sender in Microsoft 365 without DKIM for its domain, SPF failing.
 MICROSOFT_DMARC_FAIL = (RECEIVED / "microsoft365-dmarc-fail.txt").read_text(encoding="utf-8")
 
+#: Exchange Online Protection, a letter not signed at all.
+MICROSOFT_NOT_SIGNED = (RECEIVED / "microsoft365-not-signed.txt").read_text(encoding="utf-8")
 #: Exchange Online Protection, everything in order.
 MICROSOFT_PASS = (RECEIVED / "microsoft365-pass.txt").read_text(encoding="utf-8")
 
@@ -106,6 +108,14 @@ def read_back(run_cli: RunCli, smtp_server: SmtpServer, folder: Path, *messages:
                 "  Spam: Microsoft 365: not spam (SCL 1, SFV:NSPM, BCL 0)",
             ],
             id="microsoft-pass",
+        ),
+        pytest.param(
+            MICROSOFT_NOT_SIGNED,
+            [
+                ", as judged: passed, with a warning",
+                "  DKIM none: the letter is not signed, so it cannot align with coalition.example",
+            ],
+            id="microsoft-not-signed",
         ),
     ],
 )
