@@ -84,6 +84,8 @@ class Verdict:
     #: One line per spam verdict header, e.g. "Microsoft 365: not spam (SCL 1, SFV:NSPM)".
     spam: tuple[str, ...] = ()
     spam_flagged: bool = False
+    #: An Authentication-Results header was there but could not be read.
+    unreadable: bool = False
 
     @property
     def level(self) -> str:
@@ -105,7 +107,9 @@ class Verdict:
             PROBLEM: "at risk of the spam folder",
         }[self.level]
         lines = [f"Test letter of {when}, as judged{who}: {heading}"]
-        if not self.found:
+        if self.unreadable:
+            lines.append("  its Authentication-Results header could not be read")
+        elif not self.found:
             lines.append(
                 "  no Authentication-Results header: the server that delivered it judged nothing "
                 "(a letter within one organisation often is not); send the test letter to a "
@@ -158,6 +162,7 @@ class Verdict:
             dmarc=str(data.get("dmarc", "")),
             spam=tuple(str(line) for line in data.get("spam", [])),
             spam_flagged=bool(data.get("spam_flagged", False)),
+            unreadable=bool(data.get("unreadable", False)),
         )
 
 
@@ -173,7 +178,10 @@ def aligned(signer: str, from_domain: str) -> bool:
 
 
 def _authentication_results(message: EmailMessage) -> Any | None:
-    """The topmost Authentication-Results header, parsed; None when there is none that reads."""
+    """The topmost Authentication-Results header, parsed; None when there is none.
+
+    Raises ``authres.AuthResError`` when the header is there but does not read.
+    """
     headers = message.get_all("Authentication-Results", [])
     if not headers:
         return None
@@ -181,10 +189,7 @@ def _authentication_results(message: EmailMessage) -> Any | None:
 
     if "=" in value.split(";", 1)[0]:  # Microsoft 365 names no server before the first result
         value = f"unnamed.invalid; {value}"
-    try:
-        return authres.AuthenticationResultsHeader.parse_value(value)
-    except authres.AuthResError:
-        return None
+    return authres.AuthenticationResultsHeader.parse_value(value)
 
 
 def _property(result: Any, kind: str, name: str) -> str:
@@ -263,7 +268,10 @@ def read_verdict(message: EmailMessage, message_id: str) -> Verdict:
         spam=(*spam, *more),
         spam_flagged=flagged or more_flagged,
     )
-    header = _authentication_results(message)
+    try:
+        header = _authentication_results(message)
+    except authres.AuthResError:
+        return Verdict(**{**asdict(base), "unreadable": True})
     if header is None:
         return base
     spf, spf_domain, dmarc = "", "", ""

@@ -263,3 +263,12 @@ def test_an_older_test_letter_read_later_leaves_the_latest_verdict(
     assert "Test letter of 2026-12-06 09:00:00 UTC, as judged: at risk" in shown
     data = json.loads(run_cli("report", "--format", "json", env=smtp_server.env()).stdout)
     assert data["test_letter"]["level"] == "ok"
+
+
+def test_an_authentication_results_header_that_does_not_read_says_so(
+    run_cli: RunCli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    letter = send_test_letter(run_cli, smtp_server)
+    garbled = "Authentication-Results: mx.google.com; dkim; spf=\n"
+    shown = read_back(run_cli, smtp_server, tmp_path / "back", came_back(letter, garbled))
+    assert "  its Authentication-Results header could not be read" in shown
