@@ -479,13 +479,12 @@ def send(
             with _progress() as progress:
                 _print_checked(campaign.check(plan.contacts, progress=progress))
         _print_plan(plan, settings)
-        if plan.to_send:
-            from outreach.senderdomain import check_sender_domain
-
-            click.echo(f"Sender domain: {check_sender_domain(settings).summary()}")
         if not plan.to_send:
             click.echo("Nothing to send.")
             return
+        from outreach.senderdomain import check_sender_domain  # dnspython, for check and send only
+
+        click.echo(f"Sender domain: {check_sender_domain(settings).summary()}")
         if plan.repeats and not plan.allow_repeat:
             _print_repeats(plan)
             if yes or not sys.stdin.isatty():
