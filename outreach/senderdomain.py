@@ -148,7 +148,8 @@ class _Dns:
                     "this computer has no DNS server set up (no /etc/resolv.conf); "
                     "set DNS_SERVER to one"
                 ) from err
-            self.where = "the DNS server"
+            first = self.resolver.nameservers[0] if self.resolver.nameservers else ""
+            self.where = f"the DNS server {first}".rstrip()
         self.resolver.timeout = self.timeout
         self.resolver.lifetime = self.timeout
 
