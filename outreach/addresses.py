@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from typing import TYPE_CHECKING
 
 from email_validator import EmailNotValidError, validate_email
 
 from outreach.headers import unsafe_header_reason
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
 
 #: Domains that can never receive mail (RFC 2606, RFC 6761); the shipped
 #: contacts use ``.example`` so that nothing is delivered by mistake.
@@ -71,3 +76,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    from publicsuffixlist import PublicSuffixList  # only the commands that judge a domain
+
+    return PublicSuffixList()  # the list the package ships: nothing is downloaded
+
+
+def organisational_domain(domain: str) -> str:
+    """The domain an organisation registered (RFC 7489 3.2), by the Public Suffix List.
+
+    ``news.coalition.org`` is ``coalition.org``; ``coalition.org.uk`` stays
+    itself, where taking the last two labels would give ``org.uk``.
+    """
+    domain = domain.lower().rstrip(".")
+    found = _public_suffixes().privatesuffix(domain)
+    return str(found) if found else domain

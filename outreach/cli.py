@@ -172,9 +172,17 @@ def check(ctx: click.Context, spam_all: bool) -> None:
         click.echo(f"{'Settings:' if number == 0 else '':<11}{line}")
     sender = settings.mail_from or "not set (previews use a placeholder; sending needs MAIL_FROM)"
     click.echo(f"From:      {sender}")
+    from outreach.senderdomain import check_sender_domain  # dnspython, for check and send only
+
+    domain = check_sender_domain(settings)
+    if not domain.not_checked:
+        click.echo(f"Domain:    {domain.domain} (MAIL_FROM), as receivers see it:")
+    for number, line in enumerate(domain.lines()):
+        click.echo(f"{'Domain:' if domain.not_checked and number == 0 else '':<11}{line}")
     click.echo(f"SMTP:      {_server(settings)}")
     click.echo(f"Campaign:  {settings.campaign} (send log {settings.send_log})")
     clean = not result.placeholders and not result.warnings and not settings.placeholders()
+    clean = clean and domain.in_order
     click.echo("Everything is in order." if clean else "Letters are in order.")
 
 
@@ -492,6 +500,9 @@ def send(
         if not plan.to_send:
             click.echo("Nothing to send.")
             return
+        from outreach.senderdomain import check_sender_domain  # dnspython, for check and send only
+
+        click.echo(f"Sender domain: {check_sender_domain(settings).summary()}")
         if plan.repeats and not plan.allow_repeat:
             _print_repeats(plan)
             if yes or not sys.stdin.isatty():
@@ -652,6 +663,10 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
     row = _ready_to_send(campaign).test_send(to, chosen[0])
     click.echo(
         f"Sent the letter for {row.contact_id} to {row.email} ({row.smtp_code} {row.smtp_reply})"
+    )
+    click.echo(
+        "Once it has arrived, `make inbox` (or `outreach inbox --from` the message saved as "
+        ".eml) shows what the receiving server thought of it."
     )
 
 
@@ -821,6 +836,9 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
                 click.echo(f"  {item.where}: {item.why}")
                 click.echo(f"    from {notice.sender or '?'}, subject: {notice.subject or '?'}")
     click.echo(f"Other mail:    {result.other} (about no letter)")
+    for verdict in result.test_letters:
+        for line in verdict.lines():
+            click.echo(line)
     click.echo(f"Send log:      {result.log}")
 
 

@@ -59,6 +59,7 @@ from outreach.sendlog import (
 )
 from outreach.settings import Settings, require_for_reading
 from outreach.transport import tls_context
+from outreach.verdict import Verdict, read_verdict, record_verdict
 
 STATE_FILE = "inbox-state.json"
 #: Messages fetched from the server at a time.
@@ -97,6 +98,9 @@ class InboxResult:
     other: int = 0
     unmatched: list[Unmatched] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Test letters (outreach test-send) read back, and the verdict kept as the latest.
+    test_letters: list[Verdict] = field(default_factory=list)
+    latest_test_letter: Verdict | None = None
 
     @property
     def counts(self) -> Counter[str]:
@@ -132,10 +136,13 @@ class Matcher:
         With ``since`` (``--from`` with ``--since``), a message whose Date is
         older is passed over, as the IMAP server's SEARCH SINCE passes it over.
         """
-        notice = read_notice(parse(fetched.data), fetched.data)
+        message = parse(fetched.data)
+        notice = read_notice(message, fetched.data)
         if since is not None and notice.date is not None and notice.date.date() < since:
             return []
         result.read += 1
+        if notice.notice_id in self.tests:  # a test letter back: the receiver's verdict
+            result.test_letters.append(read_verdict(message, notice.notice_id))
         if notice.notice_id in self.letters or notice.notice_id in self.tests:
             result.other += 1  # a copy of a letter itself
             return []
@@ -559,6 +566,7 @@ def read_inbox(
                 result.warnings.append(positions.warning)
             read_imap(settings, positions, since, matcher.first_letter, handle)
         positions.save(read_at=clock.now())
+        result.latest_test_letter = record_verdict(settings.log_dir, result.test_letters)
     return result
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from rich.console import Group, RenderableType
@@ -28,6 +28,9 @@ from outreach.contacts import ContactList
 from outreach.donotcontact import DoNotContact
 from outreach.ledger import FOLLOWED_UP, HAS_LETTER, NOT_ATTEMPTED, OWED, Ledger
 from outreach.sendlog import REPLIED, LogRow, contact_key, neutralise_cell, rate_per_minute
+
+if TYPE_CHECKING:
+    from outreach.verdict import Verdict
 
 HELD_BACK = "held back"
 #: The order statuses are shown in: done first, then what needs a look.
@@ -133,6 +136,8 @@ class Report:
     rate_per_minute: float | None = None
     other_campaigns: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The receiving server's verdict on the latest test letter read back by ``outreach inbox``.
+    test_letter: Verdict | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -332,6 +337,7 @@ def to_data(report: Report) -> dict[str, Any]:
         "awaiting_answer": [c.id for c in report.awaiting_answer],
         "never_attempted": [c.id for c in report.never_attempted],
         "notes": report.notes,
+        "test_letter": report.test_letter.to_data() if report.test_letter else None,
     }
 
 
@@ -384,6 +390,11 @@ def to_renderables(report: Report) -> RenderableType:
     """
     parts: list[RenderableType] = [Text(f"Campaign {report.campaign!r}, from {report.log}")]
     parts.extend(Text(note, style="yellow") for note in report.notes)
+    if report.test_letter is not None:
+        style = {"ok": "green", "warning": "yellow", "problem": "red"}[report.test_letter.level]
+        first, *rest = report.test_letter.lines()
+        parts.append(Text(first, style=style))
+        parts.extend(Text(line) for line in rest)
     counts = Table(title="Contacts by status", title_justify="left")
     counts.add_column("status")
     counts.add_column("contacts", justify="right")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import ipaddress
 import os
 import re
 import shlex
@@ -83,6 +84,7 @@ BOUNDS: dict[str, tuple[float, float, bool, str]] = {
         "0 for no limit; no provider takes more than 100 a second",
     ),
     "SEND_DAILY_LIMIT": (0, 1_000_000, True, "0 for no limit"),
+    "DNS_TIMEOUT": (0.1, 30, False, "a check before sending must never hold the send up for long"),
 }
 
 #: Every setting outreach reads, with its default ("" = unset).
@@ -128,9 +130,12 @@ KNOWN_SETTINGS: dict[str, str] = {
     "SEND_MAX_ATTEMPTS": "5",
     "SEND_RATE_PER_MINUTE": "30",
     "SEND_DAILY_LIMIT": "0",
+    "DNS_SERVER": "",
+    "DNS_TIMEOUT": "3",
+    "DKIM_SELECTOR": "",
 }
 
-_OUR_PREFIXES = ("SMTP_", "MAIL_", "SEND_", "IMAP_", "OAUTH_")
+_OUR_PREFIXES = ("SMTP_", "MAIL_", "SEND_", "IMAP_", "OAUTH_", "DNS_", "DKIM_")
 #: Settings earlier versions read and this one does not: a notice, never an error.
 RETIRED = {
     "SEND_CONNECTIONS": (
@@ -232,6 +237,11 @@ class Settings:
     send_max_attempts: int = 5
     send_rate_per_minute: float = 30.0
     send_daily_limit: int = 0
+    #: The DNS servers the sender domain is checked with, as (address, port); () = the system's.
+    dns_servers: tuple[tuple[str, int], ...] = ()
+    dns_timeout: float = 3.0
+    #: The DKIM selectors of MAIL_FROM's domain, when SMTP_PROVIDER does not tell them.
+    dkim_selectors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
     @property
@@ -444,6 +454,46 @@ def _ca_file(read: _Reader, name: str) -> Path | None:
     return path
 
 
+def _dns_server(raw: str) -> tuple[str, int]:
+    """``address``, ``address:port`` or ``[IPv6 address]:port`` as (address, port)."""
+    address, port = raw, 53
+    if raw.startswith("["):
+        address, _, rest = raw[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(raw)
+            port = _port(rest[1:])
+    elif raw.count(":") == 1:
+        address, _, number = raw.partition(":")
+        port = _port(number)
+    return str(ipaddress.ip_address(address)), port
+
+
+def _dns_servers(read: _Reader) -> tuple[tuple[str, int], ...]:
+    """DNS_SERVER: addresses only, never names, since a name would need DNS to be found."""
+    servers = []
+    for raw in split_list(read.text("DNS_SERVER")):
+        try:
+            servers.append(_dns_server(raw))
+        except ValueError:
+            read.problems.append(
+                f"DNS_SERVER={raw!r} is not valid: expected an IP address, with a port if not "
+                "53 (127.0.0.1:5353, [::1]:5353); several separated by ';'"
+            )
+    return tuple(servers)
+
+
+def _dkim_selectors(read: _Reader) -> tuple[str, ...]:
+    selectors = split_list(read.text("DKIM_SELECTOR"))
+    for selector in selectors:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})", selector):
+            read.problems.append(
+                f"DKIM_SELECTOR={selector!r} is not valid: expected a selector such as "
+                "s1 or mail2024 (the s= of a DKIM-Signature), several separated by ';'"
+            )
+    return tuple(selectors)
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
@@ -547,6 +597,9 @@ def load_settings(
         send_max_attempts=int(read.bounded("SEND_MAX_ATTEMPTS")),
         send_rate_per_minute=read.bounded("SEND_RATE_PER_MINUTE"),
         send_daily_limit=int(read.bounded("SEND_DAILY_LIMIT")),
+        dns_servers=_dns_servers(read),
+        dns_timeout=read.bounded("DNS_TIMEOUT"),
+        dkim_selectors=_dkim_selectors(read),
         warnings=warnings,
     )
     if settings.follow_up_of and settings.follow_up_of == settings.campaign:

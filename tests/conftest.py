@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from outreach.cli import cli
 from outreach.contacts import Contact
+from tests.dnsserver import dns_server
 from tests.smtp import SmtpServer, run_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,17 +86,29 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["XDG_CACHE_HOME"] = before
 
 
+@pytest.fixture(scope="session")
+def empty_dns() -> Iterator[str]:
+    """A DNS server on loopback that knows no name: what the tests' sender domains meet.
+
+    ``check`` and ``send`` look up MAIL_FROM's domain; a test never asks a
+    DNS server off this machine.
+    """
+    with dns_server({}) as server:
+        yield server.setting
+
+
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_dns: str) -> Path:
     """The tests' contacts and the shipped templates in a folder of its own.
 
-    Tests run in it with no ``.env`` and none of the developer's settings.
+    Tests run in it with no ``.env`` and none of the developer's settings;
+    DNS questions go to a server on loopback that knows no name.
     """
     shutil.copy(CONTACTS, tmp_path / "contacts.csv")
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
-        if name.startswith(("SMTP_", "MAIL_", "SEND_")) or name in (
+        if name.startswith(("SMTP_", "MAIL_", "SEND_", "DNS_", "DKIM_")) or name in (
             "CAMPAIGN",
             "CONTACTS_FILE",
             "TEMPLATES_DIR",
@@ -104,6 +117,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             "LETTER_DATE",
         ):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("DNS_SERVER", empty_dns)
     return tmp_path
 
 
