@@ -9,10 +9,6 @@ all say the same thing about the same letter.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import json
 import math
 import os
 import re
@@ -22,13 +18,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lxml.html
 
 from outreach.addresses import is_placeholder
-from outreach.cache import file_stamp, keep, recall
 from outreach.contacts import Contact
 from outreach.errors import OutreachError, problems_of
 from outreach.message import Letter
@@ -47,29 +41,10 @@ HTML_LIMIT_BYTES = 100 * 1024
 SUBJECT_LIMIT = 78
 #: SpamAssassin's default spam line; the shipped letter aims at 1.0 or less.
 SPAM_LINE = 5.0
-#: A sample letter's spam score is remembered this long, for the same letter
-#: scored by the same SpamAssassin: ``make send`` after ``make check`` does
-#: not wait for SpamAssassin again.
-SPAM_MEMORY_SECONDS = 24 * 60 * 60
-#: Where SpamAssassin keeps its rules, its settings and its compiled rules
-#: (Debian's folders and the other usual ones): a remembered score stands
-#: only while none of their files has changed.
-SPAM_RULE_FOLDERS = (
-    Path("/usr/share/spamassassin"),
-    Path("/usr/local/share/spamassassin"),
-    Path("/var/lib/spamassassin"),
-    Path("/etc/spamassassin"),
-    Path("/etc/mail/spamassassin"),
-    Path("/usr/local/etc/mail/spamassassin"),
-    Path("~/.spamassassin"),
-)
-_RULE_FILES = (".cf", ".pre", ".pm", ".so", "user_prefs")
 INSTALL_SPAMASSASSIN = (
     "SpamAssassin is not installed, so the letters have no spam score; "
     "install it with: sudo apt-get install spamassassin"
 )
-_DATE_HEADER = re.compile(rb"^Date: [^\r\n]*\r\n", re.MULTILINE)
-_BOUNDARY = re.compile(rb'boundary="([^"]+)"')
 _TEXT_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|mailto:)[^\s<>\"')\]]+", re.IGNORECASE)
 _TEMPLATE_LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 
@@ -260,19 +235,6 @@ def _mbox_entry(number: int, letter: Letter) -> bytes:
     return f"{_SEPARATOR}{number}@localhost Thu Jan  1 00:00:00 1970\n".encode() + body + b"\n"
 
 
-def _without_date_and_boundary(data: bytes) -> bytes:
-    """A letter's bytes less what changes each time it is built: its Date and MIME boundaries.
-
-    Every boundary, not only the outermost: a letter with attachments nests
-    its two versions in a part of their own, with a boundary of their own.
-    """
-    head, blank, body = data.partition(b"\r\n\r\n")
-    whole = _DATE_HEADER.sub(b"", head, count=1) + blank + body
-    for number, boundary in enumerate(_BOUNDARY.findall(whole)):
-        whole = whole.replace(boundary, b"BOUNDARY-%d" % number)
-    return whole
-
-
 class SpamChecker:
     """Scores letters with a local SpamAssassin: no network test, no learning.
 
@@ -286,11 +248,9 @@ class SpamChecker:
         executable: str,
         *,
         workers: int | None = None,
-        rule_folders: Sequence[Path] = SPAM_RULE_FOLDERS,
     ) -> None:
         self.executable = executable
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
-        self.rule_folders = tuple(rule_folders)
 
     @classmethod
     def find(cls) -> SpamChecker | None:
@@ -308,68 +268,25 @@ class SpamChecker:
             "--cf=bayes_auto_learn 0",
         ]
 
-    @functools.cached_property
-    def identity(self) -> str:
-        """What a score depends on besides the letter: this command and the
-        size and time of change of SpamAssassin's own files."""
-        parts = [*self.command()]
-        for place in (Path(self.executable), *self.rule_folders):
-            place = place.expanduser()
-            found = [place] if place.is_file() else sorted(place.rglob("*"))
-            for path in found:
-                if path == place or path.name.endswith(_RULE_FILES):
-                    with contextlib.suppress(OSError):
-                        parts.append(file_stamp(path))
-        return "\0".join(parts)
-
-    def _memory_name(self, letter: Letter) -> str:
-        data = _without_date_and_boundary(letter.data)
-        return hashlib.sha256(self.identity.encode() + b"\0" + data).hexdigest() + ".json"
-
-    def remembered(self, letter: Letter) -> SpamScore | None:
-        """The score this letter got in a check within ``SPAM_MEMORY_SECONDS``, if any."""
-        kept = recall("spam", self._memory_name(letter), max_age=SPAM_MEMORY_SECONDS)
-        if kept is None:
-            return None
-        try:
-            found = json.loads(kept)
-            rules = tuple(SpamRule(str(n), float(p), str(d)) for n, p, d in found["rules"])
-            return SpamScore(
-                letter.contact_id, float(found["score"]), float(found["required"]), rules
-            )
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    def remember(self, letter: Letter, score: SpamScore) -> None:
-        """Keep the score for a later check of the very same letter."""
-        rules = [[r.name, r.points, r.description] for r in score.rules]
-        kept = {"score": score.score, "required": score.required, "rules": rules}
-        keep("spam", self._memory_name(letter), json.dumps(kept))
-
     def score(
         self, letters: Sequence[Letter], progress: Callable[[int], None] = lambda done: None
     ) -> list[SpamScore]:
-        """One score per letter, in order: remembered ones first, the rest by SpamAssassin.
+        """One score per letter, in order, by SpamAssassin.
 
         The letters to score are split over a few SpamAssassin processes that
-        run at once, one per core.
+        run at once, one per core. Nothing is kept between runs: a check
+        scores one letter of each kind, which takes a few seconds.
         """
-        scores: dict[int, SpamScore] = {}
-        for index, letter in enumerate(letters):
-            if (remembered := self.remembered(letter)) is not None:
-                scores[index] = remembered
-        todo = [i for i in range(len(letters)) if i not in scores]
-        if todo:
-            size = math.ceil(len(todo) / min(self.workers, math.ceil(len(todo) / 8)))
-            batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-            with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-                found = pool.map(lambda b: self._run([letters[i] for i in b]), batches)
-                for batch, batch_scores in zip(batches, found, strict=True):
-                    for index, score in zip(batch, batch_scores, strict=True):
-                        scores[index] = score
-                        self.remember(letters[index], score)
-                        progress(len(scores))
-        return [scores[index] for index in range(len(letters))]
+        if not letters:
+            return []
+        size = math.ceil(len(letters) / min(self.workers, math.ceil(len(letters) / 8)))
+        batches = [list(letters[i : i + size]) for i in range(0, len(letters), size)]
+        scores: list[SpamScore] = []
+        with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+            for batch_scores in pool.map(self._run, batches):
+                scores.extend(batch_scores)
+                progress(len(scores))
+        return scores
 
     def _run(self, letters: Sequence[Letter]) -> list[SpamScore]:
         """One SpamAssassin process scoring ``letters``, given to it as one mbox."""

@@ -232,6 +232,6 @@ def test_the_spam_check_scores_the_letter_with_its_files(
     script.chmod(0o755)
     settings = load_settings(environ={"ATTACHMENTS": "annexes/annex-en.csv"}, env_file=None)
     campaign = Campaign.open(settings)
-    campaign.check(campaign.select(["CHL"]), spam=SpamChecker(str(script), rule_folders=()))
+    campaign.check(campaign.select(["CHL"]), spam=SpamChecker(str(script)))
     mbox = seen.read_bytes()
     assert b'filename="annex-en.csv"' in mbox

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,12 +33,6 @@ needs_spamassassin = pytest.mark.skipif(
 @pytest.fixture
 def campaign(project: Path) -> Campaign:
     return Campaign.open(load_settings(environ={}, env_file=None))
-
-
-@pytest.fixture
-def no_remembered_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cache folder of its own: every sample letter is scored by SpamAssassin."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 def html_page(body: str) -> str:
@@ -218,7 +211,6 @@ def test_shipped_letter_scores_well_under_the_spam_line(campaign: Campaign) -> N
 
 
 @needs_spamassassin
-@pytest.mark.usefixtures("no_remembered_scores")
 def test_one_letter_of_each_kind_is_scored(campaign: Campaign) -> None:
     """A member's letter and an observer's: the wording differs, so both are scored,
     and each score is the one SpamAssassin gives that very letter."""
@@ -230,23 +222,21 @@ def test_one_letter_of_each_kind_is_scored(campaign: Campaign) -> None:
     assert "2 of 4" in result.spam_note
     sample = [c for c in contacts if c.id in ("AFG", "VAT")]
     letters = [campaign.compose(c, now=NOW)[1] for c in sample]
-    fresh = SpamChecker(checker.executable, rule_folders=())
+    fresh = SpamChecker(checker.executable)
     assert [(s.score, s.rules) for s in result.spam] == [
         (s.score, s.rules) for s in fresh._run(letters)
     ]
 
 
 def counting_spamassassin(folder: Path) -> tuple[SpamChecker, Path]:
-    """The real SpamAssassin behind a script that notes each time it is started;
-    its rule files, as far as remembering scores goes, are those in ``folder/rules``."""
+    """The real SpamAssassin behind a script that notes each time it is started."""
     real = shutil.which("spamassassin")
     assert real is not None
-    (folder / "rules").mkdir(exist_ok=True)
     started = folder / "started"
     script = folder / "spamassassin"
     script.write_text(f'#!/bin/sh\necho started >> "{started}"\nexec "{real}" "$@"\n')
     script.chmod(0o755)
-    return SpamChecker(str(script), rule_folders=[folder / "rules"]), started
+    return SpamChecker(str(script)), started
 
 
 def times_started(started: Path) -> int:
@@ -254,69 +244,6 @@ def times_started(started: Path) -> int:
 
 
 @needs_spamassassin
-@pytest.mark.usefixtures("no_remembered_scores")
-@pytest.mark.parametrize("attachment", [False, True], ids=["letter", "with-an-attachment"])
-def test_an_unchanged_letter_keeps_its_score_from_the_last_check(
-    project: Path, tmp_path: Path, attachment: bool
-) -> None:
-    """``make send`` after ``make check``: the same letters (only their Date and
-    MIME boundaries are new) are not scored again."""
-    settings: dict[str, str] = {}
-    if attachment:
-        (project / "annex.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
-        settings["ATTACHMENTS"] = "annex.pdf"
-    campaign = Campaign.open(load_settings(environ=settings, env_file=None))
-    checker, started = counting_spamassassin(tmp_path)
-    contacts = campaign.contacts.select(["AFG", "VAT", "CHL"])
-    first = campaign.check(contacts, spam=checker)
-    assert times_started(started) == 1
-    later = SpamChecker(checker.executable, rule_folders=checker.rule_folders)
-    again = campaign.check(contacts, spam=later)
-    assert times_started(started) == 1
-    assert again.spam == first.spam
-    assert [s.contact_id for s in again.spam] == ["AFG", "VAT"]
-
-
-def reword(project: Path, tmp_path: Path) -> None:
-    text = project / "templates" / "en" / "letter.txt.j2"
-    text.write_text(text.read_text() + "One more sentence.\n")
-
-
-def update_rules(project: Path, tmp_path: Path) -> None:
-    (tmp_path / "rules" / "72_active.cf").write_text("# updated by sa-update\n")
-
-
-def age_a_day(project: Path, tmp_path: Path) -> None:
-    for entry in (tmp_path / "cache" / "outreach" / "spam").iterdir():
-        os.utime(entry, (entry.stat().st_atime, entry.stat().st_mtime - 25 * 3600))
-
-
-def damage(project: Path, tmp_path: Path) -> None:
-    for entry in (tmp_path / "cache" / "outreach" / "spam").iterdir():
-        entry.write_text(entry.read_text().replace("score", "scare"))
-
-
-@needs_spamassassin
-@pytest.mark.usefixtures("no_remembered_scores")
-@pytest.mark.parametrize("change", [reword, update_rules, age_a_day, damage])
-def test_a_score_is_worked_out_again_when_anything_it_rests_on_changed(
-    project: Path, tmp_path: Path, change: Callable[[Path, Path], None]
-) -> None:
-    contacts = ["AFG"]
-    campaign = Campaign.open(load_settings(environ={}, env_file=None))
-    checker, started = counting_spamassassin(tmp_path)
-    campaign.check(campaign.select(contacts), spam=checker)
-    change(project, tmp_path)
-    campaign = Campaign.open(load_settings(environ={}, env_file=None))
-    checker = SpamChecker(checker.executable, rule_folders=checker.rule_folders)
-    (score,) = campaign.check(campaign.select(contacts), spam=checker).spam
-    assert times_started(started) == 2
-    letter = campaign.compose(campaign.select(contacts)[0])[1]
-    assert [score] == checker.score([letter])  # remembered now
-
-
-@needs_spamassassin
-@pytest.mark.usefixtures("no_remembered_scores")
 def test_a_letter_that_cannot_be_built_stops_the_check_before_spamassassin(
     project: Path, tmp_path: Path
 ) -> None:
