@@ -336,6 +336,15 @@ def read_env_file(path: Path) -> dict[str, str]:
         # value) is as much a mistake: a password meant to follow, a stray word.
         if binding.error or (binding.key is not None and binding.value is None)
     ]
+    problems.extend(
+        # A quote never closed on its own line takes the lines after it into
+        # the value (a password among them): no setting runs over lines.
+        f"{path}, line {binding.original.line}: the value of {binding.key} runs on over "
+        f"{binding.value.count(chr(10)) + 1} lines (a quote that is never closed?); write it "
+        "on one line as NAME=value; the lines are not shown here, in case they hold a password"
+        for binding in parse_stream(io.StringIO(text))
+        if binding.key is not None and binding.value is not None and "\n" in binding.value
+    )
     if problems:
         raise SettingsError(*problems)
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
