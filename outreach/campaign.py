@@ -105,7 +105,11 @@ class Campaign:
     def open(cls, settings: Settings) -> Campaign:
         """Read the templates, the contacts, the do-not-contact list and the attachments."""
         empty = cls.without_contacts(settings)
-        return dataclasses.replace(empty, contacts=load_contacts(settings.contacts_file))
+        contacts = load_contacts(settings.contacts_file)
+        unknown = empty.do_not_contact.unknown_ids(contacts, settings.contacts_file)
+        if unknown:
+            raise SettingsError(*unknown)
+        return dataclasses.replace(empty, contacts=contacts)
 
     @classmethod
     def without_contacts(cls, settings: Settings) -> Campaign:
@@ -137,16 +141,29 @@ class Campaign:
         settings = dataclasses.replace(self.settings, smtp_password=Secret(password))
         return dataclasses.replace(self, settings=settings)
 
-    def select(self, only: Sequence[str] = (), limit: int | None = None) -> list[Contact]:
+    def select(
+        self, only: Sequence[str] = (), limit: int | None = None, *, keep_held: bool = False
+    ) -> list[Contact]:
         """The contacts named by ``only`` (all when empty), at most ``limit``.
 
         For a follow-up, only those whose first letter calls for one (see
-        ``followup.py``): the others would get no letter.
+        ``followup.py``): the others would get no letter. Those on the
+        do-not-contact list are left out (``held_back`` names them), so that
+        ``preview`` and ``check`` show only the letters a send would send;
+        ``keep_held`` keeps them, for a test send to yourself.
         """
         chosen = self.contacts.select(only)
         if self.settings.follow_up_of:
             chosen = [c for c in chosen if self._original(c) is not None]
+        if not keep_held:
+            chosen = [c for c in chosen if self.do_not_contact.holds(c) is None]
         return chosen[:limit] if limit is not None else chosen
+
+    def held_back(self, only: Sequence[str] = ()) -> list[Contact]:
+        """The contacts named by ``only`` (all when empty) the do-not-contact list holds back."""
+        return [
+            c for c in self.select(only, keep_held=True) if self.do_not_contact.holds(c) is not None
+        ]
 
     def _original(self, contact: Contact) -> Original | None:
         original = self.originals.get(contact_key(contact.id))

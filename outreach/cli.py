@@ -173,8 +173,20 @@ def check(ctx: click.Context, spam_all: bool) -> None:
     click.echo(f"From:      {sender}")
     click.echo(f"SMTP:      {_server(settings)}")
     click.echo(f"Campaign:  {settings.campaign} (send log {settings.send_log})")
+    _print_held_back(campaign)
     clean = not result.placeholders and not result.warnings and not settings.placeholders()
     click.echo("Everything is in order." if clean else "Letters are in order.")
+
+
+def _print_held_back(campaign: Campaign, only: Sequence[str] = ()) -> None:
+    """The missions the do-not-contact list holds back: they have no letter to look at."""
+    held = campaign.held_back(only)
+    if held:
+        ids = ", ".join(c.id for c in held[:10]) + (" …" if len(held) > 10 else "")
+        click.echo(
+            f"Held back: {len(held)} on the do-not-contact list "
+            f"({campaign.settings.do_not_contact_file}), no letter: {ids}"
+        )
 
 
 def _server(settings: Settings) -> str:
@@ -203,6 +215,7 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
     with _progress() as progress:
         result = campaign.preview(folder, chosen, progress=progress)
     click.echo(f"Wrote {len(result.entries)} letters to {folder}/ (open {folder / 'index.html'})")
+    _print_held_back(campaign, _ids(only))
     if result.placeholders:
         click.echo(f"{result.placeholders} of them go to placeholder addresses (.example …).")
 
@@ -512,7 +525,7 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
     It is logged with status `test` and does not count as that contact's letter.
     """
     campaign = _campaign(ctx)
-    chosen = campaign.select(_ids(only), 1)
+    chosen = campaign.select(_ids(only), 1, keep_held=True)
     if not chosen:
         first = campaign.settings.follow_up_of
         raise OutreachError(
