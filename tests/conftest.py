@@ -56,6 +56,7 @@ INSTALL = {
     "dovecot": "apt-get install postfix dovecot-imapd",
     "mount": "apt-get install mount",
     "setpriv": "apt-get install util-linux",
+    "strace": "apt-get install strace",
 }
 
 
