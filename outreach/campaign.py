@@ -52,7 +52,7 @@ from outreach.errors import (
 from outreach.followup import Original, originals
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
-from outreach.render import Rendered, Renderer
+from outreach.render import Rendered, Renderer, long_date
 from outreach.report import Report, build_report
 from outreach.sending import (
     Delivery,
@@ -188,13 +188,18 @@ class Campaign:
         """
         contact = dataclasses.replace(contact, cc=self.do_not_contact.without(contact.cc))
         original = original or self._original(contact)
-        extra = original.template_values() if original else None
+        language = self.renderer.language_for(contact)
+        now = now or SystemClock().now()
+        extra = original.template_values(language) if original else {}
+        if not self.settings.letter_date:
+            # No LETTER_DATE: the letter is dated the day it goes, as its language writes it.
+            extra = {**extra, "letter_date": long_date(now.date(), language)}
         rendered = self.renderer.render(contact, extra)
         letter = build_letter(
             contact,
             rendered,
             self.settings,
-            now=now or SystemClock().now(),
+            now=now,
             test_to=test_to,
             message_id=message_id,
             attachments=self.attachments + self._attachments_of(contact),
@@ -352,7 +357,8 @@ class Campaign:
         return plan
 
     def _subject_of(self, delivery: Delivery) -> str:
-        extra = delivery.original.template_values() if delivery.original else None
+        language = self.renderer.language_for(delivery.contact)
+        extra = delivery.original.template_values(language) if delivery.original else None
         return self.renderer.subject(delivery.contact, extra)
 
     def send(

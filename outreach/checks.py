@@ -160,7 +160,7 @@ def letter_findings(
     elif len(rendered.subject) > SUBJECT_LIMIT:
         warnings.append(
             f"the subject is {len(rendered.subject)} characters long: inboxes cut it after "
-            f"about {SUBJECT_LIMIT} (templates/{rendered.language}/subject.txt.j2)"
+            f"about {SUBJECT_LIMIT} ({rendered.subject_from or 'the subject template'})"
         )
     size = len(rendered.html.encode("utf-8"))
     if size > HTML_LIMIT_BYTES:

@@ -31,6 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from outreach.addresses import is_loopback
 from outreach.campaign import Campaign, read_inbox, report
 from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
@@ -174,7 +175,16 @@ def check(ctx: click.Context, spam_all: bool) -> None:
     click.echo(f"SMTP:      {_server(settings)}")
     click.echo(f"Campaign:  {settings.campaign} (send log {settings.send_log})")
     _print_held_back(campaign)
-    clean = not result.placeholders and not result.warnings and not settings.placeholders()
+    stale = settings.stale_letter_date(ctx.obj["clock"].now().date())
+    if stale:
+        click.echo(f"Date:      {stale}")
+    clean = not (result.placeholders or result.warnings or settings.placeholders() or stale)
+    if settings.placeholders() and not is_loopback(settings.smtp_host):
+        # A send would refuse these: the letters are not in order to go.
+        raise SettingsError(
+            f"{ctx.obj['env_file']} still holds example values (listed above under Settings); "
+            "a send refuses them: put in your own"
+        )
     click.echo("Everything is in order." if clean else "Letters are in order.")
 
 

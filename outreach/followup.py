@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from outreach.render import long_date
 from outreach.sendlog import OWED, LogRow, contact_records
 
 #: The first letter's states that call for a reminder: the mission has it and
@@ -42,10 +43,14 @@ class Original:
         """Why no reminder goes, as the plan says it: the first letter's state."""
         return STILL_OWED if self.status in OWED else self.status
 
-    def template_values(self) -> dict[str, str]:
-        """``original_date`` ("31 August 2015") and ``original_subject``, for the templates."""
+    def template_values(self, language: str = "en") -> dict[str, str]:
+        """``original_date`` and ``original_subject``, for the templates.
+
+        The date is written as the templates' ``language`` writes a letter's
+        date line: "31 August 2015", "31 août 2015", "31 de agosto de 2015".
+        """
         when = self.sent
-        date = f"{when.day} {when:%B %Y}" if when is not None else ""
+        date = long_date(when.date(), language) if when is not None else ""
         return {"original_date": date, "original_subject": self.subject}
 
 

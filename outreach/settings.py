@@ -14,6 +14,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -251,6 +252,23 @@ class Settings:
     def send_log(self) -> Path:
         return self.log_dir / "send-log.csv"
 
+    def stale_letter_date(self, today: date) -> str | None:
+        """A warning when LETTER_DATE is a date long past: the letters would be dated then.
+
+        The shipped LETTER_DATE is the first campaign's, years ago; a letter
+        dated years before it arrives reads as a mistake, or as an old letter.
+        """
+        written = _date_of(self.letter_date)
+        if written is None or (today - written).days <= STALE_LETTER_DAYS:
+            return None
+        days = (today - written).days
+        age = f"{days // 365} year{'s' if days >= 730 else ''}" if days >= 365 else f"{days} days"
+        return (
+            f"LETTER_DATE={self.letter_date!r} is {age} ago: every letter is dated then; set "
+            "LETTER_DATE to the date the letters go out, or leave it empty (LETTER_DATE=) to "
+            "date each letter the day it goes"
+        )
+
     def placeholders(self) -> list[str]:
         """Settings still holding an example value (config.example.env's), one line each.
 
@@ -264,6 +282,11 @@ class Settings:
                 f"SMTP_HOST={self.smtp_host} is an example name, not a server: "
                 "set your provider's SMTP server"
             )
+        if self.oauth_client_id and not self.oauth_client_id.strip("0-"):
+            found.append(
+                f"OAUTH_CLIENT_ID={self.oauth_client_id} is README's example, not an app "
+                "registration: set the Application (client) ID of your organisation's"
+            )
         for name, address in (("MAIL_FROM", self.mail_from), ("MAIL_REPLY_TO", self.mail_reply_to)):
             if address and is_placeholder(address):
                 found.append(
@@ -271,6 +294,20 @@ class Settings:
                     "and no reply reaches: set your organisation's real address"
                 )
         return found
+
+
+#: How old a LETTER_DATE may be before ``check`` says so.
+STALE_LETTER_DAYS = 60
+
+
+def _date_of(text: str) -> date | None:
+    """The date a LETTER_DATE names, when it is written as a date ("31 August 2015")."""
+    for form in ("%d %B %Y", "%B %d, %Y", "%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text.strip(), form).date()
+        except ValueError:
+            continue
+    return None
 
 
 def is_secret(name: str) -> bool:
