@@ -117,11 +117,7 @@ class Campaign:
         renderer = Renderer(
             settings.templates_dir, settings.letter_date, follow_up=bool(settings.follow_up_of)
         )
-        first_letters = (
-            originals(read_log(settings.send_log), settings.follow_up_of)
-            if settings.follow_up_of
-            else {}
-        )
+        first_letters = _first_letters(settings)
         do_not_contact = load_do_not_contact(
             settings.do_not_contact_file, required=settings.do_not_contact_required
         )
@@ -465,6 +461,27 @@ def _compose_in_worker(contact: Contact) -> Composed:
 
 def _max_bytes(settings: Settings) -> int:
     return int(settings.max_message_mb * 1024 * 1024)
+
+
+def _first_letters(settings: Settings) -> dict[str, Original]:
+    """For a follow-up, each contact's letter of the campaign it follows (FOLLOW_UP_OF).
+
+    A name the send log does not hold (mistyped, or the log of another
+    computer) is an error naming the campaigns it does hold: otherwise every
+    mission would read as never having had the first letter.
+    """
+    if not settings.follow_up_of:
+        return {}
+    rows = read_log(settings.send_log)
+    found = originals(rows, settings.follow_up_of)
+    if not found:
+        held = sorted({row.campaign for row in rows})
+        raise SettingsError(
+            f"FOLLOW_UP_OF={settings.follow_up_of!r}: the send log {settings.send_log} has no "
+            f"letter of that campaign (it has: {', '.join(held) or 'none yet'}); check the name"
+            + ("" if rows else ", and copy here the send log of the computer that sent it")
+        )
+    return found
 
 
 def report(settings: Settings, campaign: str | None = None) -> Report:

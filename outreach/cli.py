@@ -57,6 +57,7 @@ class OutreachGroup(click.Group):
         except OutreachError as err:
             for problem in err.problems:
                 click.echo(f"Error: {problem}", err=True)
+            _note_missing_env(ctx)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("Stopped by Ctrl-C.", err=True)
@@ -64,6 +65,23 @@ class OutreachGroup(click.Group):
         except Terminated:
             click.echo("Stopped by SIGTERM.", err=True)
             ctx.exit(143)
+
+
+#: Commands that read no .env, for which its absence says nothing.
+_WITHOUT_ENV = ("demo", "sink")
+
+
+def _note_missing_env(ctx: click.Context) -> None:
+    """Say so when no settings file was found: run from another folder, every
+    setting is its default, and "no such folder" alone would not tell why."""
+    env_file = (ctx.obj or {}).get("env_file")
+    if env_file is None or env_file.exists() or ctx.invoked_subcommand in _WITHOUT_ENV:
+        return
+    click.echo(
+        f"Note: no {env_file} in {Path.cwd()}, so every setting not in the environment is its "
+        "default: run outreach in the campaign's folder, or give --env-file",
+        err=True,
+    )
 
 
 def _ids(value: str | None) -> list[str]:
@@ -738,7 +756,10 @@ def report_command(
     ctx: click.Context, campaign: str | None, format_: str, out: Path | None
 ) -> None:
     """What became of every contact, from the send log: counts, problems, times, rate."""
-    made = report(_settings(ctx), campaign)
+    settings = _settings(ctx)
+    made = report(settings, campaign)
+    if not settings.send_log.exists():
+        _note_missing_env(ctx.find_root())
     if format_ == "table":
         buffer = io.StringIO()
         console = Console(file=buffer, width=120) if out else Console()
