@@ -20,11 +20,14 @@ from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-CONTACTS = """id,country,mission,email,cc
-CIV,Côte d'Ivoire,"Permanent Mission of the Republic of Côte d'Ivoire to the United Nations",civ@missions.example,desk-political-affairs@civ-mission-newyork.example
-STP,São Tomé and Príncipe,Permanent Mission of São Tomé and Príncipe,stp@missions.example,
+CONTACTS = (
+    "id,country,mission,email,cc\n"
+    "CIV,Côte d'Ivoire,Permanent Mission of the Republic of Côte d'Ivoire to the United Nations,"
+    "civ@missions.example,desk-political-affairs@civ-mission-newyork.example\n"
+    """STP,São Tomé and Príncipe,Permanent Mission of São Tomé and Príncipe,stp@missions.example,
 CHL,Chile,Permanent Mission of Chile,chl@missions.example,
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,8 @@ def test_the_filter_box_s_hint_is_read_whole(browser: Browser, gallery: Path, wi
         const style = getComputedStyle(box);
         const measure = document.createElement("canvas").getContext("2d");
         measure.font = style.font;
-        const room = box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+        const room = box.clientWidth - padding;
         return [room, measure.measureText(box.placeholder).width];
     }"""
     )
