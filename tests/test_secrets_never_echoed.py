@@ -16,7 +16,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.conftest import RunCli
-from tests.smtp import Handler, free_port
+from tests.smtp import USERNAME as SMTP_USER
+from tests.smtp import Handler, SmtpServer, free_port
 
 USER = "campaign@coalition.example"
 
@@ -182,3 +183,26 @@ def test_a_quote_that_swallows_the_next_lines_of_env_shows_none_of_them(
     assert f".env, line {line}: the value of " in result.stderr
     assert "(a quote that is never closed?)" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_a_password_a_server_echoes_in_a_refusal_is_not_in_the_send_log(
+    run_cli: RunCli, project: Path, starttls_server: SmtpServer
+) -> None:
+    """Signed in, then refused at RCPT with the password said back, its tab folded."""
+    password = "correct horse  battery\tstaple"
+    starttls_server.accounts[SMTP_USER] = password
+    refusal = "550 5.1.1 no mailbox here; you signed in with correct horse battery staple"
+    starttls_server.script.always_refuse["fra@missions.example"] = refusal
+    assert starttls_server.ca_file is not None
+    env = starttls_server.env(
+        SMTP_SECURITY="starttls",
+        SMTP_CA_FILE=str(starttls_server.ca_file),
+        SMTP_USERNAME=SMTP_USER,
+        SMTP_PASSWORD=password,
+    )
+    result = run_cli("send", "--yes", "--only", "CHL,FRA", env=env)
+    assert result.code == 1, result.stdout + result.stderr
+    assert len(starttls_server.received) == 1
+    log = (project / "logs" / "send-log.csv").read_text()
+    assert "550,5.1.1 no mailbox here; you signed in with ********" in log
+    nowhere(project, result.stdout + result.stderr, password)
