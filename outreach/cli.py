@@ -72,11 +72,16 @@ _WITHOUT_ENV = ("demo", "sink")
 
 
 def _note_missing_env(ctx: click.Context) -> None:
-    """Say so when no settings file was found: run from another folder, every
-    setting is its default, and "no such folder" alone would not tell why."""
+    """Say so when run outside a campaign's folder: no settings file, and not the
+    contacts or the templates either. Every setting is then its default, and "no
+    such folder" alone would not tell why."""
     env_file = (ctx.obj or {}).get("env_file")
     if env_file is None or env_file.exists() or ctx.invoked_subcommand in _WITHOUT_ENV:
         return
+    contacts = Path(os.environ.get("CONTACTS_FILE") or "contacts.csv")
+    templates = Path(os.environ.get("TEMPLATES_DIR") or "templates")
+    if contacts.is_file() and templates.is_dir():
+        return  # a campaign's folder, its settings in the environment
     click.echo(
         f"Note: no {env_file} in {Path.cwd()}, so every setting not in the environment is its "
         "default: run outreach in the campaign's folder, or give --env-file",

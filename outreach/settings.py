@@ -377,15 +377,20 @@ def read_env_file(path: Path) -> dict[str, str]:
         # A quote never closed on its own line takes the lines after it into
         # the value (a password among them): no setting runs over lines.
         f"{path}, line {binding.original.line}: the value of {binding.key} runs on over "
-        f"{binding.value.count(chr(10)) + 1} lines (a quote that is never closed?); write it "
+        f"{_lines(binding.original.string)} lines (a quote that is never closed?); write it "
         "on one line as NAME=value; the lines are not shown here, in case they hold a password"
         for binding in parse_stream(io.StringIO(text))
-        if binding.key is not None and binding.value is not None and "\n" in binding.value
+        if binding.key is not None and _lines(binding.original.string) > 1
     )
     if problems:
         raise SettingsError(*problems)
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {key: value or "" for key, value in values.items()}
+
+
+def _lines(original: str) -> int:
+    """How many lines of the file one setting was read from."""
+    return original.rstrip("\r\n").count("\n") + 1
 
 
 T = TypeVar("T")
