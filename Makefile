@@ -23,38 +23,48 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+# What the staff's commands need: outreach alone, without the developer tools
+# (mypy, ruff, playwright) that only `make test` and `make lint` use.
+RUN_STAMP := $(VENV)/.installed-run
+
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-demo: $(STAMP) ## the whole job on this machine: check, preview, send to a local SMTP server, report
+demo: $(RUN_STAMP) ## the whole job on this machine: check, preview, send to a local SMTP server, report
 	$(BIN)/outreach demo --port $(DEMO_PORT)
 
-send: $(STAMP) ## send the letters (asks first; reruns send only what is still owed)
+send: $(RUN_STAMP) ## send the letters (asks first; reruns send only what is still owed)
 	$(BIN)/outreach send $(ARGS)
 
-test-send: $(STAMP) ## send one real letter, marked [TEST], to you only: make test-send TO=you@your-organisation.org
+test-send: $(RUN_STAMP) ## send one real letter, marked [TEST], to you only: make test-send TO=you@your-organisation.org
 	@if [ -z "$(TO)" ]; then echo "Error: say where the test letter goes: make test-send TO=you@your-organisation.org" >&2; exit 2; fi
 	$(BIN)/outreach test-send --to "$(TO)" $(ARGS)
 
-contacts: $(STAMP) ## the missions' addresses and heads of mission from the UN Blue Book into the contacts file: make contacts BLUEBOOK=data.json
+contacts: $(RUN_STAMP) ## the missions' addresses and heads of mission from the UN Blue Book into the contacts file: make contacts BLUEBOOK=data.json
 	@if [ -z "$(BLUEBOOK)" ]; then echo "Error: say where the Blue Book's data.json is: make contacts BLUEBOOK=~/Downloads/data.json" >&2; exit 2; fi
 	$(BIN)/outreach bluebook "$(BLUEBOOK)" $(ARGS)
 
-sink: $(STAMP) ## run the local SMTP server that stores messages in out/sink/
+sink: $(RUN_STAMP) ## run the local SMTP server that stores messages in out/sink/
 	$(BIN)/outreach sink $(ARGS)
 
 test: $(STAMP) ## run the test suite (on every core)
 	$(BIN)/pytest -n auto
 
-preview: $(STAMP) ## write every letter to out/preview/ to look at
+preview: $(RUN_STAMP) ## write every letter to out/preview/ to look at
 	$(BIN)/outreach preview $(ARGS)
 
-check: $(STAMP) ## check settings, contacts, templates and letters, with a SpamAssassin score
+check: $(RUN_STAMP) ## check settings, contacts, templates and letters, with a SpamAssassin score
 	$(BIN)/outreach check $(ARGS)
 
-inbox: $(STAMP) ## bounces and replies from the mailbox into the send log (reads, changes nothing)
+inbox: $(RUN_STAMP) ## bounces and replies from the mailbox into the send log (reads, changes nothing)
 	$(BIN)/outreach inbox $(ARGS)
 
-report: $(STAMP) ## what became of every contact, from the send log
+report: $(RUN_STAMP) ## what became of every contact, from the send log
 	$(BIN)/outreach report $(ARGS)
 
 lint: $(STAMP) ## ruff and mypy

@@ -1,9 +1,12 @@
 """Files sent with the letter: the campaign's own (ATTACHMENTS) and each contact's.
 
 A file is refused before anything is sent when it is missing, unreadable, a
-folder, outside the working folder (a link included: the letter must carry
-what staff see in the project), or so large that the letter could not go.
-Each problem names the setting or the contact, the column and the path.
+folder, empty, outside the working folder (a link included: the letter must
+carry what staff see in the project), or so large that the letter could not
+go. A hidden file or folder (``.env``, ``.git/``, ``.venv/``) and any
+settings file (``*.env``) is refused too, whatever the cell's template made
+of its name: those hold passwords, never a mission's annex. Each problem
+names the setting or the contact, the column and the path.
 """
 
 from __future__ import annotations
@@ -57,11 +60,22 @@ def load(text: str, base: Path, max_bytes: int) -> Attachment:
         raise AttachmentProblem(
             "lies outside the working folder (through a link, or '..'); put the file in the project"
         )
+    hidden = [part for part in resolved.relative_to(working).parts if part.startswith(".")]
+    if hidden or resolved.name.lower().endswith(".env"):
+        raise AttachmentProblem(
+            f"is {'a hidden file' if hidden else 'a settings file'} "
+            f"({(hidden or [resolved.name])[0]}), which may hold passwords: a letter never "
+            "carries one; name the annex itself"
+        )
     if resolved.is_dir():
         raise AttachmentProblem("is a folder, not a file")
     if not resolved.is_file():
         raise AttachmentProblem("is not a regular file")
     size = resolved.stat().st_size
+    if size == 0:
+        raise AttachmentProblem(
+            "is empty (0 bytes): an export or a copy went wrong; attach it again"
+        )
     if size > max_bytes:
         raise AttachmentProblem(
             f"is {size / 1024 / 1024:.1f} MB, more than the {max_bytes / 1024 / 1024:.0f} MB a "

@@ -52,7 +52,7 @@ from outreach.errors import (
 from outreach.ledger import Ledger, Original
 from outreach.message import Letter, build_letter
 from outreach.preview import PreviewResult, write_previews
-from outreach.render import Rendered, Renderer
+from outreach.render import Rendered, Renderer, long_date
 from outreach.report import Report, build_report
 from outreach.sending import (
     Delivery,
@@ -105,7 +105,11 @@ class Campaign:
     def open(cls, settings: Settings) -> Campaign:
         """Read the templates, the contacts, the do-not-contact list and the attachments."""
         empty = cls.without_contacts(settings)
-        return dataclasses.replace(empty, contacts=load_contacts(settings.contacts_file))
+        contacts = load_contacts(settings.contacts_file)
+        unknown = empty.do_not_contact.unknown_ids(contacts, settings.contacts_file)
+        if unknown:
+            raise SettingsError(*unknown)
+        return dataclasses.replace(empty, contacts=contacts)
 
     @classmethod
     def without_contacts(cls, settings: Settings) -> Campaign:
@@ -113,7 +117,7 @@ class Campaign:
         renderer = Renderer(
             settings.templates_dir, settings.letter_date, follow_up=bool(settings.follow_up_of)
         )
-        ledger = Ledger(read_log(settings.send_log) if settings.follow_up_of else ())
+        ledger = _send_log_of_follow_up(settings)
         do_not_contact = load_do_not_contact(
             settings.do_not_contact_file, required=settings.do_not_contact_required
         )
@@ -133,16 +137,29 @@ class Campaign:
         settings = dataclasses.replace(self.settings, smtp_password=Secret(password))
         return dataclasses.replace(self, settings=settings)
 
-    def select(self, only: Sequence[str] = (), limit: int | None = None) -> list[Contact]:
+    def select(
+        self, only: Sequence[str] = (), limit: int | None = None, *, keep_held: bool = False
+    ) -> list[Contact]:
         """The contacts named by ``only`` (all when empty), at most ``limit``.
 
         For a follow-up, only those whose first letter calls for one (see
-        ``followup.py``): the others would get no letter.
+        ``followup.py``): the others would get no letter. Those on the
+        do-not-contact list are left out (``held_back`` names them), so that
+        ``preview`` and ``check`` show only the letters a send would send;
+        ``keep_held`` keeps them, for a test send to yourself.
         """
         chosen = self.contacts.select(only)
         if self.settings.follow_up_of:
             chosen = [c for c in chosen if self._original(c) is not None]
+        if not keep_held:
+            chosen = [c for c in chosen if self.do_not_contact.holds(c) is None]
         return chosen[:limit] if limit is not None else chosen
+
+    def held_back(self, only: Sequence[str] = ()) -> list[Contact]:
+        """The contacts named by ``only`` (all when empty) the do-not-contact list holds back."""
+        return [
+            c for c in self.select(only, keep_held=True) if self.do_not_contact.holds(c) is not None
+        ]
 
     def _original(self, contact: Contact) -> Original | None:
         if not self.settings.follow_up_of:
@@ -169,13 +186,18 @@ class Campaign:
         """
         contact = dataclasses.replace(contact, cc=self.do_not_contact.without(contact.cc))
         original = original or self._original(contact)
-        extra = original.template_values() if original else None
+        language = self.renderer.language_for(contact)
+        now = now or SystemClock().now()
+        extra = original.template_values(language) if original else {}
+        if not self.settings.letter_date:
+            # No LETTER_DATE: the letter is dated the day it goes, as its language writes it.
+            extra = {**extra, "letter_date": long_date(now.date(), language)}
         rendered = self.renderer.render(contact, extra)
         letter = build_letter(
             contact,
             rendered,
             self.settings,
-            now=now or SystemClock().now(),
+            now=now,
             test_to=test_to,
             message_id=message_id,
             attachments=self.attachments + self._attachments_of(contact),
@@ -333,7 +355,8 @@ class Campaign:
         return plan
 
     def _subject_of(self, delivery: Delivery) -> str:
-        extra = delivery.original.template_values() if delivery.original else None
+        language = self.renderer.language_for(delivery.contact)
+        extra = delivery.original.template_values(language) if delivery.original else None
         return self.renderer.subject(delivery.contact, extra)
 
     def send(
@@ -440,6 +463,26 @@ def _compose_in_worker(contact: Contact) -> Composed:
 
 def _max_bytes(settings: Settings) -> int:
     return int(settings.max_message_mb * 1024 * 1024)
+
+
+def _send_log_of_follow_up(settings: Settings) -> Ledger:
+    """For a follow-up, the send log, which holds the letters of the campaign it follows.
+
+    A name the send log does not hold (mistyped, or the log of another
+    computer) is an error naming the campaigns it does hold: otherwise every
+    mission would read as never having had the first letter.
+    """
+    if not settings.follow_up_of:
+        return Ledger(())
+    ledger = Ledger(read_log(settings.send_log))
+    if not ledger.campaign(settings.follow_up_of):
+        held = ledger.campaigns()
+        raise SettingsError(
+            f"FOLLOW_UP_OF={settings.follow_up_of!r}: the send log {settings.send_log} has no "
+            f"letter of that campaign (it has: {', '.join(held) or 'none yet'}); check the name"
+            + ("" if ledger.rows else ", and copy here the send log of the computer that sent it")
+        )
+    return ledger
 
 
 def report(settings: Settings, campaign: str | None = None) -> Report:

@@ -135,7 +135,7 @@ def letter_findings(
     elif len(rendered.subject) > SUBJECT_LIMIT:
         warnings.append(
             f"the subject is {len(rendered.subject)} characters long: inboxes cut it after "
-            f"about {SUBJECT_LIMIT} (templates/{rendered.language}/subject.txt.j2)"
+            f"about {SUBJECT_LIMIT} ({rendered.subject_from or 'the subject template'})"
         )
     size = len(rendered.html.encode("utf-8"))
     if size > HTML_LIMIT_BYTES:
@@ -341,6 +341,8 @@ class CheckResult:
     links: Counter[str] = field(default_factory=Counter)
     spam: list[SpamScore] = field(default_factory=list)
     spam_note: str = ""
+    #: Each file the letters carry, (name, size in bytes), and the letters that carry it.
+    files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
     @property
     def warning_count(self) -> int:
@@ -364,6 +366,7 @@ class CheckResult:
                 lines.append(f"           {n} × {warning}")
         else:
             lines.append("Warnings:  none")
+        lines.extend(self._file_lines())
         if self.links:
             lines.append(f"Links:     {len(self.links)} distinct")
             for link, n in sorted(self.links.items()):
@@ -387,6 +390,32 @@ class CheckResult:
         if self.spam_note:
             lines.append(f"Spam:      {self.spam_note}")
         return lines
+
+    def _file_lines(self) -> list[str]:
+        """Each attached file with its size and who gets it: what a letter carries is
+        seen before it goes, not only the words."""
+        if not self.files:
+            return ["Files:     none attached"]
+        lines = []
+        for number, ((name, size), ids) in enumerate(sorted(self.files.items())):
+            who = (
+                "every letter"
+                if len(ids) == self.letters
+                else ", ".join(ids)
+                if len(ids) <= 3
+                else f"{len(ids)} letters ({ids[0]} …)"
+            )
+            lines.append(f"{'Files:' if number == 0 else '':<11}{name} ({_size(size)}): {who}")
+        return lines
+
+
+def _size(size: int) -> str:
+    """A file's size as staff read it: bytes, KB or MB."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
 
 
 def check_campaign(
@@ -418,6 +447,8 @@ def check_campaign(
         result.letters += 1
         result.languages[item.rendered.language] += 1
         result.placeholders.extend(a for a in item.letter.recipients if is_placeholder(a))
+        for name, size, _source in item.letter.attachments:
+            result.files.setdefault((name, size), []).append(item.contact.id)
         found, links = letter_findings(item.rendered, item.letter, item.contact)
         result.links.update(links)
         if found:

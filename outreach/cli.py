@@ -31,6 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from outreach.addresses import is_loopback
 from outreach.bluebook import BlueBook, Merge, merge, read_bluebook
 from outreach.campaign import Campaign, read_inbox, report
 from outreach.checks import CheckResult
@@ -57,6 +58,7 @@ class OutreachGroup(click.Group):
         except OutreachError as err:
             for problem in err.problems:
                 click.echo(f"Error: {problem}", err=True)
+            _note_missing_env(ctx)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("Stopped by Ctrl-C.", err=True)
@@ -64,6 +66,28 @@ class OutreachGroup(click.Group):
         except Terminated:
             click.echo("Stopped by SIGTERM.", err=True)
             ctx.exit(143)
+
+
+#: Commands that read no .env, for which its absence says nothing.
+_WITHOUT_ENV = ("demo", "sink")
+
+
+def _note_missing_env(ctx: click.Context) -> None:
+    """Say so when run outside a campaign's folder: no settings file, and not the
+    contacts or the templates either. Every setting is then its default, and "no
+    such folder" alone would not tell why."""
+    env_file = (ctx.obj or {}).get("env_file")
+    if env_file is None or env_file.exists() or ctx.invoked_subcommand in _WITHOUT_ENV:
+        return
+    contacts = Path(os.environ.get("CONTACTS_FILE") or "contacts.csv")
+    templates = Path(os.environ.get("TEMPLATES_DIR") or "templates")
+    if contacts.is_file() and templates.is_dir():
+        return  # a campaign's folder, its settings in the environment
+    click.echo(
+        f"Note: no {env_file} in {Path.cwd()}, so every setting not in the environment is its "
+        "default: run outreach in the campaign's folder, or give --env-file",
+        err=True,
+    )
 
 
 def _ids(value: str | None) -> list[str]:
@@ -181,9 +205,30 @@ def check(ctx: click.Context, spam_all: bool) -> None:
         click.echo(f"{'Domain:' if domain.not_checked and number == 0 else '':<11}{line}")
     click.echo(f"SMTP:      {_server(settings)}")
     click.echo(f"Campaign:  {settings.campaign} (send log {settings.send_log})")
-    clean = not result.placeholders and not result.warnings and not settings.placeholders()
+    _print_held_back(campaign)
+    stale = settings.stale_letter_date(ctx.obj["clock"].now().date())
+    if stale:
+        click.echo(f"Date:      {stale}")
+    clean = not (result.placeholders or result.warnings or settings.placeholders() or stale)
     clean = clean and domain.in_order
+    if settings.placeholders() and not is_loopback(settings.smtp_host):
+        # A send would refuse these: the letters are not in order to go.
+        raise SettingsError(
+            f"{ctx.obj['env_file']} still holds example values (listed above under Settings); "
+            "a send refuses them: put in your own"
+        )
     click.echo("Everything is in order." if clean else "Letters are in order.")
+
+
+def _print_held_back(campaign: Campaign, only: Sequence[str] = ()) -> None:
+    """The missions the do-not-contact list holds back: they have no letter to look at."""
+    held = campaign.held_back(only)
+    if held:
+        ids = ", ".join(c.id for c in held[:10]) + (" …" if len(held) > 10 else "")
+        click.echo(
+            f"Held back: {len(held)} on the do-not-contact list "
+            f"({campaign.settings.do_not_contact_file}), no letter: {ids}"
+        )
 
 
 def _server(settings: Settings) -> str:
@@ -212,6 +257,7 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
     with _progress() as progress:
         result = campaign.preview(folder, chosen, progress=progress)
     click.echo(f"Wrote {len(result.entries)} letters to {folder}/ (open {folder / 'index.html'})")
+    _print_held_back(campaign, _ids(only))
     if result.placeholders:
         click.echo(f"{result.placeholders} of them go to placeholder addresses (.example …).")
 
@@ -652,7 +698,7 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
     It is logged with status `test` and does not count as that contact's letter.
     """
     campaign = _campaign(ctx)
-    chosen = campaign.select(_ids(only), 1)
+    chosen = campaign.select(_ids(only), 1, keep_held=True)
     if not chosen:
         first = campaign.settings.follow_up_of
         raise OutreachError(
@@ -862,7 +908,10 @@ def report_command(
     ctx: click.Context, campaign: str | None, format_: str, out: Path | None
 ) -> None:
     """What became of every contact, from the send log: counts, problems, times, rate."""
-    made = report(_settings(ctx), campaign)
+    settings = _settings(ctx)
+    made = report(settings, campaign)
+    if not settings.send_log.exists():
+        _note_missing_env(ctx.find_root())
     if format_ == "table":
         buffer = io.StringIO()
         console = Console(file=buffer, width=120) if out else Console()

@@ -12,6 +12,7 @@ shown, since it may be the secret itself.
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 import subprocess
 import threading
@@ -124,19 +125,28 @@ class Credentials:
         """``text`` with every secret handed out, plain or as SASL sends it, blotted out.
 
         A server that echoes what it was sent must not put a password or a
-        token into an error message or the send log.
+        token into an error message or the send log: not as sent, not with
+        its spaces and tabs folded into one space (as a reply is shown), and
+        not as IMAP quotes it (``\\`` and ``\"`` escaped), not as a Python
+        ``bytes`` shows it.
         """
         forms: set[str] = set()
         for secret in self.seen:
             forms.add(secret)
+            forms.add(secret.replace("\\", "\\\\").replace('"', '\\"'))
             forms.add(sasl_b64(secret))
             for user in ("", self.username):
                 forms.add(sasl_b64(f"{user}\0{user}\0{secret}"))
                 forms.add(sasl_b64(f"\0{user}\0{secret}"))
                 forms.add(sasl_b64(xoauth2(user, secret)))
                 forms.add(sasl_b64(oauthbearer(user, secret)))
-        for form in sorted((f for f in forms if f), key=len, reverse=True):
-            text = text.replace(form, "********")
+        # An error that carries the server's reply as bytes shows it as Python
+        # writes bytes: a tab as \\t, a quote or backslash escaped once more.
+        forms |= {repr(form.encode("utf-8"))[2:-1] for form in forms}
+        for form in sorted((f for f in forms if f.strip()), key=len, reverse=True):
+            # Any run of whitespace in the secret matches any run in the text.
+            pattern = r"\s+".join(re.escape(part) for part in form.split())
+            text = re.sub(pattern, "********", text)
         return text
 
 

@@ -78,7 +78,17 @@ def run_demo(
     settings = demo_settings(port, folder)
     campaign = Campaign.open(settings)
     _fresh(folder)
-    sink = start_sink("127.0.0.1", port, folder / "sink")
+    try:
+        sink = start_sink("127.0.0.1", port, folder / "sink")
+    except OutreachError as err:
+        # The port is taken (an earlier demo, a sink still running): say how to pick another.
+        raise OutreachError(
+            *(
+                f"{problem}; choose another port: make demo DEMO_PORT={_other(port)} "
+                f"(or outreach demo --port {_other(port)})"
+                for problem in err.problems
+            )
+        ) from err
     try:
         checked = campaign.check(progress=progress)
         previewed = campaign.preview(progress=progress)
@@ -87,3 +97,8 @@ def run_demo(
     finally:
         sink.stop()
     return DemoResult(folder, checked, previewed, outcome, report(settings))
+
+
+def _other(port: int) -> int:
+    """A port to suggest instead of ``port``."""
+    return port + 1 if port < 65535 else 2526

@@ -1,19 +1,24 @@
 """The do-not-contact list: missions that asked not to be written to.
 
-One entry a line, an address or a contact id, then, after a comma, why
-(optional). Lines starting with ``#`` are notes. Anyone on it is never sent
-a letter by any campaign or follow-up; a test send to yourself is not
-affected.
+One entry a line, an address or a contact id, then why (optional), after a
+comma, a semicolon, a tab, a space or a ``#``: staff write all of these.
+Lines starting with ``#`` are notes. An address may be written as a mail
+program copies it (``"Mission of Korea, Republic of" <kor@…>``). An entry
+without ``@`` must be the id of a contact: anything else (a country's name,
+a typing slip) is an error naming its line, never a mission silently written
+to. Anyone on the list is never sent a letter by any campaign or follow-up;
+a test send to yourself is not affected.
 
     chl@missions.example, asked on 2026-10-02 not to be written to
     VAT, written to through the nunciature instead
+    KOR # asked on 2026-10-02
 """
 
 from __future__ import annotations
 
-import csv
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from pathlib import Path
 
 from outreach.addresses import AddressError, validate_address
@@ -29,6 +34,8 @@ class DoNotContact:
     path: Path | None = None
     ids: dict[str, str] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
+    #: The line each id is on and the id as written, to name it when no contact has it.
+    id_lines: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids) + len(self.addresses)
@@ -50,6 +57,38 @@ class DoNotContact:
         """``addresses`` less those on the list."""
         return tuple(a for a in addresses if a.lower() not in self.addresses)
 
+    def unknown_ids(self, contacts: Iterable[Contact], contacts_path: Path) -> list[str]:
+        """A problem for each listed id that no contact has: a mission staff meant to hold
+        back, written so that nothing matches it, would otherwise get the letter."""
+        known = {contact_key(c.id) for c in contacts}
+        return [
+            f"{self.path}, line {line}: {written!r} is neither an address nor the id of a contact "
+            f"in {contacts_path}; write one id or address a line, then why "
+            "(KOR, asked on 2026-10-02)"
+            for key, (line, written) in self.id_lines.items()
+            if key not in known
+        ]
+
+
+#: An address in angle brackets, as a mail program copies it: "Name, with comma" <a@b>.
+_BRACKETED = re.compile(r"<([^<>\s]+)>")
+#: A bare entry: up to the first comma, semicolon, ``#`` or whitespace, quotes aside.
+_BARE = re.compile(r'"?([^\s,;#"]+)"?')
+#: What may stand between an entry and why it is there.
+_SEPARATORS = " \t,;#"
+
+
+def _entry(line: str) -> tuple[str, str]:
+    """The entry of a line (an address or an id) and the reason written after it."""
+    text = line.strip()
+    bracketed = _BRACKETED.search(text)
+    if bracketed is not None and "@" in bracketed.group(1):
+        return bracketed.group(1), text[bracketed.end() :].strip(_SEPARATORS)
+    bare = _BARE.match(text)
+    if bare is None:
+        return "", ""
+    return bare.group(1), text[bare.end() :].strip(_SEPARATORS)
+
 
 def load_do_not_contact(path: Path, *, required: bool) -> DoNotContact:
     """The list in ``path``; no file is an empty list unless the setting named it."""
@@ -62,25 +101,26 @@ def load_do_not_contact(path: Path, *, required: bool) -> DoNotContact:
     except (OSError, UnicodeDecodeError) as err:
         raise SettingsError(f"{path}: cannot be read ({err})") from err
     ids: dict[str, str] = {}
+    id_lines: dict[str, tuple[int, str]] = {}
     addresses: dict[str, str] = {}
     problems = []
     for number, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("#"):
+        if line.lstrip().startswith("#") or not line.strip():
             continue
-        cells = next(csv.reader([line], skipinitialspace=True), [])
-        if not cells or not cells[0].strip():
-            continue
-        entry, reason = cells[0].strip(), ", ".join(c.strip() for c in cells[1:] if c.strip())
-        if "@" in entry:
-            if "<" in entry:
-                # As a mail program copies it: "Mission of France <fra@…>".
-                entry = parseaddr(entry)[1] or entry
+        entry, reason = _entry(line)
+        if not entry:
+            problems.append(
+                f"{path}, line {number}: no address or id at its start; write one a line, "
+                "then why (KOR, asked on 2026-10-02)"
+            )
+        elif "@" in entry:
             try:
                 addresses[validate_address(entry).lower()] = reason
             except AddressError as err:
                 problems.append(f"{path}, line {number}: {entry!r} is not a valid address: {err}")
         else:
             ids[contact_key(entry)] = reason
+            id_lines.setdefault(contact_key(entry), (number, entry))
     if problems:
         raise SettingsError(*problems)
-    return DoNotContact(path, ids, addresses)
+    return DoNotContact(path, ids, addresses, id_lines)

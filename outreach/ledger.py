@@ -248,10 +248,16 @@ class Original:
             return BOUNCED
         return self.status
 
-    def template_values(self) -> dict[str, str]:
-        """``original_date`` ("31 August 2015") and ``original_subject``, for the templates."""
+    def template_values(self, language: str = "en") -> dict[str, str]:
+        """``original_date`` and ``original_subject``, for the templates.
+
+        The date is written as the templates' ``language`` writes a letter's
+        date line: "31 August 2015", "31 août 2015", "31 de agosto de 2015".
+        """
+        from outreach.render import long_date
+
         when = self.sent
-        date = f"{when.day} {when:%B %Y}" if when is not None else ""
+        date = long_date(when.date(), language) if when is not None else ""
         return {"original_date": date, "original_subject": self.subject}
 
 

@@ -56,6 +56,8 @@ class PreviewEntry:
     cc: str
     subject: str
     language: str
+    #: The From header as the ``.eml`` has it: whom the mission sees the letter from.
+    sender: str = ""
     warnings: list[str] = field(default_factory=list)
     placeholder_addresses: int = 0
     #: The files the letter carries: name, size and a link from the preview folder.
@@ -238,6 +240,7 @@ def _write_letter(
             recipients=list(letter.recipients),
             to=str(message["To"]),
             cc=str(message.get("Cc", "")),
+            sender=str(message.get("From", "")),
             subject=letter.subject,
             language=rendered.language,
             warnings=letter_warnings(rendered, letter, contact),
@@ -263,6 +266,7 @@ def _letter_data(built: Path, entry: PreviewEntry) -> dict[str, object]:
     return {
         "id": entry.id,
         "country": entry.country,
+        "from": entry.sender,
         "to": entry.to,
         "cc": entry.cc,
         "subject": entry.subject,

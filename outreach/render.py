@@ -20,10 +20,13 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import babel
 import jinja2
+from babel.dates import format_date
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -44,6 +47,27 @@ class Rendered:
     text: str
     html: str
     language: str
+    #: Where the subject came from, for a warning about it: a template file, or
+    #: for a follow-up without one, the first letter's subject.
+    subject_from: str = ""
+
+
+#: The locale whose long date is a letter's date line in each language; English
+#: letters to the UN are dated day, month, year ("31 August 2015").
+_DATE_LOCALES = {"en": "en_GB"}
+
+
+def long_date(day: date, language: str) -> str:
+    """``day`` as a letter's date line in ``language``: "31 August 2015", "31 août 2015".
+
+    Babel (CLDR) knows how each language writes a date; a language it does
+    not know is written in English.
+    """
+    try:
+        locale = babel.Locale.parse(_DATE_LOCALES.get(language, language))
+    except (ValueError, babel.UnknownLocaleError):
+        locale = babel.Locale.parse(_DATE_LOCALES["en"])
+    return format_date(day, "long", locale=locale)
 
 
 def load_data_files(templates_dir: Path) -> dict[str, list[dict[str, str]]]:
@@ -172,7 +196,21 @@ class Renderer:
         subject = self._subject(language, context, contact)
         text = self._render(language, TEXT, context)
         html = self._render(language, HTML, context)
-        return Rendered(subject=subject, text=text, html=inline_css(html), language=language)
+        return Rendered(
+            subject=subject,
+            text=text,
+            html=inline_css(html),
+            language=language,
+            subject_from=self.subject_from(language),
+        )
+
+    def subject_from(self, language: str) -> str:
+        """The file a letter's subject comes from, as a warning names it."""
+        if self.follow_up and not (self.folder(language) / SUBJECT).exists():
+            return (
+                f"'Re: ' and the first letter's subject: {self.folder(language)} has no {SUBJECT}"
+            )
+        return str(self._path(language, SUBJECT))
 
     def render_cell(self, contact: Contact, text: str, where: str) -> str:
         """A contacts cell that may itself be a template (``annex-{{ language }}.pdf``)."""

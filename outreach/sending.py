@@ -46,6 +46,7 @@ from outreach.sendlog import (
 )
 from outreach.settings import Settings
 from outreach.transport import (
+    RECONNECT,
     THROTTLE,
     Attempt,
     Connection,
@@ -556,12 +557,21 @@ class Sender:
             if result.status == "retry" and result.kind == THROTTLE:
                 self.limiter.throttle(state.next_action.sleep)
 
+        backoff = wait_random_exponential(
+            multiplier=self.settings.send_retry_wait_seconds,
+            max=self.settings.send_retry_max_wait_seconds,
+        )
+
+        def pause(state: RetryCallState) -> float:
+            # A refused token needs a fresh one, not time: reconnect at once.
+            error = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(error, _Again) and error.attempt.kind == RECONNECT:
+                return 0.0
+            return backoff(state)
+
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.send_max_attempts),
-            wait=wait_random_exponential(
-                multiplier=self.settings.send_retry_wait_seconds,
-                max=self.settings.send_retry_max_wait_seconds,
-            ),
+            wait=pause,
             retry=retry_if_exception_type(_Again),
             sleep=self._wait,
             before_sleep=before_retry,

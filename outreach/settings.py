@@ -15,6 +15,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -259,6 +260,23 @@ class Settings:
     def send_log(self) -> Path:
         return self.log_dir / "send-log.csv"
 
+    def stale_letter_date(self, today: date) -> str | None:
+        """A warning when LETTER_DATE is a date long past: the letters would be dated then.
+
+        The shipped LETTER_DATE is the first campaign's, years ago; a letter
+        dated years before it arrives reads as a mistake, or as an old letter.
+        """
+        written = _date_of(self.letter_date)
+        if written is None or (today - written).days <= STALE_LETTER_DAYS:
+            return None
+        days = (today - written).days
+        age = f"{days // 365} year{'s' if days >= 730 else ''}" if days >= 365 else f"{days} days"
+        return (
+            f"LETTER_DATE={self.letter_date!r} is {age} ago: every letter is dated then; set "
+            "LETTER_DATE to the date the letters go out, or leave it empty (LETTER_DATE=) to "
+            "date each letter the day it goes"
+        )
+
     def placeholders(self) -> list[str]:
         """Settings still holding an example value (config.example.env's), one line each.
 
@@ -272,6 +290,11 @@ class Settings:
                 f"SMTP_HOST={self.smtp_host} is an example name, not a server: "
                 "set your provider's SMTP server"
             )
+        if self.oauth_client_id and not self.oauth_client_id.strip("0-"):
+            found.append(
+                f"OAUTH_CLIENT_ID={self.oauth_client_id} is README's example, not an app "
+                "registration: set the Application (client) ID of your organisation's"
+            )
         for name, address in (("MAIL_FROM", self.mail_from), ("MAIL_REPLY_TO", self.mail_reply_to)):
             if address and is_placeholder(address):
                 found.append(
@@ -279,6 +302,20 @@ class Settings:
                     "and no reply reaches: set your organisation's real address"
                 )
         return found
+
+
+#: How old a LETTER_DATE may be before ``check`` says so.
+STALE_LETTER_DAYS = 60
+
+
+def _date_of(text: str) -> date | None:
+    """The date a LETTER_DATE names, when it is written as a date ("31 August 2015")."""
+    for form in ("%d %B %Y", "%B %d, %Y", "%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text.strip(), form).date()
+        except ValueError:
+            continue
+    return None
 
 
 def is_secret(name: str) -> bool:
@@ -344,10 +381,24 @@ def read_env_file(path: Path) -> dict[str, str]:
         # value) is as much a mistake: a password meant to follow, a stray word.
         if binding.error or (binding.key is not None and binding.value is None)
     ]
+    problems.extend(
+        # A quote never closed on its own line takes the lines after it into
+        # the value (a password among them): no setting runs over lines.
+        f"{path}, line {binding.original.line}: the value of {binding.key} runs on over "
+        f"{_lines(binding.original.string)} lines (a quote that is never closed?); write it "
+        "on one line as NAME=value; the lines are not shown here, in case they hold a password"
+        for binding in parse_stream(io.StringIO(text))
+        if binding.key is not None and _lines(binding.original.string) > 1
+    )
     if problems:
         raise SettingsError(*problems)
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {key: value or "" for key, value in values.items()}
+
+
+def _lines(original: str) -> int:
+    """How many lines of the file one setting was read from."""
+    return original.rstrip("\r\n").count("\n") + 1
 
 
 T = TypeVar("T")

@@ -57,8 +57,8 @@ def start_sink(host: str, port: int, folder: Path) -> Controller:
     controller = Controller(SinkHandler(folder), hostname=host, port=port)
     try:
         controller.start()
-    except OSError as err:
-        raise OutreachError(f"cannot listen on {host}:{port} ({err.strerror or err})") from err
-    except RuntimeError as err:
-        raise OutreachError(f"cannot listen on {host}:{port} ({err})") from err
+    except (OSError, RuntimeError) as err:
+        controller.loop.close()  # its event loop never ran: nothing else will close it
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise OutreachError(f"cannot listen on {host}:{port} ({reason})") from err
     return controller

@@ -12,7 +12,13 @@ password, a refused sender, TLS that does not verify) stop the whole run.
 
 Every command waits at most SMTP_TIMEOUT seconds for its whole reply, not
 only for each piece of it: a server that trickles out a greeting line by
-line, forever, is hung up on like one that says nothing.
+line, forever, is hung up on like one that says nothing. A letter's data is
+different: it goes out a piece at a time, and SMTP_TIMEOUT bounds each
+piece, not the whole: an 18 MB letter to a server that reads 150 KB a
+second takes two minutes, and only a server that reads nothing for
+SMTP_TIMEOUT seconds is given up on. The connection's send buffer is kept
+small, so that once the last piece is handed over, little is left for the
+server to read before it answers.
 """
 
 from __future__ import annotations
@@ -68,6 +74,19 @@ class Reply:
 
 #: What a temporary refusal asks of the sending loop.
 THROTTLE, BUSY, FAULT, REFUSAL = "throttle", "busy", "fault", "refusal"
+#: The server refused the access token the session signed in with (it expired,
+#: or was revoked): reconnect at once with a fresh one, neither waiting nor slowing.
+RECONNECT = "reconnect"
+_TOKEN_REFUSED = re.compile(
+    r"\btoken\b.*\b(expired|invalid|revoked|not valid|no longer valid)\b"
+    r"|\b(expired|invalid|revoked)\b.*\btoken\b",
+    re.IGNORECASE,
+)
+#: How much of a letter's data goes to the socket at a time: SMTP_TIMEOUT bounds each.
+DATA_CHUNK = 64 * 1024
+#: The socket's send buffer (the kernel doubles it): what the server may still
+#: have to read when the last piece is handed over, before it answers.
+SEND_BUFFER = 64 * 1024
 
 
 def temporary_kind(reply: Reply) -> str:
@@ -79,9 +98,14 @@ def temporary_kind(reply: Reply) -> str:
     connections at once: use fewer. Any other ``421`` (``4.3.2 Service
     shutting down``, ``4.4.x``) closes the connection: a fault, to reconnect
     after a pause with the rate unchanged; other 4xx replies refuse this
-    letter for now.
+    letter for now. A reply that says the access token expired or is not
+    valid (``421 4.7.0 Access token expired``) asks for a reconnection now,
+    with a fresh token.
     """
     enhanced = reply.enhanced
+    if 400 <= reply.code < 500 and _TOKEN_REFUSED.search(reply.text):
+        # ``421 4.7.0 Access token expired`` is no throttle: a new token is enough.
+        return RECONNECT
     if enhanced.startswith("4.7."):
         return THROTTLE
     if reply.code == 432:
@@ -242,6 +266,8 @@ class Connection:
         self._smtp: smtplib.SMTP | None = None
         self._timed_out = threading.Event()
         self._sender = ""
+        #: The server refused the session's token: the next login asks for a fresh one.
+        self._token_refused = False
 
     # -- deadlines -----------------------------------------------------------------------
 
@@ -297,6 +323,7 @@ class Connection:
             else:
                 smtp = _Session(server.host, server.port, timeout=server.timeout, watch=self)
             self._smtp = smtp
+            _small_send_buffer(smtp.sock)
             self._timed(smtp.ehlo_or_helo_if_needed)
             if server.security == "starttls":
                 if not smtp.has_extn("starttls"):
@@ -336,8 +363,9 @@ class Connection:
                     f"{self.server.name} does not offer SMTP_AUTH={credentials.mechanism} "
                     f"(it offers: {' '.join(offered) or 'no login'}); check SMTP_AUTH"
                 )
-            code, reply = self._token_login(smtp, wanted, fresh=False)
-            if code != 235:
+            fresh, self._token_refused = self._token_refused, False
+            code, reply = self._token_login(smtp, wanted, fresh=fresh)
+            if code != 235 and not fresh:
                 code, reply = self._token_login(smtp, wanted, fresh=True)
         elif "PLAIN" in offered or "LOGIN" in offered:
             code, reply = self._password_login(smtp, offered)
@@ -493,7 +521,7 @@ class Connection:
             elif code == 421 or not answer.is_valid:
                 # The server is closing the connection: nothing was decided.
                 self._drop()
-                return Attempt((), {}, "retry", answer, temporary_kind(answer))
+                return Attempt((), {}, "retry", answer, self._kind(answer))
             else:
                 refused[recipient] = answer
         if not accepted:
@@ -504,7 +532,7 @@ class Connection:
         reply = Reply(code, scrub(_reply_text(text)))
         if code != 354:
             return self._refused_data(reply, tuple(accepted), refused)
-        smtp.send(_dot_stuffed(letter.data) + b".\r\n")
+        self._upload(smtp, _dot_stuffed(letter.data) + b".\r\n")
         phase.append("dot")
         code, text = self._timed(smtp.getreply)
         reply = Reply(code, scrub(_reply_text(text)))
@@ -516,6 +544,27 @@ class Connection:
         self._drop()
         reason = f"an answer that could not be read after the data was sent: {text!r}"
         return Attempt(tuple(accepted), refused, "ambiguous", Reply(0, reason[:200]))
+
+    def _upload(self, smtp: smtplib.SMTP, payload: bytes) -> None:
+        """The letter's data, a piece at a time: SMTP_TIMEOUT bounds each piece.
+
+        ``sendall`` bounds the whole of what it is given by the socket's
+        timeout: given the whole letter, a slow line would be cut however
+        steadily the server reads.
+        """
+        sock = smtp.sock
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("the connection was closed")
+        data = memoryview(payload)
+        for start in range(0, len(data), DATA_CHUNK):
+            sock.sendall(data[start : start + DATA_CHUNK])
+
+    def _kind(self, reply: Reply) -> str:
+        """What a temporary refusal asks for; a refused token is also noted for the next login."""
+        kind = temporary_kind(reply)
+        if kind == RECONNECT:
+            self._token_refused = True
+        return kind
 
     def _send_as_denied(self, reply: Reply, sender: str) -> DeliveryError:
         username = self.server.username
@@ -540,8 +589,8 @@ class Connection:
         if 500 <= reply.code < 600:
             self._reset()
             return Attempt(accepted, refused, "failed", reply)
-        kind = temporary_kind(reply)
-        if kind == FAULT:
+        kind = self._kind(reply)
+        if kind in (FAULT, RECONNECT):
             self._drop()
         else:
             self._reset()
@@ -562,8 +611,8 @@ class Connection:
             raise DeliveryError(
                 f"{self.server.name} refused the sender MAIL_FROM={sender} ({reply})"
             )
-        kind = temporary_kind(reply)
-        if kind == FAULT:
+        kind = self._kind(reply)
+        if kind in (FAULT, RECONNECT):
             self._drop()
         else:
             self._reset()
@@ -607,6 +656,13 @@ class _SessionSSL(smtplib.SMTP_SSL):
     ) -> tuple[int, bytes]:
         with self.watch.deadline(self):
             return super().connect(host, port, source_address)
+
+
+def _small_send_buffer(sock: socket.socket | None) -> None:
+    """A send buffer of SEND_BUFFER: what is handed over is soon on its way to the server."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 class Unreachable(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from datetime import UTC, datetime
@@ -24,10 +23,7 @@ from outreach.render import Rendered
 from tests.conftest import RunCli
 
 NOW = datetime(2015, 8, 31, 12, tzinfo=UTC)
-needs_spamassassin = pytest.mark.skipif(
-    shutil.which("spamassassin") is None and not os.environ.get("CI"),
-    reason="spamassassin is not installed (apt-get install spamassassin); CI must have it",
-)
+needs_spamassassin = pytest.mark.usefixtures("spamassassin")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from outreach import Campaign, load_settings
 from outreach.contacts import load_contacts
 from outreach.errors import ContactsError
-from tests.conftest import ROOT, write_csv
+from tests.conftest import CONTACTS, ROOT, write_csv
 
 ROWS = [
     ("id", "country", "email", "cc", "mission"),
@@ -57,9 +57,11 @@ def test_every_export_shape_reads_the_same(tmp_path: Path, text: str, encoding: 
 
 
 def test_shipped_contacts_cover_every_state(project: Path) -> None:
+    """The project's contacts.csv is the one staff fill in with real addresses: only
+    what stays true then is asserted of it (every mission, its name, its language)."""
     contacts = load_contacts(ROOT / "contacts.csv")
     assert len(contacts) == 195
-    assert len(contacts.placeholders()) == 195
+    assert {c.id for c in contacts} == {c.id for c in load_contacts(CONTACTS)}
     by_id = {c.id: c for c in contacts}
     assert by_id["VAT"].fields["mission"] == (
         "Permanent Observer Mission of the Holy See to the United Nations"
@@ -72,6 +74,26 @@ def test_shipped_contacts_cover_every_state(project: Path) -> None:
     assert {c.language for c in contacts} == {"en"}
     assert {c.fields["language_hint"] for c in contacts} == {"en", "fr", "es", "en|fr"}
     assert by_id["FRA"].fields["language_hint"] == "fr"
+
+
+def test_the_tests_contacts_are_all_on_placeholder_addresses() -> None:
+    """The tests' copy of the shipped file: no test may ever write to a real mission."""
+    contacts = load_contacts(CONTACTS)
+    assert len(contacts) == 195
+    assert len(contacts.placeholders()) == 195
+
+
+def test_real_addresses_in_the_project_s_contacts_fail_no_test(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff put the missions' real addresses in contacts.csv: the suite stays green."""
+    real = (ROOT / "contacts.csv").read_text().replace("@missions.example", "@un.int")
+    staff = project / "staff"
+    staff.mkdir()
+    (staff / "contacts.csv").write_text(real)
+    monkeypatch.setattr("tests.test_contacts.ROOT", staff)
+    test_shipped_contacts_cover_every_state(project)
+    test_the_shipped_campaign_has_no_warning_out_of_the_box(project)
 
 
 def test_the_shipped_campaign_has_no_warning_out_of_the_box(project: Path) -> None:

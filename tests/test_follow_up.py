@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from outreach.render import long_date
 from outreach.sendlog import LogRow, SendLog, read_log
 from tests.conftest import RunCli
 from tests.smtp import DROP, SmtpServer, parse
@@ -56,7 +57,13 @@ def test_the_reminder_goes_to_those_who_have_the_letter_threaded_on_it(
         )
         text = message.get_body(preferencelist=("plain",))
         assert text is not None
-        assert "follow up on our letter of 31 August 2015" in " ".join(text.get_content().split())
+        sent = next(
+            r.time
+            for r in read_log(project / "logs" / "send-log.csv")
+            if r.contact_id == contact_id and r.status == "sent" and r.campaign == FIRST
+        )
+        expected = f"follow up on our letter of {long_date(sent.date(), 'en')}, which"
+        assert expected in " ".join(text.get_content().split())
     # Its own Message-IDs are stable: a rerun finds it all sent.
     again = run_cli("send", "--yes", "--follow-up-of", FIRST, "--only", SIX, env=env)
     assert "Nothing to send." in again.stdout

@@ -429,7 +429,8 @@ def test_a_password_in_env_is_not_copied_anywhere_else(
 def test_check_reports_the_example_settings_left_in_env(story: Story) -> None:
     shutil.copy(ROOT / "config.example.env", story.project / ".env")
     result = story.run_cli("check")
-    assert result.code == 0, result.stderr
+    assert result.code == 2, result.stderr
+    assert "a send refuses them: put in your own" in result.stderr
     assert "Settings:  SMTP_HOST=smtp.example.org is an example name, not a server" in (
         result.stdout
     )
