@@ -36,7 +36,7 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,16 +47,14 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
-from outreach.notices import Event, Notice, parse, read_notice
+from outreach.notices import Event, Notice, Unreadable, read_bytes
 from outreach.sendlog import (
     BOUNCED,
     DELAYED,
-    HAS_LETTER,
-    ContactRecord,
+    INBOX_STATUSES,
     LogRow,
     SendLog,
     contact_key,
-    contact_records,
     with_notice,
 )
 from outreach.settings import Settings, require_for_reading
@@ -69,15 +67,20 @@ BATCH = 50
 
 @dataclass(frozen=True)
 class Fetched:
-    """One message as read: where it was (for the user), and its bytes."""
+    """One message as read: where it was (for the user), and its bytes.
+
+    ``problem`` says why a message was not read (too large, not a regular
+    file): it is named, and the rest are read.
+    """
 
     where: str
     data: bytes
+    problem: str = ""
 
 
 @dataclass(frozen=True)
 class Unmatched:
-    """A bounce that matches no letter, or no address of its letter: never recorded."""
+    """A message that attaches to no accepted letter: never recorded, listed with why."""
 
     where: str
     notice: Notice
@@ -98,6 +101,8 @@ class InboxResult:
     #: Messages about no letter: other mail, and copies of the letters themselves.
     other: int = 0
     unmatched: list[Unmatched] = field(default_factory=list)
+    #: Messages not read at all: where, and why.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -107,15 +112,196 @@ class InboxResult:
 
 # -- matching notices to letters -----------------------------------------------------------
 
+#: What a notice's date may be ahead of the clock (time zones, a slow clock):
+#: a date further ahead, or none, counts as the time the message was read.
+_DATE_SLACK = timedelta(days=1)
+MATCHED_BY_ADDRESS = "matched by address"
 
-@dataclass
-class _Letter:
+
+@dataclass(frozen=True)
+class AcceptedLetter:
+    """A letter some server accepted for one address: all a notice may attach to."""
+
     campaign: str
-    record: ContactRecord
+    contact_id: str
+    address: str
+    message_id: str
+    accepted_at: datetime
+    attempt: int = 0
+    subject: str = ""
+
+    @property
+    def letter(self) -> tuple[str, str, str]:
+        """The letter itself, whatever address: campaign, contact, Message-ID."""
+        return (self.campaign, contact_key(self.contact_id), self.message_id.lower())
+
+
+def accepted_letters(rows: Sequence[LogRow]) -> list[AcceptedLetter]:
+    """The letters the log shows accepted, one per address: a ``sent`` row, or an inbox row.
+
+    An inbox row (bounced, delayed, an answer) is only ever written for a
+    letter accepted before it, so it counts too (logs of older versions).
+    """
+    found: dict[tuple[str, str, str, str], AcceptedLetter] = {}
+    for row in rows:
+        if (row.status != "sent" and row.status not in INBOX_STATUSES) or not row.message_id:
+            continue
+        for address in row.addresses:
+            key = (row.campaign, contact_key(row.contact_id), address, row.message_id.lower())
+            if key not in found:
+                found[key] = AcceptedLetter(
+                    row.campaign,
+                    row.contact_id,
+                    address,
+                    row.message_id.lower(),
+                    row.time,
+                    row.attempt,
+                    row.subject,
+                )
+    return list(found.values())
+
+
+def unaccepted_letters(rows: Sequence[LogRow]) -> dict[str, str]:
+    """Message-IDs of the log's letters no server accepted, each with its last status.
+
+    A notice naming one of these changes nothing: it is listed, with why.
+    """
+    accepted = {letter.message_id for letter in accepted_letters(rows)}
+    last: dict[str, str] = {}
+    for row in rows:
+        identifier = row.message_id.lower()
+        if identifier and identifier not in accepted and row.status != "test":
+            last[identifier] = f"{row.contact_id}, campaign {row.campaign!r}: {row.status}"
+    return last
+
+
+@dataclass(frozen=True)
+class Target:
+    """One event of a notice, attached to one letter at the addresses it speaks for."""
+
+    letter: AcceptedLetter
+    addresses: tuple[str, ...]
+    event: Event
+    by_address: bool
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a notice attaches to; ``left`` says why any of its events attached to nothing."""
+
+    targets: tuple[Target, ...]
+    left: tuple[str, ...] = ()
+
+
+def match_notice(
+    notice: Notice,
+    letters: Sequence[AcceptedLetter],
+    *,
+    now: datetime,
+    unaccepted: dict[str, str] | None = None,
+) -> Match | Unmatched:
+    """The letters ``notice`` is about, among the accepted ``letters`` alone.
+
+    First by Message-ID: the returned original's (or the one an answer
+    names in In-Reply-To or References); an id that is no accepted letter
+    attaches to nothing, whatever the rest of the message says. Only a
+    notice that names no Message-ID at all is matched by address: a
+    bounce by its failed address, an answer by its sender's address, to
+    the latest letter accepted for that address before the notice's date,
+    in any campaign; nothing when no letter, or several equally, fit.
+    """
+    unaccepted = unaccepted or {}
+    when = notice.date if notice.date is not None and notice.date <= now + _DATE_SLACK else now
+    by_id: dict[str, list[AcceptedLetter]] = {}
+    for letter in letters:
+        by_id.setdefault(letter.message_id, []).append(letter)
+    named = [i for i in notice.refers_to if i in by_id]
+    if notice.problem and not notice.events:
+        return Unmatched("", notice, notice.problem)
+    if notice.refers_to and not named:
+        return Unmatched("", notice, _unknown(notice, unaccepted))
+    if notice.kind == "report":
+        targets: list[Target] = []
+        left: list[str] = []
+        for event in notice.events:
+            found = _bounce_target(event, by_id[named[0]] if named else letters, when, bool(named))
+            if isinstance(found, str):
+                left.append(found)
+            else:
+                targets.append(found)
+        if not targets:
+            return Unmatched("", notice, "; ".join(left))
+        return Match(tuple(targets), tuple(left))
+    if notice.kind != "answer" or not notice.events:
+        return Unmatched("", notice, "about no letter")
+    event = notice.events[0]
+    if named:
+        return Match(tuple(_whole_letter(by_id[i], event, False) for i in named))
+    near = _latest(letters, notice.address, when)
+    if isinstance(near, str):
+        return Unmatched("", notice, near if notice.address else "about no letter (no sender)")
+    same = [x for x in letters if x.letter == near.letter]
+    return Match((_whole_letter(same, event, True),))
+
+
+def _bounce_target(
+    event: Event, letters: Sequence[AcceptedLetter], when: datetime, by_id: bool
+) -> Target | str:
+    """The target of one bounce or delay: by the letter it names, or by its address."""
+    named = ", ".join(event.recipients) or "no recipient"
+    if by_id:
+        for address in event.recipients:
+            for letter in letters:
+                if letter.address == address:
+                    return Target(letter, (address,), event, False)
+        first = letters[0]
+        return (
+            f"it names {named}, to which the letter of {first.contact_id} "
+            f"(campaign {first.campaign!r}) was not sent"
+        )
+    whys = []
+    for address in event.recipients:
+        near = _latest(letters, address, when)
+        if isinstance(near, AcceptedLetter):
+            return Target(near, (address,), event, True)
+        whys.append(near)
+    return whys[0] if whys else "a bounce that names no recipient and no message"
+
+
+def _latest(
+    letters: Sequence[AcceptedLetter], address: str, when: datetime
+) -> AcceptedLetter | str:
+    """The latest letter accepted for ``address`` before ``when``, or why there is none."""
+    fits = [x for x in letters if x.address == address and x.accepted_at <= when]
+    if not address or not fits:
+        return f"no letter was accepted for {address or 'its sender'} before it came"
+    latest = max(x.accepted_at for x in fits)
+    top = {x.letter: x for x in fits if x.accepted_at == latest}
+    if len(top) > 1:
+        names = ", ".join(sorted(f"{x.contact_id} ({x.campaign})" for x in top.values()))
+        return f"{address} had several letters accepted at the same time ({names})"
+    return next(iter(top.values()))
+
+
+def _whole_letter(letters: Sequence[AcceptedLetter], event: Event, by_address: bool) -> Target:
+    """An answer's target: the letter at every address it was accepted for."""
+    addresses = tuple(dict.fromkeys(x.address for x in letters))
+    return Target(letters[0], addresses, event, by_address)
+
+
+def _unknown(notice: Notice, unaccepted: dict[str, str]) -> str:
+    identifier = next((i for i in notice.refers_to if i in unaccepted), "")
+    if identifier:
+        return (
+            f"it names a letter no server accepted ({unaccepted[identifier]}), "
+            "so it changes nothing"
+        )
+    what = "a bounce" if notice.kind == "report" else "an answer"
+    return f"{what} of {notice.refers_to[0]}, which is no letter of the send log"
 
 
 class Matcher:
-    """Matches notices to the letters of a send log, and makes their rows.
+    """Matches notices to the accepted letters of a send log, and makes their rows.
 
     ``own`` are the sender's addresses: a message from one of them (a copy
     of a letter, a follow-up staff wrote) is no answer from a mission.
@@ -124,11 +310,9 @@ class Matcher:
     def __init__(self, rows: Sequence[LogRow], own: Sequence[str], clock: Clock) -> None:
         self.clock = clock
         self.own = {a.lower() for a in own if a}
-        self.letters: dict[str, _Letter] = {}
-        for campaign in dict.fromkeys(row.campaign for row in rows):
-            for record in contact_records(rows, campaign).values():
-                if record.message_id:
-                    self.letters[record.message_id.lower()] = _Letter(campaign, record)
+        self.letters = accepted_letters(rows)
+        self.unaccepted = unaccepted_letters(rows)
+        self.ids = {row.message_id.lower() for row in rows if row.message_id}
         self.tests = {row.message_id.lower() for row in rows if row.status == "test"}
         self.seen = {_key(row) for row in rows if row.notice_id}
         starts = [row.time for row in rows if row.status in ("sending", "test")]
@@ -142,100 +326,57 @@ class Matcher:
 
         With ``since`` (``--from`` with ``--since``), a message whose Date is
         older is passed over, as the IMAP server's SEARCH SINCE passes it over.
+        A message that cannot be read at all is listed, and the next is read.
         """
-        notice = read_notice(parse(fetched.data), fetched.data)
+        if fetched.problem:
+            result.unreadable.append((fetched.where, fetched.problem))
+            return []
+        try:
+            notice = read_bytes(fetched.data)
+        except Unreadable as err:
+            result.unreadable.append((fetched.where, str(err)))
+            return []
         if since is not None and notice.date is not None and notice.date.date() < since:
             return []
         result.read += 1
-        if notice.notice_id in self.letters or notice.notice_id in self.tests:
-            result.other += 1  # a copy of a letter itself
+        if notice.notice_id in self.ids or notice.kind == "other" or notice.address in self.own:
+            result.other += 1  # a copy of a letter, staff's own mail, a newsletter
             return []
-        if notice.kind == "other" or (notice.kind == "answer" and self._from_us(notice)):
-            result.other += 1
+        if any(i in self.tests for i in notice.refers_to):
+            why = "about a test letter (outreach test-send), which is no contact's letter"
+            result.unmatched.append(Unmatched(fetched.where, notice, why))
             return []
-        # An answer in a thread (a reply to a follow-up) answers every letter of
-        # it; a bounce is about the letter it returns, the first it names.
-        letters = [self.letters[i] for i in dict.fromkeys(notice.refers_to) if i in self.letters]
-        if not letters:
-            if notice.kind == "answer":
-                result.other += 1  # an answer to some other message
-            else:
-                result.unmatched.append(Unmatched(fetched.where, notice, self._why(notice)))
+        found = match_notice(notice, self.letters, now=self.clock.now(), unaccepted=self.unaccepted)
+        if isinstance(found, Unmatched):
+            result.unmatched.append(replace(found, where=fetched.where))
             return []
-        if notice.problem:
-            result.unmatched.append(Unmatched(fetched.where, notice, notice.problem))
-            return []
+        for why in found.left:
+            result.unmatched.append(Unmatched(fetched.where, notice, why))
         rows = []
-        for event in notice.events:
-            for letter in letters if event.kind not in (BOUNCED, DELAYED) else letters[:1]:
-                row = self._row(fetched, notice, event, letter, result)
-                if row is None:
-                    continue
-                if _key(row) in self.seen:
-                    result.already += 1
-                    continue
-                self.seen.add(_key(row))
-                letter.record.note(row)  # the next notice of this run sees this one
-                rows.append(row)
+        for target in found.targets:
+            row = self._row(notice, target)
+            if _key(row) in self.seen:
+                result.already += 1
+                continue
+            self.seen.add(_key(row))
+            rows.append(row)
         return rows
 
-    def _row(
-        self,
-        fetched: Fetched,
-        notice: Notice,
-        event: Event,
-        letter: _Letter,
-        result: InboxResult,
-    ) -> LogRow | None:
-        """The row one event of a notice makes for one letter, or None when it names nobody."""
-        record = letter.record
-        if event.kind in (BOUNCED, DELAYED):
-            address = next((a for a in event.recipients if a in record.addresses), None)
-            if address is None:
-                named = ", ".join(event.recipients) or "no recipient"
-                why = (
-                    f"it names {named}, to which the letter of {record.contact_id} "
-                    f"(campaign {letter.campaign!r}) was not sent"
-                )
-                result.unmatched.append(Unmatched(fetched.where, notice, why))
-                return None
-            addresses = [address]
-        else:
-            addresses = _answered(record)
+    def _row(self, notice: Notice, target: Target) -> LogRow:
+        letter, event = target.letter, target.event
+        text = f"{MATCHED_BY_ADDRESS}; {event.text}" if target.by_address else event.text
         return LogRow(
             time=self.clock.now(),
             campaign=letter.campaign,
-            contact_id=record.contact_id,
-            email=";".join(addresses),
+            contact_id=letter.contact_id,
+            email=";".join(target.addresses),
             status=event.kind,
-            attempt=max((record.addresses[a].attempt for a in addresses), default=0),
+            attempt=letter.attempt,
             smtp_code=event.status or None,
-            smtp_reply=with_notice(event.text, notice.notice_id),
-            message_id=record.message_id,
-            subject=record.subject,
+            smtp_reply=with_notice(text, notice.notice_id),
+            message_id=letter.message_id,
+            subject=letter.subject,
         )
-
-    def _from_us(self, notice: Notice) -> bool:
-        address = notice.sender.rpartition("<")[2].rstrip(">").strip().lower()
-        return address in self.own
-
-    def _why(self, notice: Notice) -> str:
-        if any(i in self.tests for i in notice.refers_to):
-            return "a bounce of a test letter (outreach test-send), which is no contact's letter"
-        if notice.refers_to:
-            return f"a bounce of {notice.refers_to[0]}, which is no letter of the send log"
-        return "a bounce that names no message (no returned original, In-Reply-To or References)"
-
-
-def _answered(record: ContactRecord) -> list[str]:
-    """The addresses an answer speaks for: those that have (or may have) the letter.
-
-    An answer proves the mission got the letter; if every address bounced,
-    it got it some other way (a forward), and the answer speaks for all.
-    """
-    reached = (*HAS_LETTER, "ambiguous", "sending")
-    have = [a for a, row in record.addresses.items() if row.status in reached]
-    return have or list(record.addresses)
 
 
 def _key(row: LogRow) -> tuple[str, str, str, str, str]:
