@@ -457,13 +457,17 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
     listed = load_do_not_contact(
         settings.do_not_contact_file, required=settings.do_not_contact_required
     )
-    return build_report(
+    made = build_report(
         read_log(settings.send_log),
         campaign or settings.campaign,
         settings.send_log,
         contacts,
         do_not_contact=listed,
     )
+    from outreach.inbox import unmatched_mail  # here: it imports the IMAP library
+
+    made.unmatched_mail = unmatched_mail(settings.log_dir)
+    return made
 
 
 def read_inbox(

@@ -32,8 +32,12 @@ import contextlib
 import json
 import mailbox
 import os
+import queue
 import socket
 import ssl
+import stat
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,7 +51,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
-from outreach.notices import Event, Notice, Unreadable, read_bytes
+from outreach.notices import MAX_NOTICE_BYTES, Event, Notice, Unreadable, clean, read_bytes
 from outreach.sendlog import (
     BOUNCED,
     DELAYED,
@@ -391,26 +395,33 @@ def _key(row: LogRow) -> tuple[str, str, str, str, str]:
 def read_files(path: Path) -> Iterator[Fetched]:
     """The messages in a folder of ``.eml`` files, a Maildir, or an mbox file (or one .eml).
 
-    Read only: Python's ``mailbox`` opens a Maildir or an mbox without
-    changing it (no message is moved from ``new/`` to ``cur/``, no flag set).
+    Read only, and only regular files: inside a folder, a symbolic link,
+    a FIFO or a device is named and passed over (a FIFO would wait for ever,
+    a link to ``/dev/zero`` never end), as is a file above the size cap. No
+    message of a Maildir is moved from ``new/`` to ``cur/``, no flag set.
     """
     try:
         if path.is_dir():
-            if (path / "cur").is_dir() and (path / "new").is_dir():
-                maildir = mailbox.Maildir(path, factory=None, create=False)
-                for key in sorted(maildir.keys()):
-                    yield Fetched(f"{path}: {key}", maildir.get_bytes(key))
-                return
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".eml" and p.is_file())
-            for file in files:
-                yield Fetched(str(file), file.read_bytes())
+            folders = [path / "new", path / "cur"] if _is_maildir(path) else [path]
+            for folder in folders:
+                for file in sorted(folder.iterdir()):
+                    if folder == path and file.suffix.lower() != ".eml":
+                        continue
+                    if file.name.startswith("."):
+                        continue
+                    yield _read_regular(file, f"{path}: {file.name}" if folder != path else "")
             return
         if not path.exists():
             raise InboxError(f"--from {path}: no such file or folder")
+        if not path.is_file():
+            raise InboxError(
+                f"--from {path}: not a regular file (a FIFO, a device?); give a folder of .eml "
+                "files, a Maildir or an mbox file"
+            )
         with path.open("rb") as handle:
             start = handle.read(5)
         if start != b"From ":
-            yield Fetched(str(path), path.read_bytes())
+            yield _read_regular(path, "")
             return
         box = mailbox.mbox(path, factory=None, create=False)
         try:
@@ -422,6 +433,27 @@ def read_files(path: Path) -> Iterator[Fetched]:
         raise InboxError(f"--from {path}: cannot be read ({err.strerror or err})") from err
     except mailbox.Error as err:
         raise InboxError(f"--from {path}: cannot be read as a mailbox ({err})") from err
+
+
+def _is_maildir(path: Path) -> bool:
+    return (path / "cur").is_dir() and (path / "new").is_dir()
+
+
+def _read_regular(file: Path, where: str) -> Fetched:
+    """One message file's bytes, opened without following a link and without waiting on a FIFO."""
+    where = where or str(file)
+    try:
+        descriptor = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        return Fetched(where, b"", f"not read: not a regular file ({err.strerror or err})")
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            return Fetched(where, b"", "not read: not a regular file (a FIFO, a device, a socket)")
+        data = handle.read(MAX_NOTICE_BYTES + 1)
+    if len(data) > MAX_NOTICE_BYTES:
+        return Fetched(where, b"", f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB: not read")
+    return Fetched(where, data)
 
 
 # -- the IMAP position ---------------------------------------------------------------------
@@ -477,22 +509,83 @@ class Positions:
         state: dict[str, Any] = {"version": 1, "mailboxes": self.data}
         if self.read_at is not None:
             state["read_at"] = self.read_at.isoformat(timespec="seconds")
-        text = json.dumps(state, indent=2, sort_keys=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        _write_atomically(self.path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole: the old file or the new one on the disk, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        folder_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            with temporary.open("w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            folder_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder_fd)
-            finally:
-                os.close(folder_fd)
-        except OSError as err:
-            temporary.unlink(missing_ok=True)
-            raise SendLogError(f"{self.path}: cannot be written ({err.strerror})") from err
+            os.fsync(folder_fd)
+        finally:
+            os.close(folder_fd)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err
+
+
+# -- what matched no letter ----------------------------------------------------------------
+
+UNMATCHED_FILE = "inbox-unmatched.json"
+#: The most messages the file keeps, the latest: enough for any campaign's
+#: mailbox, and a flood of mail cannot grow it without end.
+MAX_UNMATCHED = 500
+
+
+def unmatched_mail(log_dir: Path) -> list[dict[str, str]]:
+    """Every message ``outreach inbox`` read that attaches to no letter: date, sender, subject, why.
+
+    From ``LOG_DIR/inbox-unmatched.json``; an absent or damaged file is no
+    message (the next ``outreach inbox --since`` writes it again).
+    """
+    try:
+        loaded = json.loads((log_dir / UNMATCHED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    messages = loaded.get("messages") if isinstance(loaded, dict) else None
+    if not isinstance(messages, list):
+        return []
+    keys = ("date", "sender", "subject", "why", "where", "notice")
+    return [{k: clean(str(m.get(k, ""))) for k in keys} for m in messages if isinstance(m, dict)]
+
+
+def _keep_unmatched(log_dir: Path, result: InboxResult, now: datetime) -> None:
+    """Add this run's unmatched and unreadable messages to the file, the latest kept."""
+    before = unmatched_mail(log_dir)
+    new = [
+        {
+            "date": (u.notice.date or now).isoformat(timespec="seconds"),
+            "sender": clean(u.notice.sender),
+            "subject": clean(u.notice.subject),
+            "why": clean(u.why),
+            "where": clean(u.where),
+            "notice": clean(u.notice.notice_id),
+        }
+        for u in result.unmatched
+    ] + [
+        {
+            "date": now.isoformat(timespec="seconds"),
+            "sender": "",
+            "subject": "",
+            "why": clean(why),
+            "where": clean(where),
+            "notice": "",
+        }
+        for where, why in result.unreadable
+    ]
+    if not new:
+        return
+    merged = {(m["notice"] or m["where"], m["why"]): m for m in [*before, *new]}
+    kept = list(merged.values())[-MAX_UNMATCHED:]
+    text = json.dumps({"version": 1, "messages": kept}, indent=1, ensure_ascii=False)
+    _write_atomically(log_dir / UNMATCHED_FILE, text + "\n")
 
 
 # -- reading the mailbox over IMAP ---------------------------------------------------------
@@ -502,8 +595,43 @@ def server_name(settings: Settings) -> str:
     return f"{settings.imap_host}:{settings.imap_port}"
 
 
-def connect(settings: Settings) -> IMAPClient:
-    """A connection to IMAP_HOST, encrypted as IMAP_SECURITY says, certificate verified."""
+def connect(settings: Settings, deadline: float | None = None) -> IMAPClient:
+    """A connection to IMAP_HOST, encrypted as IMAP_SECURITY says, certificate verified.
+
+    With ``deadline`` (a ``time.monotonic`` moment), the greeting and
+    STARTTLS must be over by then: a server that trickles its greeting a
+    byte at a time, never silent long enough for SMTP_TIMEOUT, is left
+    behind on a thread of its own, which ends with the process.
+    """
+    if deadline is None:
+        return _connect(settings)
+    outcome: queue.Queue[IMAPClient | BaseException] = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            outcome.put(_connect(settings))
+        except BaseException as err:  # handed to the caller, raised there
+            outcome.put(err)
+
+    threading.Thread(target=run, name="imap-connect", daemon=True).start()
+    try:
+        got = outcome.get(timeout=max(deadline - time.monotonic(), 0.0))
+    except queue.Empty:
+        raise _past_deadline(settings, "greeting") from None
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+def _past_deadline(settings: Settings, during: str) -> InboxError:
+    return InboxError(
+        f"{server_name(settings)} did not finish within IMAP_DEADLINE={settings.imap_deadline:g} s "
+        f"(it was still sending its {during}); nothing after what was recorded was read, "
+        "and the next run starts there"
+    )
+
+
+def _connect(settings: Settings) -> IMAPClient:
     require_for_reading(settings)
     host, security, name = settings.imap_host, settings.imap_security, server_name(settings)
     context = tls_context(settings.imap_ca_file)
@@ -584,6 +712,15 @@ def _sign_in(client: IMAPClient, settings: Settings) -> None:
                 client.oauth2_login(user, secret)
             elif credentials.mechanism == "oauthbearer":
                 client.oauthbearer_login(user, secret)
+            elif not (user + secret).isascii() and client.has_capability("AUTH=PLAIN"):
+                # LOGIN carries ASCII only (imaplib encodes it so); PLAIN carries UTF-8.
+                client.plain_login(user, secret)
+            elif not (user + secret).isascii():
+                raise InboxError(
+                    f"{name} offers no AUTHENTICATE PLAIN, the only way a user name or "
+                    "password with characters beyond ASCII can be sent; it cannot sign in "
+                    f"IMAP_USERNAME={user}"
+                )
             else:
                 client.login(user, secret)
             return
@@ -618,7 +755,19 @@ def _examine(client: IMAPClient, folder: str, settings: Settings) -> int:
             f"IMAP_FOLDERS: the folder {folder!r} cannot be opened at {server_name(settings)} "
             f"({err}); the mailbox has: {names}"
         ) from err
-    return int(selected[b"UIDVALIDITY"])
+    raw = selected.get(b"UIDVALIDITY") if isinstance(selected, dict) else None
+    value = raw[0] if isinstance(raw, list) and raw else raw
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        shown = "none" if raw is None else clean(str(raw))[:40]
+        raise InboxError(
+            f"{server_name(settings)} opened {folder!r} without a valid UIDVALIDITY "
+            f"(it gave {shown}); without it no position can be kept, so nothing was read"
+        )
+    return value
 
 
 def read_imap(
@@ -627,18 +776,37 @@ def read_imap(
     since: date | None,
     first_letter: date | None,
     handle: Callable[[Fetched], None],
-) -> None:
+) -> list[str]:
     """Read every folder of IMAP_FOLDERS, handing each new message to ``handle``.
 
-    Each folder's position is remembered once all its messages were handled
-    (their rows on the disk).
+    Each folder's position is remembered once its messages were handled
+    (their rows on the disk), and never past a message the server did not
+    give. A message larger than the cap is not fetched: it is named. All of
+    it within IMAP_DEADLINE seconds: past that the connection is cut (and
+    the run ends with one line), whatever the server does. Returns warnings.
     """
-    client = connect(settings)
+    deadline = time.monotonic() + settings.imap_deadline
+    client = connect(settings, deadline)
     name = server_name(settings)
     account = f"{settings.imap_username}@{name}"
+    warnings: list[str] = []
+    cut = threading.Event()
+
+    def cut_off() -> None:
+        cut.set()
+        with contextlib.suppress(OSError):
+            client.socket().shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), cut_off)
+    watchdog.daemon = True
+    watchdog.start()
+    _refuse_large_literals(client, settings)
+    during = "answer"
     try:
+        during = "answer to the sign-in"
         _sign_in(client, settings)
         for folder in settings.imap_folders:
+            during = f"answer about {folder!r}"
             uidvalidity = _examine(client, folder, settings)
             remembered = positions.last_uid(account, folder, uidvalidity)
             last = 0 if since is not None else remembered
@@ -649,21 +817,86 @@ def read_imap(
             if start is not None:
                 criteria += ["SINCE", start]
             # "n:*" always holds the last message, even below n: keep only what is new.
-            uids = sorted(uid for uid in client.search(criteria) if uid > last)
+            found = client.search(criteria)
+            uids = sorted(uid for uid in found if isinstance(uid, int) and uid > last)
+            top = remembered
+            missing = False
             for offset in range(0, len(uids), BATCH):
                 batch = uids[offset : offset + BATCH]
-                fetched = client.fetch(batch, ["BODY.PEEK[]"])
+                during = f"messages of {folder!r}"
+                sizes = client.fetch(batch, ["RFC822.SIZE"])
+                small = []
                 for uid in batch:
-                    data = fetched.get(uid, {}).get(b"BODY[]")
-                    if isinstance(data, bytes):
+                    size = sizes.get(uid, {}).get(b"RFC822.SIZE")
+                    if isinstance(size, int) and size > MAX_NOTICE_BYTES:
+                        handle(Fetched(f"{folder}, UID {uid}", b"", _too_large(size)))
+                    else:
+                        small.append(uid)
+                fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
+                for uid in batch:
+                    if uid in small:
+                        data = fetched.get(uid, {}).get(b"BODY[]")
+                        if not isinstance(data, bytes):
+                            if not missing:
+                                warnings.append(
+                                    f"{folder}, UID {uid}: the server did not give the message "
+                                    "(no BODY[] in its answer); it is read again next time"
+                                )
+                            missing = True
+                            continue
                         handle(Fetched(f"{folder}, UID {uid}", data))
-            top = max([remembered, *uids])
-            if top:
+                    if not missing:
+                        top = max(top, uid)
+            if top and top != remembered:
                 positions.remember(account, folder, uidvalidity, top)
-    except (IMAPClientError, OSError) as err:
-        raise _connect_error(err, settings) from err
+    except InboxError:
+        if cut.is_set():
+            raise _past_deadline(settings, during) from None
+        raise
+    except (IMAPClientError, OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        # What a server's answer can make imapclient raise, down to its parser.
+        if cut.is_set():
+            raise _past_deadline(settings, during) from None
+        if isinstance(err, IMAPClientError | OSError):
+            raise _connect_error(err, settings) from err
+        raise InboxError(
+            f"{name} answered in a way outreach cannot read ({type(err).__name__}: "
+            f"{clean(str(err))[:120]}); nothing after what was recorded was read"
+        ) from err
     finally:
+        watchdog.cancel()
         _close(client)
+    return warnings
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB ({size / 1024 / 1024:.0f} MB): "
+        "not read"
+    )
+
+
+def _refuse_large_literals(client: IMAPClient, settings: Settings) -> None:
+    """Refuse, before reading a byte of it, a literal larger than any message read.
+
+    imaplib reads a literal (``{3000000000}``) with ``IMAP4.read(size)``,
+    which its documentation invites one to override; a server that announces
+    gigabytes would otherwise have them buffered in memory.
+    """
+    imap = client._imap  # imapclient's imaplib.IMAP4, whose read() this guards
+    read = imap.read
+    limit = MAX_NOTICE_BYTES + 64 * 1024
+
+    def guarded(size: int) -> bytes:
+        if size > limit:
+            raise InboxError(
+                f"{server_name(settings)} announced {size} bytes in one answer, more than any "
+                f"message read ({MAX_NOTICE_BYTES // (1024 * 1024)} MB); nothing of it was read"
+            )
+        data: bytes = read(size)
+        return data
+
+    imap.read = guarded
 
 
 # -- the whole run -------------------------------------------------------------------------
@@ -705,7 +938,8 @@ def read_inbox(
         else:
             if positions.warning:
                 result.warnings.append(positions.warning)
-            read_imap(settings, positions, since, matcher.first_letter, handle)
+            result.warnings += read_imap(settings, positions, since, matcher.first_letter, handle)
+        _keep_unmatched(settings.log_dir, result, clock.now())
         positions.save(read_at=clock.now())
     return result
 

@@ -593,6 +593,15 @@ def _bytes_of(message: EmailMessage) -> bytes:
         return repr(list(message.raw_items())).encode("utf-8", "replace")
 
 
+def clean(text: str) -> str:
+    """Mail's text as it may be shown or written: printable, on one line, not too long.
+
+    Control characters (an escape sequence that retitles a terminal, a line
+    break that starts a new row) become spaces.
+    """
+    return _clean(text)
+
+
 def _clean(text: str) -> str:
     """Text for one cell of the send log: printable, on one line, not too long."""
     printable = "".join(c if c.isprintable() else " " for c in text)

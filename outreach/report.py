@@ -141,6 +141,8 @@ class Report:
     rate_per_minute: float | None = None
     other_campaigns: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Mail ``outreach inbox`` read that attaches to no letter (``inbox.unmatched_mail``).
+    unmatched_mail: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -338,6 +340,7 @@ def to_data(report: Report) -> dict[str, Any]:
         "awaiting_answer": [c.id for c in report.awaiting_answer],
         "never_attempted": [c.id for c in report.never_attempted],
         "notes": report.notes,
+        "unmatched_mail": report.unmatched_mail,
     }
 
 
@@ -440,4 +443,19 @@ def to_renderables(report: Report) -> RenderableType:
                 f"\nNever attempted ({len(never)}): " + ", ".join(c.id for c in never), style="dim"
             )
         )
+    parts.extend(_unmatched_mail(report))
     return Group(*parts)
+
+
+def _unmatched_mail(report: Report) -> list[RenderableType]:
+    """Mail that attaches to no letter, each message named: date, sender, subject, why."""
+    if not report.unmatched_mail:
+        return []
+    found: list[RenderableType] = [
+        Text(f"\nMail about no letter ({len(report.unmatched_mail)}), not recorded", style="bold")
+    ]
+    for mail in report.unmatched_mail:
+        head = f"{mail['date'][:16].replace('T', ' ')}  {mail['sender'] or '?'}  {mail['subject']}"
+        found.append(Text(head, no_wrap=True, overflow="ellipsis"))
+        found.append(Padding(Text(f"why: {mail['why']}"), (0, 0, 0, 4)))
+    return found
