@@ -77,15 +77,13 @@ _MAILER = re.compile(
 )
 #: Subjects of non-delivery notices, as the common mail systems write them.
 _NDR_SUBJECT = re.compile(
-    r"(?i)^(\W*(re|fwd?|aw|tr|sv)\s*:\s*)*("
-    r"undeliver|undelivered mail|returned mail|mail delivery failed|delivery status notification"
+    r"(?i)(undeliver|undelivered mail|returned mail|mail delivery failed|delivery status notif"
     r"|delivery failure|delivery notification|delivery has failed|failure notice"
     r"|non[- ]?deliver|nondeliver|mail system error|message not delivered|could not send"
-    r"|warning: could not send|delayed mail|delivery delayed|message delayed"
-    r"|mail could not be delivered|returned to sender|unzustellbar|non remis|no se puede entregar"
-    r"|permanent delivery failure|delivery (problem|error|report)|error sending message"
-    r"|email delivery failure|message delivery failure|bounce"
-    r")"
+    r"|delayed mail|delivery delayed|delivery warning|message delayed|mail could not be delivered"
+    r"|returned to sender|unzustellbar|non remis|no se puede entregar|delivery problem"
+    r"|delivery error|error during delivery|email delivery failure|message delivery failure"
+    r"|permanent delivery failure|delivery report)"
 )
 #: Who sends a mailing list's notices (Mailman, Sympa, LISTSERV, Google Groups).
 _LIST_SENDER = re.compile(
@@ -198,6 +196,13 @@ def read_notice(message: EmailMessage, data: bytes = b"") -> Notice:
         date=date,
         address=_sender_address(message),
     )
+    notice = _read(message, threaded, base)
+    # A notice forwarded whole (a bounce wrapped in a message of its own)
+    # returns itself: its own id names no letter.
+    return replace(notice, refers_to=tuple(i for i in notice.refers_to if i != notice_id))
+
+
+def _read(message: EmailMessage, threaded: tuple[str, ...], base: Notice) -> Notice:
     report = _find_report(message)
     if report is not None:
         notice = _read_report(report, threaded, base)
@@ -206,6 +211,7 @@ def read_notice(message: EmailMessage, data: bytes = b"") -> Notice:
         return _read_by_detectors(message, threaded, notice)
     if _bounce_shaped(message, base):
         return _read_by_detectors(message, threaded, replace(base, kind="report"))
+    date, sender, subject = base.date, base.sender, base.subject
     if _LIST_SENDER.search(base.address):
         return replace(
             base,
@@ -226,8 +232,10 @@ def _bounce_shaped(message: EmailMessage, base: Notice) -> bool:
 
     Its sender is a mailer (MAILER-DAEMON, postmaster, "Mail Delivery
     Subsystem"), or it names failed recipients (``X-Failed-Recipients``),
-    or Exchange marks it an NDR, or its subject is a known NDR subject and
-    it came with no sender of its own (an empty Return-Path) or from a mailer.
+    or Exchange marks it an NDR, or its subject is one that non-delivery
+    notices carry ("Undeliverable", "failure notice", "non remis", …), even
+    after a "Re:". Such a message is never an answer: when no failed
+    address can be read in it, it is listed, not recorded.
     """
     if _text(message, "X-Failed-Recipients") or "X-MS-Exchange-Message-Is-Ndr" in message:
         return True
@@ -235,9 +243,7 @@ def _bounce_shaped(message: EmailMessage, base: Notice) -> bool:
     name = base.sender.partition("<")[0].strip().strip('"')
     if _MAILER.match(local) or (name and _MAILER.match(name)):
         return True
-    return_path = _text(message, "Return-Path")
-    empty_return = return_path.replace(" ", "") in ("<>", "") and "Return-Path" in message
-    return bool(_NDR_SUBJECT.match(base.subject)) and (empty_return or not base.address)
+    return bool(_NDR_SUBJECT.search(base.subject))
 
 
 def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: Notice) -> Notice:
