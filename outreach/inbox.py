@@ -755,6 +755,11 @@ def _examine(client: IMAPClient, folder: str, settings: Settings) -> int:
             f"IMAP_FOLDERS: the folder {folder!r} cannot be opened at {server_name(settings)} "
             f"({err}); the mailbox has: {names}"
         ) from err
+    except (ValueError, KeyError, IndexError, TypeError) as err:  # imapclient's parser
+        raise InboxError(
+            f"{server_name(settings)} opened {folder!r} with an answer outreach cannot read "
+            f"({clean(str(err))[:80]}), such as a UIDVALIDITY that is no number; nothing was read"
+        ) from err
     raw = selected.get(b"UIDVALIDITY") if isinstance(selected, dict) else None
     value = raw[0] if isinstance(raw, list) and raw else raw
     if isinstance(value, bytes):
@@ -889,6 +894,9 @@ def _refuse_large_literals(client: IMAPClient, settings: Settings) -> None:
 
     def guarded(size: int) -> bytes:
         if size > limit:
+            # The rest of the answer is never read: the connection ends here.
+            with contextlib.suppress(OSError):
+                client.socket().shutdown(socket.SHUT_RDWR)
             raise InboxError(
                 f"{server_name(settings)} announced {size} bytes in one answer, more than any "
                 f"message read ({MAX_NOTICE_BYTES // (1024 * 1024)} MB); nothing of it was read"
