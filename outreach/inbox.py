@@ -7,13 +7,15 @@ set; nothing is ever stored, copied, moved or deleted. ``--from PATH``
 reads exported mail instead: a folder of ``.eml`` files, a Maildir, or an
 mbox file.
 
-Each message is read by ``notices.read_notice``; what it says is matched to
-a letter of the send log (any campaign) by the letter's Message-ID, and to
-the address by the notice's recipient fields. What matches becomes a row of
-the send log (``bounced``, ``delayed``, ``replied``, ``auto-replied``),
-appended through ``SendLog`` like every other row, under its lock. A bounce
-that matches no letter, or no address of its letter, is counted and listed,
-never recorded against a contact.
+Each message is read by ``notices.read_bytes``; ``match_notice`` attaches
+what it says to a letter some server accepted (``accepted_letters``, from
+the log's rows): by the Message-ID it names, else, when it names none, by
+the failed address or the answering mission's own address (the row then
+says ``matched by address``). What matches becomes a row of the send log
+(``bounced``, ``delayed``, ``replied``, ``auto-replied``), appended through
+``SendLog`` like every other row, under its lock. What matches no accepted
+letter is listed with why, never recorded, and kept for the report in
+``LOG_DIR/inbox-unmatched.json``.
 
 Reading twice records nothing twice. Every row keeps the notice's own
 Message-ID (``LogRow.notice_id``), and a notice already in the log is

@@ -17,17 +17,30 @@ headers only:
   an ``X-Failed-Recipients`` header (what Gmail sent before it used RFC
   3464, and Exim still sends) is a bounce of the addresses that header
   names, with the generic status ``5.0.0``.
-- an **answer** to a letter: it names a Message-ID in ``In-Reply-To`` or
-  ``References``. It is ``auto-replied`` when a header marks it automatic
-  (see ``automatic``), otherwise ``replied``. A delivery status notice is
-  never an answer, though Postfix marks its own ``Auto-Submitted``.
-- anything else, which says nothing about a letter.
+- a **bounce in another shape** (Exim, qmail, Sendmail's text, Yahoo,
+  Exchange 2003, Gmail's old format, "simple" text bounces), known by its
+  shape, never by its subject's "Re:": from a mailer (MAILER-DAEMON,
+  postmaster), with ``X-Failed-Recipients`` or Exchange's NDR header, or a
+  subject that non-delivery notices carry. The failed addresses come from
+  ``X-Failed-Recipients`` or Mailman's maintained detectors (flufl.bounce);
+  the status from an enhanced code in the text, else 5.0.0 or 4.0.0 as the
+  detector says the failure is permanent or temporary.
+- a **mailing list's own notice** (a rejection, a moderation): ``list``,
+  which is never an answer.
+- an **answer** from anyone else: ``auto-replied`` when a header marks it
+  automatic (see ``automatic``), otherwise ``replied``. It names the letter
+  by ``In-Reply-To`` or ``References``, or names none (a mission writing
+  anew): ``inbox.match_notice`` then matches it by its sender's address.
+- anything else (a mailing list's post), which says nothing about a letter.
 
-The letter a notice is about is named only by Message-IDs in fixed places:
-the returned original's ``Message-ID``, ``X-Original-Message-ID``, the
-notice's own ``In-Reply-To`` and ``References``; and the recipient only by
-the fields above. Nothing is guessed from the text meant for people, and
-the body of an answer is never read.
+The letter a notice is about is named only by Message-IDs: the returned
+original's ``Message-ID`` (whole, its headers, or pasted into the notice's
+text), ``X-Original-Message-ID``, the notice's own ``In-Reply-To`` and
+``References``. The body of an answer is never read.
+
+Every message is read within bounds (``parse``): one above
+MAX_NOTICE_BYTES or with more than MAX_CONTAINERS nested parts is
+Unreadable, and a date out of range is no date.
 """
 
 from __future__ import annotations
