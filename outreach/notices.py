@@ -98,6 +98,7 @@ _NDR_SUBJECT = re.compile(
     r"|delivery error|error during delivery|email delivery failure|message delivery failure"
     r"|permanent delivery failure|delivery report)"
 )
+_REPLY_PREFIX = re.compile(r"(?i)^\s*(re|aw|sv|antw|r|ref|rif|res|odp)\s*:")
 #: Who sends a mailing list's notices (Mailman, Sympa, LISTSERV, Google Groups).
 _LIST_SENDER = re.compile(
     r"(?i)(-owner|-request|-bounces?|-admin)(\+[^@]*)?@|^(owner-|listserv@|sympa@|mailman@)"
@@ -254,8 +255,14 @@ def _bounce_shaped(message: EmailMessage, base: Notice) -> bool:
         return True
     local = base.address.partition("@")[0]
     name = base.sender.partition("<")[0].strip().strip('"')
+    return_path = _addresses(_text(message, "Return-Path"))
     if _MAILER.match(local) or (name and _MAILER.match(name)):
         return True
+    if return_path and _MAILER.match(return_path[0].partition("@")[0]):
+        return True
+    if _threaded(message) and _REPLY_PREFIX.match(base.subject):
+        # A mission's answer to a letter whose subject has such words in it.
+        return False
     return bool(_NDR_SUBJECT.search(base.subject))
 
 

@@ -369,3 +369,12 @@ def test_a_message_nested_thousands_deep_or_too_large_is_unreadable_not_a_crash(
 
 def test_printed_text_from_mail_holds_no_control_character() -> None:
     assert clean("\x1b]0;owned\x07subject\r\nBcc: x") == "]0;owned subject Bcc: x"
+
+
+def test_an_answer_to_a_letter_whose_subject_sounds_like_a_bounce_is_an_answer() -> None:
+    """A letter titled "Delivery problems in humanitarian aid": its answers are answers."""
+    data = (MAIL / "reply.eml").read_bytes()
+    data = data.replace(b"Subject: RE: Request", b"Subject: RE: Delivery problems; Request", 1)
+    notice = read_notice(parse(data), data)
+    assert notice.kind == "answer"
+    assert [e.kind for e in notice.events] == [REPLIED]
