@@ -192,6 +192,9 @@ def test_every_message_about_no_letter_is_listed_with_why_and_kept_for_the_repor
     assert "Mail about no letter (3), not recorded" in table
     assert "why: a bounce of <caf4lunch-not-a-letter@mail.coalition.example>" in table
     data = json.loads(run_cli("report", "--format", "json", env=sent.env()).stdout)
+    page = run_cli("report", "--format", "html", env=sent.env()).stdout
+    assert "Mail about no letter (3), not recorded" in page
+    assert "a bounce of &lt;caf4lunch-not-a-letter@mail.coalition.example&gt;" in page
     whys = sorted(m["why"][:30] for m in data["unmatched_mail"])
     assert whys == [
         "a bounce of <caf4lunch-not-a-l",
