@@ -804,6 +804,12 @@ def read_imap(
         with contextlib.suppress(OSError):
             client.socket().shutdown(socket.SHUT_RDWR)
 
+    def handled(fetched: Fetched) -> None:
+        try:
+            handle(fetched)
+        except Exception as err:  # ours, not the server's: raised as it is, below
+            raise _HandlerFailed(err) from err
+
     watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), cut_off)
     watchdog.daemon = True
     watchdog.start()
@@ -836,7 +842,7 @@ def read_imap(
                 for uid in batch:
                     size = sizes.get(uid, {}).get(b"RFC822.SIZE")
                     if isinstance(size, int) and size > MAX_NOTICE_BYTES:
-                        handle(Fetched(f"{folder}, UID {uid}", b"", _too_large(size)))
+                        handled(Fetched(f"{folder}, UID {uid}", b"", _too_large(size)))
                     else:
                         small.append(uid)
                 fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
@@ -851,11 +857,13 @@ def read_imap(
                                 )
                             missing = True
                             continue
-                        handle(Fetched(f"{folder}, UID {uid}", data))
+                        handled(Fetched(f"{folder}, UID {uid}", data))
                     if not missing:
                         top = max(top, uid)
             if top and top != remembered:
                 positions.remember(account, folder, uidvalidity, top)
+    except _HandlerFailed as failed:
+        raise failed.error from None
     except InboxError:
         if cut.is_set():
             raise _past_deadline(settings, during) from None
@@ -874,6 +882,14 @@ def read_imap(
         watchdog.cancel()
         _close(client)
     return warnings
+
+
+class _HandlerFailed(Exception):
+    """What recording a message raised: never taken for the server's misbehaviour."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _too_large(size: int) -> str:
