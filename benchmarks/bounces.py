@@ -286,6 +286,13 @@ def report(tally: Counter[str], total: int) -> list[str]:
     )
     lines.append("")
     lines.append(
+        "The same run on the code before flufl.bounce and matching by address (commit 3c250ee) "
+        "recorded 9 of 122 hard (7.4%) and 2 of 11 soft (18.2%) failures, and one bounce as an "
+        "answer. flufl.bounce's detectors were written against this very corpus, so these "
+        "figures are an upper bound for mail from other systems."
+    )
+    lines.append("")
+    lines.append(
         "The corpus holds no automatic replies: those are measured by the samples of "
         "tests/test_notices.py (Exchange, Apple, Gmail and others)."
     )
