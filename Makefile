@@ -14,7 +14,7 @@ DEMO_PORT ?= 2525
 #   make report ARGS="--format html --out report.html"
 ARGS ?=
 
-.PHONY: demo test preview check send test-send inbox report sink contacts lint bench clean help
+.PHONY: demo test preview check send test-send inbox report sink contacts lint bench bench-bounces clean help
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -84,6 +84,9 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 bench: $(BENCH_VENV)/.installed ## what users feel: sending across 50 ms of network beside mailmerge, preview, 20,000 letters, the rate limit (about 20 min); writes benchmarks/RESULTS.md
 	$(BENCH_VENV)/bin/python benchmarks/bench.py
+
+bench-bounces: $(STAMP) ## how many of flufl.bounce's ~117 real bounces `outreach inbox` records (downloads its source from PyPI into benchmarks/.work/); writes benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bounces.py
 
 clean: ## remove the virtual environment and generated files
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -508,6 +508,10 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
     from outreach.verdict import latest  # authres, only for the report and inbox
 
     made.test_letter = latest(settings.log_dir)
+
+    from outreach.inbox import unmatched_mail  # here: it imports the IMAP library
+
+    made.unmatched_mail = unmatched_mail(settings.log_dir)
     return made
 
 

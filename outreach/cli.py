@@ -38,6 +38,7 @@ from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import Credentials, imap_credentials, smtp_credentials
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
+from outreach.notices import clean
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
 from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
 from outreach.settings import (
@@ -837,9 +838,7 @@ def demo(port: int) -> None:
     metavar="DATE",
     help="Read only mail from DATE (YYYY-MM-DD) on, even mail an earlier run read.",
 )
-@click.option(
-    "--verbose", "-v", is_flag=True, help="List the bounces that match no letter, and why."
-)
+@click.option("--verbose", "-v", is_flag=True, help="Also say where each unmatched message is.")
 @click.pass_context
 def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbose: bool) -> None:
     """Read bounces and replies from the mailbox into the send log; change nothing there.
@@ -868,19 +867,27 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
         click.echo(f"Recorded:      {counts}")
         for row in result.rows:
             code = f" {row.smtp_code}" if row.smtp_code else ""
-            click.echo(f"  {row.contact_id} {row.email}: {row.status}{code} {row.reply_text}")
+            shown = clean(f"{row.contact_id} {row.email}: {row.status}{code} {row.reply_text}")
+            click.echo(f"  {shown}")
     else:
         click.echo("Recorded:      nothing new")
     if result.already:
         click.echo(f"Already in the send log: {result.already}")
+    if result.unreadable:
+        click.echo(f"Not read:      {len(result.unreadable)} message(s), the rest were read")
+        for where, why in result.unreadable:
+            click.echo(f"  {clean(where)}: {clean(why)}")
     if result.unmatched:
-        listed = "" if verbose else " (--verbose lists them)"
-        click.echo(f"Unmatched:     {len(result.unmatched)} bounce(s) matching no letter{listed}")
-        if verbose:
-            for item in result.unmatched:
-                notice = item.notice
-                click.echo(f"  {item.where}: {item.why}")
-                click.echo(f"    from {notice.sender or '?'}, subject: {notice.subject or '?'}")
+        click.echo(f"Unmatched:     {len(result.unmatched)} message(s) about no letter accepted")
+        for item in result.unmatched:
+            notice = item.notice
+            when = notice.date.strftime("%Y-%m-%d %H:%M") if notice.date else "undated"
+            click.echo(
+                f"  {when}, from {clean(notice.sender) or '?'}, "
+                f"subject: {clean(notice.subject) or '?'}: {clean(item.why)}"
+            )
+            if verbose:
+                click.echo(f"    in {clean(item.where)}")
     click.echo(f"Other mail:    {result.other} (about no letter)")
     for verdict in result.test_letters:
         for line in verdict.lines():

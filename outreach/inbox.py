@@ -7,13 +7,15 @@ set; nothing is ever stored, copied, moved or deleted. ``--from PATH``
 reads exported mail instead: a folder of ``.eml`` files, a Maildir, or an
 mbox file.
 
-Each message is read by ``notices.read_notice``; what it says is matched to
-a letter of the send log (any campaign) by the letter's Message-ID, and to
-the address by the notice's recipient fields. What matches becomes a row of
-the send log (``bounced``, ``delayed``, ``replied``, ``auto-replied``),
-appended through ``SendLog`` like every other row, under its lock. A bounce
-that matches no letter, or no address of its letter, is counted and listed,
-never recorded against a contact.
+Each message is read by ``notices.read_bytes``; ``match_notice`` attaches
+what it says to a letter some server accepted (``accepted_letters``, from
+the log's rows): by the Message-ID it names, else, when it names none, by
+the failed address or the answering mission's own address (the row then
+says ``matched by address``). What matches becomes a row of the send log
+(``bounced``, ``delayed``, ``replied``, ``auto-replied``), appended through
+``SendLog`` like every other row, under its lock. What matches no accepted
+letter is listed with why, never recorded, and kept for the report in
+``LOG_DIR/inbox-unmatched.json``.
 
 Reading twice records nothing twice. Every row keeps the notice's own
 Message-ID (``LogRow.notice_id``), and a notice already in the log is
@@ -32,11 +34,15 @@ import contextlib
 import json
 import mailbox
 import os
+import queue
 import socket
 import ssl
+import stat
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,8 +53,16 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
-from outreach.ledger import Ledger, Letter
-from outreach.notices import Event, Notice, parse, read_notice
+from outreach.ledger import Ledger
+from outreach.notices import (
+    MAX_NOTICE_BYTES,
+    Event,
+    Notice,
+    Unreadable,
+    clean,
+    parse,
+    read_bytes,
+)
 from outreach.sendlog import (
     BOUNCED,
     DELAYED,
@@ -68,15 +82,20 @@ BATCH = 50
 
 @dataclass(frozen=True)
 class Fetched:
-    """One message as read: where it was (for the user), and its bytes."""
+    """One message as read: where it was (for the user), and its bytes.
+
+    ``problem`` says why a message was not read (too large, not a regular
+    file): it is named, and the rest are read.
+    """
 
     where: str
     data: bytes
+    problem: str = ""
 
 
 @dataclass(frozen=True)
 class Unmatched:
-    """A bounce that matches no letter, or no address of its letter: never recorded."""
+    """A message that attaches to no accepted letter: never recorded, listed with why."""
 
     where: str
     notice: Notice
@@ -97,6 +116,8 @@ class InboxResult:
     #: Messages about no letter: other mail, and copies of the letters themselves.
     other: int = 0
     unmatched: list[Unmatched] = field(default_factory=list)
+    #: Messages not read at all: where, and why.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: Test letters (outreach test-send) read back, and the verdict kept as the latest.
     test_letters: list[Verdict] = field(default_factory=list)
@@ -109,9 +130,200 @@ class InboxResult:
 
 # -- matching notices to letters -----------------------------------------------------------
 
+#: What a notice's date may be ahead of the clock (time zones, a slow clock):
+#: a date further ahead, or none, counts as the time the message was read.
+_DATE_SLACK = timedelta(days=1)
+MATCHED_BY_ADDRESS = "matched by address"
+
+
+@dataclass(frozen=True)
+class AcceptedLetter:
+    """A letter some server accepted for one address: all a notice may attach to."""
+
+    campaign: str
+    contact_id: str
+    address: str
+    message_id: str
+    accepted_at: datetime
+    attempt: int = 0
+    subject: str = ""
+    follows: str = ""
+
+    @property
+    def letter(self) -> tuple[str, str, str]:
+        """The letter itself, whatever address: campaign, contact, Message-ID."""
+        return (self.campaign, contact_key(self.contact_id), self.message_id.lower())
+
+
+def accepted_letters(ledger: Ledger) -> list[AcceptedLetter]:
+    """The letters some server accepted, one per address, as the ledger has them.
+
+    A notice attaches to these alone (``ledger.py``): a letter only deferred,
+    refused or left ambiguous was never accepted, and no bounce or answer
+    can be about it.
+    """
+    found = []
+    for letter in ledger.letters.values():
+        for address in sorted(letter.accepted):
+            accepted_at = min(
+                r.time for r in letter.rows if r.status == "sent" and address in r.addresses
+            )
+            found.append(
+                AcceptedLetter(
+                    letter.campaign,
+                    letter.contact_id,
+                    address,
+                    letter.message_id.lower(),
+                    accepted_at,
+                    letter.attempts,
+                    letter.subject,
+                    letter.follows,
+                )
+            )
+    return found
+
+
+def unaccepted_letters(ledger: Ledger) -> dict[str, str]:
+    """Message-IDs of the log's letters no server accepted, each with its status.
+
+    A notice naming one of these changes nothing: it is listed, with why.
+    """
+    return {
+        letter.message_id.lower(): (
+            f"{letter.contact_id}, campaign {letter.campaign!r}: {letter.status()}"
+        )
+        for letter in ledger.letters.values()
+        if letter.message_id and not letter.accepted
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """One event of a notice, attached to one letter at the addresses it speaks for."""
+
+    letter: AcceptedLetter
+    addresses: tuple[str, ...]
+    event: Event
+    by_address: bool
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a notice attaches to; ``left`` says why any of its events attached to nothing."""
+
+    targets: tuple[Target, ...]
+    left: tuple[str, ...] = ()
+
+
+def match_notice(
+    notice: Notice,
+    letters: Sequence[AcceptedLetter],
+    *,
+    now: datetime,
+    unaccepted: dict[str, str] | None = None,
+) -> Match | Unmatched:
+    """The letters ``notice`` is about, among the accepted ``letters`` alone.
+
+    First by Message-ID: the returned original's (or the one an answer
+    names in In-Reply-To or References); an id that is no accepted letter
+    attaches to nothing, whatever the rest of the message says. Only a
+    notice that names no Message-ID at all is matched by address: a
+    bounce by its failed address, an answer by its sender's address, to
+    the latest letter accepted for that address before the notice's date,
+    in any campaign; nothing when no letter, or several equally, fit.
+    """
+    unaccepted = unaccepted or {}
+    when = notice.date if notice.date is not None and notice.date <= now + _DATE_SLACK else now
+    by_id: dict[str, list[AcceptedLetter]] = {}
+    for letter in letters:
+        by_id.setdefault(letter.message_id, []).append(letter)
+    named = [i for i in notice.refers_to if i in by_id]
+    if notice.problem and not notice.events:
+        return Unmatched("", notice, notice.problem)
+    if notice.refers_to and not named:
+        return Unmatched("", notice, _unknown(notice, unaccepted))
+    if notice.kind == "report":
+        targets: list[Target] = []
+        left: list[str] = []
+        for event in notice.events:
+            found = _bounce_target(event, by_id[named[0]] if named else letters, when, bool(named))
+            if isinstance(found, str):
+                left.append(found)
+            else:
+                targets.append(found)
+        if not targets:
+            return Unmatched("", notice, "; ".join(left))
+        return Match(tuple(targets), tuple(left))
+    if notice.kind != "answer" or not notice.events:
+        return Unmatched("", notice, "about no letter")
+    event = notice.events[0]
+    if named:
+        return Match(tuple(_whole_letter(by_id[i], event, False) for i in named))
+    near = _latest(letters, notice.address, when)
+    if isinstance(near, str):
+        return Unmatched("", notice, near if notice.address else "about no letter (no sender)")
+    same = [x for x in letters if x.letter == near.letter]
+    return Match((_whole_letter(same, event, True),))
+
+
+def _bounce_target(
+    event: Event, letters: Sequence[AcceptedLetter], when: datetime, by_id: bool
+) -> Target | str:
+    """The target of one bounce or delay: by the letter it names, or by its address."""
+    named = ", ".join(event.recipients) or "no recipient"
+    if by_id:
+        for address in event.recipients:
+            for letter in letters:
+                if letter.address == address:
+                    return Target(letter, (address,), event, False)
+        first = letters[0]
+        return (
+            f"it names {named}, to which the letter of {first.contact_id} "
+            f"(campaign {first.campaign!r}) was not sent"
+        )
+    whys = []
+    for address in event.recipients:
+        near = _latest(letters, address, when)
+        if isinstance(near, AcceptedLetter):
+            return Target(near, (address,), event, True)
+        whys.append(near)
+    return whys[0] if whys else "a bounce that names no recipient and no message"
+
+
+def _latest(
+    letters: Sequence[AcceptedLetter], address: str, when: datetime
+) -> AcceptedLetter | str:
+    """The latest letter accepted for ``address`` before ``when``, or why there is none."""
+    fits = [x for x in letters if x.address == address and x.accepted_at <= when]
+    if not address or not fits:
+        return f"no letter was accepted for {address or 'its sender'} before it came"
+    latest = max(x.accepted_at for x in fits)
+    top = {x.letter: x for x in fits if x.accepted_at == latest}
+    if len(top) > 1:
+        names = ", ".join(sorted(f"{x.contact_id} ({x.campaign})" for x in top.values()))
+        return f"{address} had several letters accepted at the same time ({names})"
+    return next(iter(top.values()))
+
+
+def _whole_letter(letters: Sequence[AcceptedLetter], event: Event, by_address: bool) -> Target:
+    """An answer's target: the letter at every address it was accepted for."""
+    addresses = tuple(dict.fromkeys(x.address for x in letters))
+    return Target(letters[0], addresses, event, by_address)
+
+
+def _unknown(notice: Notice, unaccepted: dict[str, str]) -> str:
+    identifier = next((i for i in notice.refers_to if i in unaccepted), "")
+    if identifier:
+        return (
+            f"it names a letter no server accepted ({unaccepted[identifier]}), "
+            "so it changes nothing"
+        )
+    what = "a bounce" if notice.kind == "report" else "an answer"
+    return f"{what} of {notice.refers_to[0]}, which is no letter of the send log"
+
 
 class Matcher:
-    """Matches notices to the letters of a send log, and makes their rows.
+    """Matches notices to the accepted letters of a send log, and makes their rows.
 
     ``own`` are the sender's addresses: a message from one of them (a copy
     of a letter, a follow-up staff wrote) is no answer from a mission.
@@ -120,9 +332,11 @@ class Matcher:
     def __init__(self, rows: Sequence[LogRow], own: Sequence[str], clock: Clock) -> None:
         self.clock = clock
         self.own = {a.lower() for a in own if a}
-        self.ledger = Ledger(rows)
-        self.letters = self.ledger.by_message_id
-        self.tests = self.ledger.tests
+        ledger = Ledger(rows)
+        self.letters = accepted_letters(ledger)
+        self.unaccepted = unaccepted_letters(ledger)
+        self.ids = {row.message_id.lower() for row in rows if row.message_id}
+        self.tests = {row.message_id.lower() for row in rows if row.status == "test"}
         self.seen = {_key(row) for row in rows if row.notice_id}
         starts = [row.time for row in rows if row.status in ("sending", "test")]
         #: Nothing older than the first letter can be about one.
@@ -135,107 +349,60 @@ class Matcher:
 
         With ``since`` (``--from`` with ``--since``), a message whose Date is
         older is passed over, as the IMAP server's SEARCH SINCE passes it over.
+        A message that cannot be read at all is listed, and the next is read.
         """
-        message = parse(fetched.data)
-        notice = read_notice(message, fetched.data)
+        if fetched.problem:
+            result.unreadable.append((fetched.where, fetched.problem))
+            return []
+        try:
+            notice = read_bytes(fetched.data)
+        except Unreadable as err:
+            result.unreadable.append((fetched.where, str(err)))
+            return []
         if since is not None and notice.date is not None and notice.date.date() < since:
             return []
         result.read += 1
         if notice.notice_id in self.tests:  # a test letter back: the receiver's verdict
-            result.test_letters.append(read_verdict(message, notice.notice_id))
-        if notice.notice_id in self.letters or notice.notice_id in self.tests:
-            result.other += 1  # a copy of a letter itself
+            result.test_letters.append(read_verdict(parse(fetched.data), notice.notice_id))
+        if notice.notice_id in self.ids or notice.kind == "other" or notice.address in self.own:
+            result.other += 1  # a copy of a letter, staff's own mail, a newsletter
             return []
-        if notice.kind == "other" or (notice.kind == "answer" and self._from_us(notice)):
-            result.other += 1
+        if any(i in self.tests for i in notice.refers_to):
+            why = "about a test letter (outreach test-send), which is no contact's letter"
+            result.unmatched.append(Unmatched(fetched.where, notice, why))
             return []
-        # An answer in a thread (a reply to a follow-up) answers every letter of
-        # it; a bounce is about the letter it returns, the first it names.
-        letters = [self.letters[i] for i in dict.fromkeys(notice.refers_to) if i in self.letters]
-        if not letters:
-            if notice.kind == "answer":
-                result.other += 1  # an answer to some other message
-            else:
-                result.unmatched.append(Unmatched(fetched.where, notice, self._why(notice)))
+        found = match_notice(notice, self.letters, now=self.clock.now(), unaccepted=self.unaccepted)
+        if isinstance(found, Unmatched):
+            result.unmatched.append(replace(found, where=fetched.where))
             return []
-        if notice.problem:
-            result.unmatched.append(Unmatched(fetched.where, notice, notice.problem))
-            return []
+        for why in found.left:
+            result.unmatched.append(Unmatched(fetched.where, notice, why))
         rows = []
-        for event in notice.events:
-            for letter in letters if event.kind not in (BOUNCED, DELAYED) else letters[:1]:
-                row = self._row(fetched, notice, event, letter, result)
-                if row is None:
-                    continue
-                if _key(row) in self.seen:
-                    result.already += 1
-                    continue
-                self.seen.add(_key(row))
-                self.ledger.add(row)  # the next notice of this run sees this one
-                rows.append(row)
+        for target in found.targets:
+            row = self._row(notice, target)
+            if _key(row) in self.seen:
+                result.already += 1
+                continue
+            self.seen.add(_key(row))
+            rows.append(row)
         return rows
 
-    def _row(
-        self,
-        fetched: Fetched,
-        notice: Notice,
-        event: Event,
-        letter: Letter,
-        result: InboxResult,
-    ) -> LogRow | None:
-        """The row one event of a notice makes for one letter, or None when it names nobody.
-
-        A notice attaches only to an address some server accepted the letter
-        for (``ledger.py``): anything else is listed as unmatched, with why.
-        """
-        if event.kind in (BOUNCED, DELAYED):
-            address = next((a for a in event.recipients if a in letter.accepted), None)
-            if address is None:
-                named = ", ".join(event.recipients) or "no recipient"
-                tried = any(a in letter.addresses for a in event.recipients)
-                why = (
-                    f"it names {named}, where no server accepted the letter of "
-                    f"{letter.contact_id} (campaign {letter.campaign!r})"
-                    if tried
-                    else f"it names {named}, to which the letter of {letter.contact_id} "
-                    f"(campaign {letter.campaign!r}) was not sent"
-                )
-                result.unmatched.append(Unmatched(fetched.where, notice, why))
-                return None
-            addresses = [address]
-        else:
-            addresses = sorted(letter.accepted)
-            if not addresses:
-                why = (
-                    f"it answers the letter of {letter.contact_id} (campaign "
-                    f"{letter.campaign!r}), which no server accepted"
-                )
-                result.unmatched.append(Unmatched(fetched.where, notice, why))
-                return None
+    def _row(self, notice: Notice, target: Target) -> LogRow:
+        letter, event = target.letter, target.event
+        text = f"{MATCHED_BY_ADDRESS}; {event.text}" if target.by_address else event.text
         return LogRow(
             time=self.clock.now(),
             campaign=letter.campaign,
             contact_id=letter.contact_id,
-            email=";".join(addresses),
+            email=";".join(target.addresses),
             status=event.kind,
-            attempt=letter.attempts,
+            attempt=letter.attempt,
             smtp_code=event.status or None,
-            smtp_reply=with_notice(event.text, notice.notice_id),
+            smtp_reply=with_notice(text, notice.notice_id),
             message_id=letter.message_id,
             subject=letter.subject,
             follows=letter.follows,
         )
-
-    def _from_us(self, notice: Notice) -> bool:
-        address = notice.sender.rpartition("<")[2].rstrip(">").strip().lower()
-        return address in self.own
-
-    def _why(self, notice: Notice) -> str:
-        if any(i in self.tests for i in notice.refers_to):
-            return "a bounce of a test letter (outreach test-send), which is no contact's letter"
-        if notice.refers_to:
-            return f"a bounce of {notice.refers_to[0]}, which is no letter of the send log"
-        return "a bounce that names no message (no returned original, In-Reply-To or References)"
 
 
 def _key(row: LogRow) -> tuple[str, str, str, str, str]:
@@ -250,26 +417,33 @@ def _key(row: LogRow) -> tuple[str, str, str, str, str]:
 def read_files(path: Path) -> Iterator[Fetched]:
     """The messages in a folder of ``.eml`` files, a Maildir, or an mbox file (or one .eml).
 
-    Read only: Python's ``mailbox`` opens a Maildir or an mbox without
-    changing it (no message is moved from ``new/`` to ``cur/``, no flag set).
+    Read only, and only regular files: inside a folder, a symbolic link,
+    a FIFO or a device is named and passed over (a FIFO would wait for ever,
+    a link to ``/dev/zero`` never end), as is a file above the size cap. No
+    message of a Maildir is moved from ``new/`` to ``cur/``, no flag set.
     """
     try:
         if path.is_dir():
-            if (path / "cur").is_dir() and (path / "new").is_dir():
-                maildir = mailbox.Maildir(path, factory=None, create=False)
-                for key in sorted(maildir.keys()):
-                    yield Fetched(f"{path}: {key}", maildir.get_bytes(key))
-                return
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".eml" and p.is_file())
-            for file in files:
-                yield Fetched(str(file), file.read_bytes())
+            folders = [path / "new", path / "cur"] if _is_maildir(path) else [path]
+            for folder in folders:
+                for file in sorted(folder.iterdir()):
+                    if folder == path and file.suffix.lower() != ".eml":
+                        continue
+                    if file.name.startswith("."):
+                        continue
+                    yield _read_regular(file, f"{path}: {file.name}" if folder != path else "")
             return
         if not path.exists():
             raise InboxError(f"--from {path}: no such file or folder")
+        if not path.is_file():
+            raise InboxError(
+                f"--from {path}: not a regular file (a FIFO, a device?); give a folder of .eml "
+                "files, a Maildir or an mbox file"
+            )
         with path.open("rb") as handle:
             start = handle.read(5)
         if start != b"From ":
-            yield Fetched(str(path), path.read_bytes())
+            yield _read_regular(path, "")
             return
         box = mailbox.mbox(path, factory=None, create=False)
         try:
@@ -281,6 +455,27 @@ def read_files(path: Path) -> Iterator[Fetched]:
         raise InboxError(f"--from {path}: cannot be read ({err.strerror or err})") from err
     except mailbox.Error as err:
         raise InboxError(f"--from {path}: cannot be read as a mailbox ({err})") from err
+
+
+def _is_maildir(path: Path) -> bool:
+    return (path / "cur").is_dir() and (path / "new").is_dir()
+
+
+def _read_regular(file: Path, where: str) -> Fetched:
+    """One message file's bytes, opened without following a link and without waiting on a FIFO."""
+    where = where or str(file)
+    try:
+        descriptor = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        return Fetched(where, b"", f"not read: not a regular file ({err.strerror or err})")
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            return Fetched(where, b"", "not read: not a regular file (a FIFO, a device, a socket)")
+        data = handle.read(MAX_NOTICE_BYTES + 1)
+    if len(data) > MAX_NOTICE_BYTES:
+        return Fetched(where, b"", f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB: not read")
+    return Fetched(where, data)
 
 
 # -- the IMAP position ---------------------------------------------------------------------
@@ -336,22 +531,83 @@ class Positions:
         state: dict[str, Any] = {"version": 1, "mailboxes": self.data}
         if self.read_at is not None:
             state["read_at"] = self.read_at.isoformat(timespec="seconds")
-        text = json.dumps(state, indent=2, sort_keys=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        _write_atomically(self.path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole: the old file or the new one on the disk, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        folder_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            with temporary.open("w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            folder_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder_fd)
-            finally:
-                os.close(folder_fd)
-        except OSError as err:
-            temporary.unlink(missing_ok=True)
-            raise SendLogError(f"{self.path}: cannot be written ({err.strerror})") from err
+            os.fsync(folder_fd)
+        finally:
+            os.close(folder_fd)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err
+
+
+# -- what matched no letter ----------------------------------------------------------------
+
+UNMATCHED_FILE = "inbox-unmatched.json"
+#: The most messages the file keeps, the latest: enough for any campaign's
+#: mailbox, and a flood of mail cannot grow it without end.
+MAX_UNMATCHED = 500
+
+
+def unmatched_mail(log_dir: Path) -> list[dict[str, str]]:
+    """Every message ``outreach inbox`` read that attaches to no letter: date, sender, subject, why.
+
+    From ``LOG_DIR/inbox-unmatched.json``; an absent or damaged file is no
+    message (the next ``outreach inbox --since`` writes it again).
+    """
+    try:
+        loaded = json.loads((log_dir / UNMATCHED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    messages = loaded.get("messages") if isinstance(loaded, dict) else None
+    if not isinstance(messages, list):
+        return []
+    keys = ("date", "sender", "subject", "why", "where", "notice")
+    return [{k: clean(str(m.get(k, ""))) for k in keys} for m in messages if isinstance(m, dict)]
+
+
+def _keep_unmatched(log_dir: Path, result: InboxResult, now: datetime) -> None:
+    """Add this run's unmatched and unreadable messages to the file, the latest kept."""
+    before = unmatched_mail(log_dir)
+    new = [
+        {
+            "date": (u.notice.date or now).isoformat(timespec="seconds"),
+            "sender": clean(u.notice.sender),
+            "subject": clean(u.notice.subject),
+            "why": clean(u.why),
+            "where": clean(u.where),
+            "notice": clean(u.notice.notice_id),
+        }
+        for u in result.unmatched
+    ] + [
+        {
+            "date": now.isoformat(timespec="seconds"),
+            "sender": "",
+            "subject": "",
+            "why": clean(why),
+            "where": clean(where),
+            "notice": "",
+        }
+        for where, why in result.unreadable
+    ]
+    if not new:
+        return
+    merged = {(m["notice"] or m["where"], m["why"]): m for m in [*before, *new]}
+    kept = list(merged.values())[-MAX_UNMATCHED:]
+    text = json.dumps({"version": 1, "messages": kept}, indent=1, ensure_ascii=False)
+    _write_atomically(log_dir / UNMATCHED_FILE, text + "\n")
 
 
 # -- reading the mailbox over IMAP ---------------------------------------------------------
@@ -361,8 +617,43 @@ def server_name(settings: Settings) -> str:
     return f"{settings.imap_host}:{settings.imap_port}"
 
 
-def connect(settings: Settings) -> IMAPClient:
-    """A connection to IMAP_HOST, encrypted as IMAP_SECURITY says, certificate verified."""
+def connect(settings: Settings, deadline: float | None = None) -> IMAPClient:
+    """A connection to IMAP_HOST, encrypted as IMAP_SECURITY says, certificate verified.
+
+    With ``deadline`` (a ``time.monotonic`` moment), the greeting and
+    STARTTLS must be over by then: a server that trickles its greeting a
+    byte at a time, never silent long enough for SMTP_TIMEOUT, is left
+    behind on a thread of its own, which ends with the process.
+    """
+    if deadline is None:
+        return _connect(settings)
+    outcome: queue.Queue[IMAPClient | BaseException] = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            outcome.put(_connect(settings))
+        except BaseException as err:  # handed to the caller, raised there
+            outcome.put(err)
+
+    threading.Thread(target=run, name="imap-connect", daemon=True).start()
+    try:
+        got = outcome.get(timeout=max(deadline - time.monotonic(), 0.0))
+    except queue.Empty:
+        raise _past_deadline(settings, "greeting") from None
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+def _past_deadline(settings: Settings, during: str) -> InboxError:
+    return InboxError(
+        f"{server_name(settings)} did not finish within IMAP_DEADLINE={settings.imap_deadline:g} s "
+        f"(it was still sending its {during}); nothing after what was recorded was read, "
+        "and the next run starts there"
+    )
+
+
+def _connect(settings: Settings) -> IMAPClient:
     require_for_reading(settings)
     host, security, name = settings.imap_host, settings.imap_security, server_name(settings)
     context = tls_context(settings.imap_ca_file)
@@ -443,6 +734,15 @@ def _sign_in(client: IMAPClient, settings: Settings) -> None:
                 client.oauth2_login(user, secret)
             elif credentials.mechanism == "oauthbearer":
                 client.oauthbearer_login(user, secret)
+            elif not (user + secret).isascii() and client.has_capability("AUTH=PLAIN"):
+                # LOGIN carries ASCII only (imaplib encodes it so); PLAIN carries UTF-8.
+                client.plain_login(user, secret)
+            elif not (user + secret).isascii():
+                raise InboxError(
+                    f"{name} offers no AUTHENTICATE PLAIN, the only way a user name or "
+                    "password with characters beyond ASCII can be sent; it cannot sign in "
+                    f"IMAP_USERNAME={user}"
+                )
             else:
                 client.login(user, secret)
             return
@@ -477,7 +777,24 @@ def _examine(client: IMAPClient, folder: str, settings: Settings) -> int:
             f"IMAP_FOLDERS: the folder {folder!r} cannot be opened at {server_name(settings)} "
             f"({err}); the mailbox has: {names}"
         ) from err
-    return int(selected[b"UIDVALIDITY"])
+    except (ValueError, KeyError, IndexError, TypeError) as err:  # imapclient's parser
+        raise InboxError(
+            f"{server_name(settings)} opened {folder!r} with an answer outreach cannot read "
+            f"({clean(str(err))[:80]}), such as a UIDVALIDITY that is no number; nothing was read"
+        ) from err
+    raw = selected.get(b"UIDVALIDITY") if isinstance(selected, dict) else None
+    value = raw[0] if isinstance(raw, list) and raw else raw
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        shown = "none" if raw is None else clean(str(raw))[:40]
+        raise InboxError(
+            f"{server_name(settings)} opened {folder!r} without a valid UIDVALIDITY "
+            f"(it gave {shown}); without it no position can be kept, so nothing was read"
+        )
+    return value
 
 
 def read_imap(
@@ -486,18 +803,43 @@ def read_imap(
     since: date | None,
     first_letter: date | None,
     handle: Callable[[Fetched], None],
-) -> None:
+) -> list[str]:
     """Read every folder of IMAP_FOLDERS, handing each new message to ``handle``.
 
-    Each folder's position is remembered once all its messages were handled
-    (their rows on the disk).
+    Each folder's position is remembered once its messages were handled
+    (their rows on the disk), and never past a message the server did not
+    give. A message larger than the cap is not fetched: it is named. All of
+    it within IMAP_DEADLINE seconds: past that the connection is cut (and
+    the run ends with one line), whatever the server does. Returns warnings.
     """
-    client = connect(settings)
+    deadline = time.monotonic() + settings.imap_deadline
+    client = connect(settings, deadline)
     name = server_name(settings)
     account = f"{settings.imap_username}@{name}"
+    warnings: list[str] = []
+    cut = threading.Event()
+
+    def cut_off() -> None:
+        cut.set()
+        with contextlib.suppress(OSError):
+            client.socket().shutdown(socket.SHUT_RDWR)
+
+    def handled(fetched: Fetched) -> None:
+        try:
+            handle(fetched)
+        except Exception as err:  # ours, not the server's: raised as it is, below
+            raise _HandlerFailed(err) from err
+
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), cut_off)
+    watchdog.daemon = True
+    watchdog.start()
+    _refuse_large_literals(client, settings)
+    during = "answer"
     try:
+        during = "answer to the sign-in"
         _sign_in(client, settings)
         for folder in settings.imap_folders:
+            during = f"answer about {folder!r}"
             uidvalidity = _examine(client, folder, settings)
             remembered = positions.last_uid(account, folder, uidvalidity)
             last = 0 if since is not None else remembered
@@ -508,21 +850,99 @@ def read_imap(
             if start is not None:
                 criteria += ["SINCE", start]
             # "n:*" always holds the last message, even below n: keep only what is new.
-            uids = sorted(uid for uid in client.search(criteria) if uid > last)
+            found = client.search(criteria)
+            uids = sorted(uid for uid in found if isinstance(uid, int) and uid > last)
+            top = remembered
+            missing = False
             for offset in range(0, len(uids), BATCH):
                 batch = uids[offset : offset + BATCH]
-                fetched = client.fetch(batch, ["BODY.PEEK[]"])
+                during = f"messages of {folder!r}"
+                sizes = client.fetch(batch, ["RFC822.SIZE"])
+                small = []
                 for uid in batch:
-                    data = fetched.get(uid, {}).get(b"BODY[]")
-                    if isinstance(data, bytes):
-                        handle(Fetched(f"{folder}, UID {uid}", data))
-            top = max([remembered, *uids])
-            if top:
+                    size = sizes.get(uid, {}).get(b"RFC822.SIZE")
+                    if isinstance(size, int) and size > MAX_NOTICE_BYTES:
+                        handled(Fetched(f"{folder}, UID {uid}", b"", _too_large(size)))
+                    else:
+                        small.append(uid)
+                fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
+                for uid in batch:
+                    if uid in small:
+                        data = fetched.get(uid, {}).get(b"BODY[]")
+                        if not isinstance(data, bytes):
+                            if not missing:
+                                warnings.append(
+                                    f"{folder}, UID {uid}: the server did not give the message "
+                                    "(no BODY[] in its answer); it is read again next time"
+                                )
+                            missing = True
+                            continue
+                        handled(Fetched(f"{folder}, UID {uid}", data))
+                    if not missing:
+                        top = max(top, uid)
+            if top and top != remembered:
                 positions.remember(account, folder, uidvalidity, top)
-    except (IMAPClientError, OSError) as err:
-        raise _connect_error(err, settings) from err
+    except _HandlerFailed as failed:
+        raise failed.error from None
+    except InboxError:
+        if cut.is_set():
+            raise _past_deadline(settings, during) from None
+        raise
+    except (IMAPClientError, OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        # What a server's answer can make imapclient raise, down to its parser.
+        if cut.is_set():
+            raise _past_deadline(settings, during) from None
+        if isinstance(err, IMAPClientError | OSError):
+            raise _connect_error(err, settings) from err
+        raise InboxError(
+            f"{name} answered in a way outreach cannot read ({type(err).__name__}: "
+            f"{clean(str(err))[:120]}); nothing after what was recorded was read"
+        ) from err
     finally:
+        watchdog.cancel()
         _close(client)
+    return warnings
+
+
+class _HandlerFailed(Exception):
+    """What recording a message raised: never taken for the server's misbehaviour."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB ({size / 1024 / 1024:.0f} MB): "
+        "not read"
+    )
+
+
+def _refuse_large_literals(client: IMAPClient, settings: Settings) -> None:
+    """Refuse, before reading a byte of it, a literal larger than any message read.
+
+    imaplib reads a literal (``{3000000000}``) with ``IMAP4.read(size)``,
+    which its documentation invites one to override; a server that announces
+    gigabytes would otherwise have them buffered in memory.
+    """
+    imap = client._imap  # imapclient's imaplib.IMAP4, whose read() this guards
+    read = imap.read
+    limit = MAX_NOTICE_BYTES + 64 * 1024
+
+    def guarded(size: int) -> bytes:
+        if size > limit:
+            # The rest of the answer is never read: the connection ends here.
+            with contextlib.suppress(OSError):
+                client.socket().shutdown(socket.SHUT_RDWR)
+            raise InboxError(
+                f"{server_name(settings)} announced {size} bytes in one answer, more than any "
+                f"message read ({MAX_NOTICE_BYTES // (1024 * 1024)} MB); nothing of it was read"
+            )
+        data: bytes = read(size)
+        return data
+
+    imap.read = guarded
 
 
 # -- the whole run -------------------------------------------------------------------------
@@ -564,7 +984,8 @@ def read_inbox(
         else:
             if positions.warning:
                 result.warnings.append(positions.warning)
-            read_imap(settings, positions, since, matcher.first_letter, handle)
+            result.warnings += read_imap(settings, positions, since, matcher.first_letter, handle)
+        _keep_unmatched(settings.log_dir, result, clock.now())
         positions.save(read_at=clock.now())
         result.latest_test_letter = record_verdict(settings.log_dir, result.test_letters)
     return result

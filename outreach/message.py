@@ -8,7 +8,11 @@ value that could break out of its header line, before the stdlib sees it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
+import os
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +22,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from typing import Any
 
 from outreach.attachments import Attachment
@@ -62,9 +67,88 @@ def message_id_for(campaign: str, contact_id: str, domain: str) -> str:
     Should a letter ever go out twice (a resend after an ambiguous failure),
     the receiving side can then tell that it is the same letter. Ids are
     compared without regard to case, as everywhere: ``chl`` is ``CHL``.
+
+    The digest is keyed with this installation's own secret (``id_key``):
+    no one who knows a campaign's name and a contact's id can compute the
+    id, and so no one can forge an answer or a bounce that names it. A
+    retry does not compute it again: it reuses the id the send log holds,
+    which is also why logs written before the key existed keep matching.
     """
-    digest = hashlib.sha256(f"{campaign}\0{contact_key(contact_id)}".encode()).hexdigest()[:32]
+    message = f"{campaign}\0{contact_key(contact_id)}".encode()
+    digest = hmac.new(id_key(), message, hashlib.sha256).hexdigest()[:32]
     return f"<{digest}.outreach@{domain}>"
+
+
+#: Bytes of the key behind every Message-ID.
+KEY_BYTES = 32
+_keys: dict[Path, bytes] = {}
+
+
+def id_key_path() -> Path:
+    """``$XDG_STATE_HOME/outreach/message-id.key``, ``~/.local/state/outreach/`` by default.
+
+    As the XDG specification asks, a relative XDG_STATE_HOME counts as unset.
+    """
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "outreach" / "message-id.key"
+
+
+def id_key() -> bytes:
+    """This installation's Message-ID key: made once, at random, readable by its owner only.
+
+    Made in a file of its own, then linked into place, so that two runs
+    starting at once agree on one key and neither reads half of one.
+    """
+    path = id_key_path()
+    if path in _keys:
+        return _keys[path]
+    try:
+        key = _read_key(path)
+        if key is None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+                    handle.write(secrets.token_hex(KEY_BYTES) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                with contextlib.suppress(FileExistsError):  # another run made it first
+                    os.link(temporary, path)
+            finally:
+                temporary.unlink(missing_ok=True)
+            key = _read_key(path)
+    except OSError as err:
+        raise MessageError(
+            f"{path}: the key of the letters' Message-IDs cannot be kept there "
+            f"({err.strerror or err}); set XDG_STATE_HOME to a folder outreach may write"
+        ) from err
+    if key is None:
+        raise MessageError(
+            f"{path}: not a key outreach wrote (64 hexadecimal digits expected); "
+            "remove the file and a new key is made (letters already sent keep their ids)"
+        )
+    _keys[path] = key
+    return key
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key in ``path``; None when there is no file; raises on a file that is no key."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise MessageError(
+            f"{path}: not a key outreach wrote (64 hexadecimal digits expected); "
+            "remove the file and a new key is made (letters already sent keep their ids)"
+        )
+    return key
 
 
 def _checked(value: str, what: str) -> str:

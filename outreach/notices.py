@@ -17,22 +17,36 @@ headers only:
   an ``X-Failed-Recipients`` header (what Gmail sent before it used RFC
   3464, and Exim still sends) is a bounce of the addresses that header
   names, with the generic status ``5.0.0``.
-- an **answer** to a letter: it names a Message-ID in ``In-Reply-To`` or
-  ``References``. It is ``auto-replied`` when a header marks it automatic
-  (see ``automatic``), otherwise ``replied``. A delivery status notice is
-  never an answer, though Postfix marks its own ``Auto-Submitted``.
-- anything else, which says nothing about a letter.
+- a **bounce in another shape** (Exim, qmail, Sendmail's text, Yahoo,
+  Exchange 2003, Gmail's old format, "simple" text bounces), known by its
+  shape, never by its subject's "Re:": from a mailer (MAILER-DAEMON,
+  postmaster), with ``X-Failed-Recipients`` or Exchange's NDR header, or a
+  subject that non-delivery notices carry. The failed addresses come from
+  ``X-Failed-Recipients`` or Mailman's maintained detectors (flufl.bounce);
+  the status from an enhanced code in the text, else 5.0.0 or 4.0.0 as the
+  detector says the failure is permanent or temporary.
+- a **mailing list's own notice** (a rejection, a moderation): ``list``,
+  which is never an answer.
+- an **answer** from anyone else: ``auto-replied`` when a header marks it
+  automatic (see ``automatic``), otherwise ``replied``. It names the letter
+  by ``In-Reply-To`` or ``References``, or names none (a mission writing
+  anew): ``inbox.match_notice`` then matches it by its sender's address.
+- anything else (a mailing list's post), which says nothing about a letter.
 
-The letter a notice is about is named only by Message-IDs in fixed places:
-the returned original's ``Message-ID``, ``X-Original-Message-ID``, the
-notice's own ``In-Reply-To`` and ``References``; and the recipient only by
-the fields above. Nothing is guessed from the text meant for people, and
-the body of an answer is never read.
+The letter a notice is about is named only by Message-IDs: the returned
+original's ``Message-ID`` (whole, its headers, or pasted into the notice's
+text), ``X-Original-Message-ID``, the notice's own ``In-Reply-To`` and
+``References``. The body of an answer is never read.
+
+Every message is read within bounds (``parse``): one above
+MAX_NOTICE_BYTES or with more than MAX_CONTAINERS nested parts is
+Unreadable, and a date out of range is no date.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -41,6 +55,8 @@ from email import policy
 from email.errors import HeaderParseError
 from email.message import EmailMessage, Message
 from email.parser import BytesParser, HeaderParser
+
+from flufl.bounce import all_failures
 
 from outreach.sendlog import AUTO_REPLIED, BOUNCED, DELAYED, ENHANCED_STATUS, REPLIED
 
@@ -59,6 +75,54 @@ _ORIGINAL = (
 _LIST_HEADERS = ("List-Id", "List-Post", "List-Unsubscribe")
 #: Longest text kept from a notice in the send log (a subject, a diagnostic).
 MAX_TEXT = 300
+#: The largest message read: a bounce returning a letter with its attachments
+#: is well below; anything larger is skipped and named, never parsed.
+MAX_NOTICE_BYTES = 32 * 1024 * 1024
+#: The most MIME containers (multipart and message parts) a message may hold.
+#: Real notices hold fewer than ten; the parser recurses once per level, so a
+#: message thousands of levels deep would otherwise exhaust Python's stack.
+MAX_CONTAINERS = 100
+_CONTAINER = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?(?:multipart|message)/")
+#: Who sends non-delivery notices (the local part of From, or its name).
+_MAILER = re.compile(
+    r"(?i)^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|mail delivery (subsystem|system)"
+    r"|microsoft outlook|mail administrator|mdaemon|nobody|root)$"
+)
+#: Subjects of non-delivery notices, as the common mail systems write them.
+_NDR_SUBJECT = re.compile(
+    r"(?i)(undeliver|undelivered mail|returned mail|mail delivery failed|delivery status notif"
+    r"|delivery failure|delivery notification|delivery has failed|failure notice"
+    r"|non[- ]?deliver|nondeliver|mail system error|message not delivered|could not send"
+    r"|delayed mail|delivery delayed|delivery warning|message delayed|mail could not be delivered"
+    r"|returned to sender|unzustellbar|non remis|no se puede entregar|delivery problem"
+    r"|delivery error|error during delivery|email delivery failure|message delivery failure"
+    r"|permanent delivery failure|delivery report)"
+)
+_REPLY_PREFIX = re.compile(r"(?i)^\s*(re|aw|sv|antw|r|ref|rif|res|odp)\s*:")
+#: Who sends a mailing list's notices (Mailman, Sympa, LISTSERV, Google Groups).
+_LIST_SENDER = re.compile(
+    r"(?i)(-owner|-request|-bounces?|-admin)(\+[^@]*)?@|^(owner-|listserv@|sympa@|mailman@)"
+)
+#: Subjects of automatic replies that carry no RFC 3834 header.
+_AUTO_SUBJECT = re.compile(
+    r"(?i)^\s*(automatic reply|auto(matic)?[- ]?(reply|response|antwort)|autoreply|auto:"
+    r"|out of (the )?office|on vacation|vacation reply|away from (the )?office"
+    r"|abwesenheitsnotiz|abwesend|r[ée]ponse automatique|absence"
+    r"|respuesta autom[áa]tica|risposta automatica|automatisch antwoord|resposta autom[áa]tica)"
+)
+#: A Message-ID in a returned original pasted as text, quoted or not.
+_PASTED_ID = re.compile(r"(?im)^[ \t>]*(?:x-original-)?message-id:[ \t]*(<[^<>\s]+>)")
+#: Text read of a notice's own parts, for pasted ids and status codes.
+_MAX_TEXT_READ = 256 * 1024
+
+# flufl.bounce logs a detector's exception with its traceback; what it cannot
+# read is read here as "no address found" instead.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+logging.getLogger("flufl.bounce").propagate = False
+
+
+class Unreadable(Exception):
+    """A message that is not read at all (too large, too deep): skipped and named."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +160,34 @@ class Notice:
     subject: str = ""
     date: datetime | None = None
     problem: str = ""
+    #: The sender's bare address, in lower case ("" when it has none).
+    address: str = ""
 
 
 def parse(data: bytes) -> EmailMessage:
-    """One message from its bytes, as the documented ``email`` API reads it."""
-    message = BytesParser(policy=policy.default).parsebytes(data)
+    """One message from its bytes, as the documented ``email`` API reads it.
+
+    Raises Unreadable for a message above MAX_NOTICE_BYTES or with more than
+    MAX_CONTAINERS nested parts, before parsing it.
+    """
+    if len(data) > MAX_NOTICE_BYTES:
+        raise Unreadable(
+            f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB "
+            f"({len(data) / 1024 / 1024:.0f} MB): not read"
+        )
+    if len(_CONTAINER.findall(data)) > MAX_CONTAINERS:
+        raise Unreadable(f"more than {MAX_CONTAINERS} nested MIME parts: not read")
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(data)
+    except RecursionError as err:  # a nesting the count above did not see
+        raise Unreadable("MIME parts nested too deeply: not read") from err
     assert isinstance(message, EmailMessage)
     return message
+
+
+def read_bytes(data: bytes) -> Notice:
+    """What the message in ``data`` says (raises Unreadable, as ``parse`` does)."""
+    return read_notice(parse(data), data)
 
 
 def read_notice(message: EmailMessage, data: bytes = b"") -> Notice:
@@ -117,30 +202,156 @@ def read_notice(message: EmailMessage, data: bytes = b"") -> Notice:
     subject = _clean(_text(message, "Subject"))
     date = _date(message)
     threaded = _threaded(message)
-    base = Notice(notice_id, "other", sender=sender, subject=subject, date=date)
+    base = Notice(
+        notice_id,
+        "other",
+        sender=sender,
+        subject=subject,
+        date=date,
+        address=_sender_address(message),
+    )
+    notice = _read(message, threaded, base)
+    # A notice forwarded whole (a bounce wrapped in a message of its own)
+    # returns itself: its own id names no letter.
+    return replace(notice, refers_to=tuple(i for i in notice.refers_to if i != notice_id))
+
+
+def _read(message: EmailMessage, threaded: tuple[str, ...], base: Notice) -> Notice:
     report = _find_report(message)
     if report is not None:
-        return _read_report(report, threaded, base)
-    failed = _addresses(_text(message, "X-Failed-Recipients"))
-    if failed:
-        originals = [p for p in _parts(message) if p.get_content_type() in _ORIGINAL]
-        refers = _unique([*(i for p in originals for i in _original_ids(p)), *threaded])
-        text = f"no delivery status given; the notice says: {subject}"
-        events = tuple(Event(BOUNCED, (a,), "5.0.0", _clean(text)) for a in failed)
-        return replace(base, kind="report", refers_to=refers, events=events)
-    if "X-MS-Exchange-Message-Is-Ndr" in message:
+        notice = _read_report(report, threaded, base)
+        if notice.events:
+            return notice
+        return _read_by_detectors(message, threaded, notice)
+    if _bounce_shaped(message, base):
+        return _read_by_detectors(message, threaded, replace(base, kind="report"))
+    date, sender, subject = base.date, base.sender, base.subject
+    if _LIST_SENDER.search(base.address):
         return replace(
             base,
-            kind="report",
+            kind="list",
             refers_to=threaded,
-            problem="a non-delivery report without a delivery-status part naming the recipient",
+            problem="a mailing list's own notice (a rejection, a moderation), no mission's answer",
         )
-    if threaded:
-        kind = AUTO_REPLIED if automatic(message) else REPLIED
-        when = date.strftime("%Y-%m-%d %H:%M UTC") if date is not None else "undated"
-        text = _clean(f"{when}, from {sender or 'an unnamed sender'}, subject: {subject}")
-        return replace(base, kind="answer", refers_to=threaded, events=(Event(kind, text=text),))
-    return base
+    if not threaded and any(_text(message, h) for h in _LIST_HEADERS):
+        return base  # a mailing list's message, about no letter
+    kind = AUTO_REPLIED if automatic(message) else REPLIED
+    when = date.strftime("%Y-%m-%d %H:%M UTC") if date is not None else "undated"
+    text = _clean(f"{when}, from {sender or 'an unnamed sender'}, subject: {subject}")
+    return replace(base, kind="answer", refers_to=threaded, events=(Event(kind, text=text),))
+
+
+def _bounce_shaped(message: EmailMessage, base: Notice) -> bool:
+    """Whether ``message`` has the shape of a non-delivery notice, whatever its subject's "Re:".
+
+    Its sender is a mailer (MAILER-DAEMON, postmaster, "Mail Delivery
+    Subsystem"), or it names failed recipients (``X-Failed-Recipients``),
+    or Exchange marks it an NDR, or its subject is one that non-delivery
+    notices carry ("Undeliverable", "failure notice", "non remis", …), even
+    after a "Re:". Such a message is never an answer: when no failed
+    address can be read in it, it is listed, not recorded.
+    """
+    if _text(message, "X-Failed-Recipients") or "X-MS-Exchange-Message-Is-Ndr" in message:
+        return True
+    local = base.address.partition("@")[0]
+    name = base.sender.partition("<")[0].strip().strip('"')
+    return_path = _addresses(_text(message, "Return-Path"))
+    if _MAILER.match(local) or (name and _MAILER.match(name)):
+        return True
+    if return_path and _MAILER.match(return_path[0].partition("@")[0]):
+        return True
+    if _threaded(message) and _REPLY_PREFIX.match(base.subject):
+        # A mission's answer to a letter whose subject has such words in it.
+        return False
+    return bool(_NDR_SUBJECT.search(base.subject))
+
+
+def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: Notice) -> Notice:
+    """A notice in a shape other than RFC 3464, read by flufl.bounce's detectors.
+
+    The address comes from ``X-Failed-Recipients`` or the detectors (Exim,
+    qmail, Yahoo, Exchange, Gmail's old format, "simple" text bounces); the
+    status from an enhanced code in the notice's text, else 5.0.0 for a
+    permanent failure and 4.0.0 for a temporary one.
+    """
+    text = _own_text(message)
+    originals = [p for p in _parts(message) if p.get_content_type() in _ORIGINAL]
+    refers = _unique(
+        [
+            *base.refers_to,
+            *(i for p in originals for i in _original_ids(p)),
+            *(i.lower() for i in _PASTED_ID.findall(text)),
+            *threaded,
+        ]
+    )
+    permanent = list(_unique(_addresses(_text(message, "X-Failed-Recipients"))))
+    temporary: list[str] = []
+    if not permanent:
+        try:
+            found_temporary, found_permanent = all_failures(message)
+        except Exception:  # a detector that fails on hostile mail finds nothing
+            found_temporary, found_permanent = frozenset(), frozenset()
+        permanent = sorted({a for a in map(_detected, found_permanent) if a})
+        temporary = sorted({a for a in map(_detected, found_temporary) if a} - set(permanent))
+    events = []
+    codes = ENHANCED_STATUS.findall(text)
+    for kind, addresses, fallback in (
+        (BOUNCED, permanent, "5.0.0"),
+        (DELAYED, temporary, "4.0.0"),
+    ):
+        status = next((c for c in codes if c[0] == fallback[0]), fallback)
+        for address in addresses:
+            diagnostic = _diagnostic(text, address) or f"the notice says: {base.subject}"
+            events.append(Event(kind, (address,), status, _clean(diagnostic)))
+    problem = (
+        ""
+        if events
+        else (base.problem or "a non-delivery notice in which no failed address can be read")
+    )
+    return replace(base, kind="report", refers_to=refers, events=tuple(events), problem=problem)
+
+
+def _detected(value: object) -> str:
+    """An address flufl.bounce found (bytes or text), bare and in lower case; "" for no address."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    found = _addresses(text)
+    return found[0] if found else ""
+
+
+def _own_text(message: EmailMessage) -> str:
+    """The text of the notice's own text parts (not of a returned message), for people."""
+    pieces: list[str] = []
+    size = 0
+    for part in _parts(message):
+        if part.get_content_maintype() != "text" or part.get_content_type() in _ORIGINAL:
+            continue
+        try:
+            raw = part.get_payload(decode=True)
+        except (ValueError, LookupError, AssertionError):
+            continue
+        if not isinstance(raw, bytes):
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            piece = raw[:_MAX_TEXT_READ].decode(charset, "replace")
+        except LookupError:
+            piece = raw[:_MAX_TEXT_READ].decode("utf-8", "replace")
+        pieces.append(piece)
+        size += len(piece)
+        if size > _MAX_TEXT_READ:
+            break
+    return "\n".join(pieces)[:_MAX_TEXT_READ]
+
+
+def _diagnostic(text: str, address: str) -> str:
+    """The line of the notice's text that names ``address`` with a reason, when there is one."""
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if address in line.lower():
+            around = " ".join(x.strip() for x in lines[number : number + 3] if x.strip())
+            if re.search(r"\d{3}|[245]\.\d", around):
+                return around
+    return ""
 
 
 def automatic(message: Message) -> str:
@@ -154,8 +365,12 @@ def automatic(message: Message) -> str:
     the message is not a mailing list's (no ``List-Id``, ``List-Post`` or
     ``List-Unsubscribe``), as the classic vacation program writes it; and
     ``X-MS-Exchange-Inbox-Rules-Loop``, which Exchange puts on what an inbox
-    rule sends. Not read: ``X-Auto-Response-Suppress``, which Outlook puts
-    on ordinary mail to ask others not to answer automatically.
+    rule sends; ``X-Apple-Action`` (Apple Mail's vacation rule);
+    ``X-Autoresponder`` and ``X-Vacation``. ``X-Auto-Response-Suppress``
+    alone marks nothing (Outlook puts it on ordinary mail to ask others not
+    to answer automatically): only beside an automatic reply's subject
+    ("Automatic reply:", "Out of Office", "Abwesenheitsnotiz", …), which is
+    how Exchange's out-of-office answers come when they carry nothing else.
     """
     submitted = _text(message, "Auto-Submitted").split(";")[0].strip().lower()
     if submitted and submitted != "no":
@@ -173,6 +388,21 @@ def automatic(message: Message) -> str:
         return f"Precedence: {precedence}"
     if "X-MS-Exchange-Inbox-Rules-Loop" in message:
         return "X-MS-Exchange-Inbox-Rules-Loop"
+    apple = _text(message, "X-Apple-Action").lower()
+    if apple:
+        return f"X-Apple-Action: {apple}"
+    for name in ("X-Autoresponder", "X-Vacation", "X-Autoreply-From", "X-Mail-Autoreply"):
+        if _text(message, name):
+            return name
+    subject = _text(message, "Subject")
+    if _AUTO_SUBJECT.match(subject) and (
+        "X-Auto-Response-Suppress" in message
+        or "Thread-Topic" in message
+        or "X-MS-Has-Attach" in message
+        or "X-Google-Original-From" in message
+        or "X-Autogenerated" in message
+    ):
+        return f"an automatic reply's subject ({_clean(subject)[:40]}) from Outlook or Exchange"
     return ""
 
 
@@ -361,7 +591,24 @@ def _date(message: EmailMessage) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         return None
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        moment = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        return None  # a date at the edge of what Python can hold: no date
+    return moment if 1990 <= moment.year < 9000 else None
+
+
+def _sender_address(message: EmailMessage) -> str:
+    """The bare address of From, in lower case ("" when it has none)."""
+    try:
+        header = message.get("From")
+        mailboxes = list(getattr(header, "addresses", ()))
+    except (ValueError, IndexError, TypeError, AttributeError, HeaderParseError):
+        mailboxes = []
+    if mailboxes and "@" in mailboxes[0].addr_spec:
+        return _clean(mailboxes[0].addr_spec.lower())
+    found = _addresses(_text(message, "From"))
+    return found[0] if found else ""
 
 
 def _bytes_of(message: EmailMessage) -> bytes:
@@ -370,6 +617,15 @@ def _bytes_of(message: EmailMessage) -> bytes:
         return message.as_bytes(policy=policy.SMTP)
     except (ValueError, TypeError, LookupError, HeaderParseError):
         return repr(list(message.raw_items())).encode("utf-8", "replace")
+
+
+def clean(text: str) -> str:
+    """Mail's text as it may be shown or written: printable, on one line, not too long.
+
+    Control characters (an escape sequence that retitles a terminal, a line
+    break that starts a new row) become spaces.
+    """
+    return _clean(text)
 
 
 def _clean(text: str) -> str:

@@ -138,6 +138,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     #: The receiving server's verdict on the latest test letter read back by ``outreach inbox``.
     test_letter: Verdict | None = None
+    #: Mail ``outreach inbox`` read that attaches to no letter (``inbox.unmatched_mail``).
+    unmatched_mail: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -338,6 +340,7 @@ def to_data(report: Report) -> dict[str, Any]:
         "never_attempted": [c.id for c in report.never_attempted],
         "notes": report.notes,
         "test_letter": report.test_letter.to_data() if report.test_letter else None,
+        "unmatched_mail": report.unmatched_mail,
     }
 
 
@@ -445,4 +448,19 @@ def to_renderables(report: Report) -> RenderableType:
                 f"\nNever attempted ({len(never)}): " + ", ".join(c.id for c in never), style="dim"
             )
         )
+    parts.extend(_unmatched_mail(report))
     return Group(*parts)
+
+
+def _unmatched_mail(report: Report) -> list[RenderableType]:
+    """Mail that attaches to no letter, each message named: date, sender, subject, why."""
+    if not report.unmatched_mail:
+        return []
+    found: list[RenderableType] = [
+        Text(f"\nMail about no letter ({len(report.unmatched_mail)}), not recorded", style="bold")
+    ]
+    for mail in report.unmatched_mail:
+        head = f"{mail['date'][:16].replace('T', ' ')}  {mail['sender'] or '?'}  {mail['subject']}"
+        found.append(Text(head, no_wrap=True, overflow="ellipsis"))
+        found.append(Padding(Text(f"why: {mail['why']}"), (0, 0, 0, 4)))
+    return found

@@ -69,6 +69,7 @@ PLACEHOLDER_SENDER_NAME = "MAIL_FROM is not set"
 #: Every number a setting holds: its bounds, whether whole, and why the upper bound.
 BOUNDS: dict[str, tuple[float, float, bool, str]] = {
     "SMTP_TIMEOUT": (1, 600, False, "a server silent for ten minutes is down"),
+    "IMAP_DEADLINE": (0.1, 3600, False, "an hour reads any mailbox that can be read"),
     "MAX_MESSAGE_MB": (
         1,
         100,
@@ -113,6 +114,7 @@ KNOWN_SETTINGS: dict[str, str] = {
     "IMAP_TOKEN_COMMAND": "",
     "IMAP_PASSWORD_COMMAND": "",
     "IMAP_FOLDERS": "INBOX",
+    "IMAP_DEADLINE": "300",
     "MAIL_FROM": "",
     "MAIL_FROM_NAME": "",
     "MAIL_REPLY_TO": "",
@@ -214,6 +216,8 @@ class Settings:
     imap_token_command: str = field(default="", repr=False)
     imap_password_command: str = field(default="", repr=False)
     imap_folders: tuple[str, ...] = ("INBOX",)
+    #: Seconds ``outreach inbox`` may spend with the IMAP server in all.
+    imap_deadline: float = 300.0
     #: The settings a provider preset filled in, as ``NAME=value`` (for ``check``).
     preset: tuple[str, ...] = ()
     mail_from: str = ""
@@ -628,6 +632,7 @@ def load_settings(
         imap_token_command=_command(read, "IMAP_TOKEN_COMMAND") or token_command,
         imap_password_command=_command(read, "IMAP_PASSWORD_COMMAND") or password_command,
         imap_folders=folders or ("INBOX",),
+        imap_deadline=read.bounded("IMAP_DEADLINE"),
         preset=tuple(preset),
         mail_from=addresses.get("MAIL_FROM", ""),
         mail_from_name=from_name,

@@ -147,6 +147,27 @@ def empty_dns() -> Iterator[str]:
         yield server.setting
 
 
+#: The tests' Message-ID key: the ids in tests/data/mail/ were made with it.
+TEST_ID_KEY = "0f" * 32
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' own state folder (XDG_STATE_HOME), with the tests' Message-ID key."""
+    folder = tmp_path_factory.mktemp("state")
+    (folder / "outreach").mkdir(mode=0o700)
+    key = folder / "outreach" / "message-id.key"
+    key.write_text(TEST_ID_KEY + "\n", encoding="ascii")
+    key.chmod(0o600)
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_dns: str) -> Path:
     """The tests' contacts and the shipped templates in a folder of its own.

@@ -46,6 +46,9 @@ MISSIONS = "missions.example"
 COALITION = "coalition.example"
 SENDER = f"campaign@{COALITION}"
 PASSWORD = "a mailbox password"
+#: A second sign-in to the same mailbox, whose password is not ASCII.
+UTF8_USER = f"secretariat@{COALITION}"
+UTF8_PASSWORD = "mot de passe très sûr ✓"
 #: The one access token the token service knows: it belongs to SENDER.
 TOKEN = "eyJ0eXAiOiJKV1Qi.a-mailbox-access-token"
 #: Postfix's ``virtual(8)`` delivers as this user; Dovecot reads as it.
@@ -228,6 +231,9 @@ def _dovecot_config(folder: Path, imaps: int, imap: int, tokens: int) -> tuple[P
     (home / "users").write_text(
         f"{SENDER}:{{PLAIN}}{PASSWORD}:{nobody.pw_uid}:{nobody.pw_gid}::"
         f"{folder}/mail/{COALITION}/campaign\n"
+        f"{UTF8_USER}:{{PLAIN}}{UTF8_PASSWORD}:{nobody.pw_uid}:{nobody.pw_gid}::"
+        f"{folder}/mail/{COALITION}/campaign\n",
+        encoding="utf-8",
     )
     (home / "oauth2.conf.ext").write_text(
         f"introspection_mode = auth\n"

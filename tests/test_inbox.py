@@ -130,7 +130,7 @@ def test_every_shape_is_recorded_once_and_the_source_is_untouched(
     assert done.code == 0, done.stderr
     assert "Read 10 messages" in done.stdout
     assert "Recorded:      1 auto-replied, 4 bounced, 2 delayed, 1 replied" in done.stdout
-    assert "Unmatched:     3 bounce(s) matching no letter (--verbose lists them)" in done.stdout
+    assert "Unmatched:     3 message(s) about no letter accepted" in done.stdout
     assert "Other mail:    1 (about no letter)" in done.stdout
     assert inbox_rows(project) == EXPECTED
     again = run_cli("inbox", "--from", str(source), env=sent.env())
@@ -175,18 +175,32 @@ def test_a_lost_position_or_another_export_records_nothing_twice(
     assert len([r for r in read_log(project / "logs" / "send-log.csv") if r.notice_id]) == 8
 
 
-def test_verbose_lists_what_matches_no_letter_and_why(
+def test_every_message_about_no_letter_is_listed_with_why_and_kept_for_the_report(
     run_cli: RunCli, sent: SmtpServer, tmp_path: Path
 ) -> None:
-    done = run_cli("inbox", "--from", str(folder_of_eml(tmp_path)), "--verbose", env=sent.env())
+    exported = folder_of_eml(tmp_path)
+    done = run_cli("inbox", "--from", str(exported), env=sent.env())
     out = done.stdout
-    assert "unknown-message.eml: a bounce of <caf4lunch-not-a-letter@mail.coalition.example>" in out
+    assert ": a bounce of <caf4lunch-not-a-letter@mail.coalition.example>" in out
     assert "which is no letter of the send log" in out
-    assert (
-        "malformed-report.eml: a delivery report whose delivery-status part cannot be read" in out
-    )
-    assert "several-recipients.eml: it names someone-else@missions.example, to which the " in out
+    assert "a delivery report whose delivery-status part cannot be read" in out
+    assert "it names someone-else@missions.example, to which the " in out
     assert "subject: Undelivered Mail Returned to Sender" in out
+    verbose = run_cli("inbox", "--from", str(exported), "-v", env=sent.env())
+    assert "unknown-message.eml" in verbose.stdout
+    table = run_cli("report", env=sent.env()).stdout
+    assert "Mail about no letter (3), not recorded" in table
+    assert "why: a bounce of <caf4lunch-not-a-letter@mail.coalition.example>" in table
+    data = json.loads(run_cli("report", "--format", "json", env=sent.env()).stdout)
+    page = run_cli("report", "--format", "html", env=sent.env()).stdout
+    assert "Mail about no letter (3), not recorded" in page
+    assert "a bounce of &lt;caf4lunch-not-a-letter@mail.coalition.example&gt;" in page
+    whys = sorted(m["why"][:30] for m in data["unmatched_mail"])
+    assert whys == [
+        "a bounce of <caf4lunch-not-a-l",
+        "a delivery report whose delive",
+        "it names someone-else@missions",
+    ]
 
 
 def test_since_reads_only_mail_of_that_day_on(

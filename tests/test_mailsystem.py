@@ -24,7 +24,16 @@ from imapclient import IMAPClient
 from outreach.sendlog import read_log
 from outreach.transport import tls_context
 from tests.conftest import CONTACTS, RunCli
-from tests.mailsystem import COALITION, PASSWORD, SENDER, TOKEN, MailSystem, run_mail_system
+from tests.mailsystem import (
+    COALITION,
+    PASSWORD,
+    SENDER,
+    TOKEN,
+    UTF8_PASSWORD,
+    UTF8_USER,
+    MailSystem,
+    run_mail_system,
+)
 from tests.smtp import free_port
 from tests.test_inbox import counted
 
@@ -241,6 +250,15 @@ def test_a_wrong_password_is_one_line_and_never_shown(
     assert done.stderr.endswith("; check IMAP_USERNAME and IMAP_PASSWORD\n")
     assert done.stderr.count("\n") == 1
     assert "not the password" not in done.stdout + done.stderr
+
+
+def test_a_password_beyond_ascii_signs_in_to_dovecot(
+    run_cli: RunCli, mail_system: MailSystem, a_log: Path
+) -> None:
+    env = mail_system.env(IMAP_USERNAME=UTF8_USER, IMAP_PASSWORD=UTF8_PASSWORD)
+    done = run_cli("inbox", env=env)
+    assert done.code == 0, done.stderr
+    assert "Read " in done.stdout
 
 
 def test_a_folder_that_does_not_exist_is_named(

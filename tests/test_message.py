@@ -314,3 +314,40 @@ def test_the_same_mailbox_twice_in_a_row_gets_one_letter(
     assert "written more than once; each address gets one letter" in result.stderr
     (received,) = smtp_server.received
     assert received.recipients == ["chl@missions.example", "desk@chile.example"]
+
+
+def test_the_message_id_key_is_made_once_kept_private_and_never_guessable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone can compute a hash of campaign and contact id; no one can without the key."""
+    import hashlib
+    import stat
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    first = message_id_for("c", "CHL", "x.org")
+    key = tmp_path / "state" / "outreach" / "message-id.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert re.fullmatch(r"[0-9a-f]{64}\n", key.read_text(encoding="ascii"))
+    made = key.read_bytes()
+    # The same on every call, every retry, every run: exactly-once depends on it.
+    assert message_id_for("c", "CHL", "x.org") == first == message_id_for("c", "chl", "x.org")
+    assert key.read_bytes() == made
+    guessable = f"<{hashlib.sha256(b'c' + bytes(1) + b'CHL').hexdigest()[:32]}.outreach@x.org>"
+    assert first != guessable
+    # Another installation, another key: other ids.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "elsewhere"))
+    assert message_id_for("c", "CHL", "x.org") != first
+
+
+@pytest.mark.parametrize(
+    "content", ["", "not a key\n", "00" * 31 + "\n"], ids=["empty", "text", "short"]
+)
+def test_a_damaged_key_is_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    key = tmp_path / "outreach" / "message-id.key"
+    key.parent.mkdir()
+    key.write_text(content, encoding="ascii")
+    with pytest.raises(MessageError, match=r"message-id\.key: not a key outreach wrote"):
+        message_id_for("c", "CHL", "x.org")

@@ -18,10 +18,14 @@ from outreach.notices import (
     AUTO_REPLIED,
     BOUNCED,
     DELAYED,
+    MAX_NOTICE_BYTES,
     REPLIED,
     Notice,
+    Unreadable,
     automatic,
+    clean,
     parse,
+    read_bytes,
     read_notice,
 )
 
@@ -262,3 +266,115 @@ def test_a_message_cut_short_anywhere_is_read_without_an_error(name: str) -> Non
         for damaged in (data[:cut], data[:cut] + b"\xff\xfe\x00garbage\r\n", data[cut:]):
             notice = read_notice(parse(damaged), damaged)
             assert notice.notice_id.startswith("<")
+
+
+# -- the shapes of other mail systems (tests/data/mail/shapes/) ---------------------------
+
+SHAPES = MAIL / "shapes"
+
+
+def shape(name: str) -> Notice:
+    data = (SHAPES / name).read_bytes()
+    return read_notice(parse(data), data)
+
+
+@pytest.mark.parametrize(
+    ("name", "contact_id", "recipient", "status"),
+    [
+        pytest.param("exim.eml", "BRA", "bra@missions.example", "5.1.1", id="exim"),
+        pytest.param("sendmail.eml", "KEN", "ken@missions.example", "5.1.1", id="sendmail"),
+        pytest.param("qmail.eml", "JPN", "jpn@missions.example", "5.1.1", id="qmail"),
+        pytest.param("yahoo.eml", "MEX", "mex@missions.example", "5.1.1", id="yahoo"),
+        pytest.param(
+            "exchange-2003.eml", "CHL", "chl@missions.example", "5.0.0", id="exchange-2003"
+        ),
+        pytest.param("re-bounce.eml", "FRA", "fra@missions.example", "5.1.1", id="re-bounce"),
+        pytest.param("gmail-old.eml", None, "deu@missions.example", "5.1.1", id="gmail-old"),
+    ],
+)
+def test_a_bounce_in_any_shape_names_the_failed_address_and_the_letter_it_returns(
+    name: str, contact_id: str | None, recipient: str, status: str
+) -> None:
+    """The original pasted as text, the status in the text only, a "Re:" subject: a bounce."""
+    notice = shape(name)
+    assert notice.kind == "report"
+    assert notice.refers_to == ((letter_id(contact_id),) if contact_id else ())
+    [event] = notice.events
+    assert (event.kind, event.recipients, event.status) == (BOUNCED, (recipient,), status)
+    assert "\n" not in event.text
+
+
+@pytest.mark.parametrize(
+    ("name", "contact_id", "why"),
+    [
+        pytest.param("exchange-auto-reply.eml", None, "automatic reply", id="exchange"),
+        pytest.param("apple-vacation.eml", "JPN", "X-Apple-Action: vacation", id="apple"),
+        pytest.param("gmail-vacation.eml", "MEX", "Auto-Submitted: auto-replied", id="gmail"),
+    ],
+)
+def test_an_automatic_reply_is_known_by_the_headers_its_responder_writes(
+    name: str, contact_id: str | None, why: str
+) -> None:
+    notice = shape(name)
+    assert notice.kind == "answer"
+    assert [e.kind for e in notice.events] == [AUTO_REPLIED]
+    assert notice.refers_to == ((letter_id(contact_id),) if contact_id else ())
+    assert why in automatic(parse((SHAPES / name).read_bytes()))
+
+
+def test_a_mailing_lists_rejection_is_no_answer_though_it_says_re_and_names_the_letter() -> None:
+    notice = shape("list-rejection.eml")
+    assert notice.kind == "list"
+    assert notice.events == ()
+    assert "mailing list" in notice.problem
+
+
+def test_a_message_from_a_mission_without_in_reply_to_is_an_answer_naming_its_sender() -> None:
+    notice = shape("plain-answer.eml")
+    assert notice.kind == "answer"
+    assert notice.refers_to == ()
+    assert notice.address == "chl@missions.example"
+    assert [e.kind for e in notice.events] == [REPLIED]
+
+
+@pytest.mark.parametrize(
+    "date",
+    ["Fri, 31 Dec 9999 23:59:59 -0100", "Thu, 1 Jan 1970 00:00:00 +1400", "Sat, 1 Jan 1900 0:0 Z"],
+    ids=["year-9999", "before-1970-utc", "year-1900"],
+)
+def test_a_date_out_of_range_is_no_date(date: str) -> None:
+    data = (SHAPES / "plain-answer.eml").read_bytes()
+    data = data.replace(b"Sat, 28 Nov 2026 09:16:00 -0500", date.encode())
+    assert read_notice(parse(data), data).date is None
+
+
+def nested(depth: int) -> bytes:
+    """A message whose MIME parts are nested ``depth`` levels deep."""
+    head = b"From: x@missions.example\r\nSubject: deep\r\n"
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n)
+        for n in range(depth)
+    )
+    closing = b"".join(b"\r\n--b%d--\r\n" % n for n in reversed(range(depth)))
+    return head + opening + b"Content-Type: text/plain\r\n\r\nhello" + closing
+
+
+def test_a_message_nested_thousands_deep_or_too_large_is_unreadable_not_a_crash() -> None:
+    with pytest.raises(Unreadable, match="nested MIME parts"):
+        read_bytes(nested(3000))
+    assert read_bytes(nested(5)).kind == "answer"
+    with pytest.raises(Unreadable, match="larger than"):
+        read_bytes(b"Subject: big\r\n\r\n" + b"x" * (MAX_NOTICE_BYTES + 1))
+
+
+def test_printed_text_from_mail_holds_no_control_character() -> None:
+    assert clean("\x1b]0;owned\x07subject\r\nBcc: x") == "]0;owned subject Bcc: x"
+
+
+def test_an_answer_to_a_letter_whose_subject_sounds_like_a_bounce_is_an_answer() -> None:
+    """A letter titled "Delivery problems in humanitarian aid": its answers are answers."""
+    data = (MAIL / "reply.eml").read_bytes()
+    data = data.replace(b"Subject: RE: Request", b"Subject: RE: Delivery problems; Request", 1)
+    notice = read_notice(parse(data), data)
+    assert notice.kind == "answer"
+    assert [e.kind for e in notice.events] == [REPLIED]
