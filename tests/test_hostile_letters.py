@@ -401,15 +401,6 @@ def test_a_template_cannot_reach_python_internals(
 @pytest.mark.parametrize(
     ("expression", "expected"),
     [
-        pytest.param(
-            "'a' * 100000000",
-            "not allowed in a template (repeating a value 100000000 times would make it "
-            "longer than 1,000,000 characters)",
-            id="huge-string",
-        ),
-        pytest.param(
-            "signatories * 10000000", "not allowed in a template (repeating a value", id="huge-list"
-        ),
         pytest.param("2 ** 100000000", "not allowed in a template (the power", id="huge-power"),
         pytest.param("range(10**9)|list", "OverflowError: Range too big", id="huge-range"),
         pytest.param("1 / 0", "ZeroDivisionError: division by zero", id="division-by-zero"),
@@ -429,57 +420,58 @@ def test_an_included_template_that_is_missing_is_named(story: Story) -> None:
 
 
 @pytest.mark.parametrize(
-    ("template", "expected"),
+    "template",
     [
-        pytest.param("{{ 'a'|center(10**12) }}", "the center filter was given", id="center"),
-        pytest.param("{{ 'a'|indent(10**12) }}", "the indent filter was given", id="indent"),
-        pytest.param("{{ '%*s'|format(10**12, 'a') }}", "the format filter was given", id="format"),
-        pytest.param("{{ '%999999999999s'|format('a') }}", "a format width", id="format-width"),
-        pytest.param("{{ '%*s' % (10**12, 'a') }}", "a % format was given", id="percent"),
-        pytest.param("{{ 'a'.ljust(10**12) }}", "ljust was given", id="ljust"),
-        pytest.param("{{ '{:>999999999999}'.format('a') }}", "a format width", id="str-format"),
-        pytest.param(
-            "{{ ('a' * 1000000).replace('a', 'aaaaaaaaaa') }}", "replace would make", id="replace"
-        ),
-        pytest.param("{{ lipsum(n=10**7) }}", "lipsum was given", id="lipsum"),
-        pytest.param("{{ signatories|slice(10**9) }}", "the slice filter was given", id="slice"),
+        pytest.param("{{ 'a' * 100000000 }}", id="huge-string"),
+        pytest.param("{{ signatories * 10000000 }}", id="huge-list"),
+        pytest.param("{{ 'a'|center(10**12) }}", id="center"),
+        pytest.param("{{ 'a'|indent(10**12) }}", id="indent"),
+        pytest.param("{{ '%*s'|format(10**12, 'a') }}", id="format"),
+        pytest.param("{{ '%999999999999s'|format('a') }}", id="format-width"),
+        pytest.param("{{ '%*s' % (10**12, 'a') }}", id="percent"),
+        pytest.param("{{ 'a'.ljust(10**12) }}", id="ljust"),
+        pytest.param("{{ '{:>999999999999}'.format('a') }}", id="str-format"),
+        pytest.param("{{ ('a' * 1000000).replace('a', 'aaaaaaaaaa') }}", id="replace"),
+        pytest.param("{{ lipsum(n=10**7) }}", id="lipsum"),
+        pytest.param("{{ signatories|slice(10**9)|list }}", id="slice"),
         pytest.param(
             "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
-            "it writes more than 2,000,000 characters",
             id="loops-that-write",
         ),
         pytest.param(
             "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-            "it takes longer than",
             id="loops-that-spin",
         ),
         pytest.param(
             "{% macro again(n) %}{{ again(n + 1) }}{% endmacro %}{{ again(0) }}",
-            "calls itself too deeply",
             id="recursive-macro",
         ),
         pytest.param(
             "{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
             "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
-            "too large to render",
             id="doubling-in-a-loop",
+        ),
+        pytest.param(
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
+            "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            id="doubling-that-writes-little",
         ),
     ],
 )
 def test_a_template_that_would_exhaust_memory_or_time_is_refused_naming_it(
-    story: Story, template: str, expected: str, monkeypatch: pytest.MonkeyPatch
+    story: Story, template: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One clear line naming the template, exit 2, nothing sent.
 
-    Only the loop that writes nothing is stopped by the clock (2 s here); for
-    every other case the clock is out of reach, so that the limit that must
-    stop it does, however busy the machine.
+    Memory (``MAX_MEMORY``), time (``MAX_SECONDS``, 2 s here) and the size
+    of what it writes bound every render: whichever a bomb meets first stops
+    it, so the outcome is the same on a busy machine.
     """
-    spins = "it takes longer than" in expected
-    monkeypatch.setattr("outreach.render.MAX_SECONDS", 2.0 if spins else 3600.0)
+    monkeypatch.setattr("outreach.render.MAX_SECONDS", 2.0)
     (story.project / "templates/en/letter.txt.j2").write_text(template + "\n")
     errors = story.refused(story.send())
     assert any(
-        "templates/en/letter.txt.j2" in e and "too large to render" in e for e in errors
-    ) or (any("calls itself too deeply" in e for e in errors)), errors
-    assert any(expected in e for e in errors), errors
+        "templates/en/letter.txt.j2" in e
+        and ("too large to render" in e or "calls itself too deeply" in e)
+        for e in errors
+    ), errors
