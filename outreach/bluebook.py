@@ -26,9 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from outreach.addresses import AddressError, is_placeholder, split_list, validat
 from outreach.contacts import DELIMITERS, load_contacts, read_table
 from outreach.contacts import MAX_FILE_BYTES as MAX_CONTACTS_BYTES
 from outreach.errors import ContactsError, OutreachError
+from outreach.files import write_atomically
 from outreach.sendlog import contact_key
 
 #: The Blue Book's data.json is a few MB; anything this large is another file,
@@ -221,40 +220,26 @@ class Merge:
         # A contacts file that is a link (to a shared folder, say) stays one:
         # the file it points to is the one replaced.
         target = self.path.resolve()
-        try:
-            handle, name = tempfile.mkstemp(
-                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-            )
-        except OSError as err:
-            raise ContactsError(
-                f"{self.path}: cannot be written ({err.strerror}); nothing was changed"
-            ) from err
-        temporary = Path(name)
-        try:
+
+        def loads(written: Path) -> None:
             try:
-                with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-                    file.write(self.text())
-                    file.flush()
-                    os.fsync(file.fileno())
-            except OSError as err:
-                raise ContactsError(
-                    f"{self.path}: cannot be written ({err.strerror}); nothing was changed"
-                ) from err
-            try:
-                load_contacts(temporary)
+                load_contacts(written)
             except ContactsError as err:
                 raise ContactsError(
                     *(
-                        p.replace(str(temporary), f"{self.path} (as merged)")
+                        p.replace(str(written), f"{self.path} (as merged)")
                         + "; nothing was changed"
                         for p in err.problems
                     )
                 ) from err
-            if target.exists():
-                os.chmod(temporary, target.stat().st_mode & 0o777)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
+
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o600
+        try:
+            write_atomically(target, self.text().encode("utf-8"), mode=mode, check=loads)
+        except OSError as err:
+            raise ContactsError(
+                f"{self.path}: cannot be written ({err.strerror}); nothing was changed"
+            ) from err
 
 
 # --- the States and their names --------------------------------------------------------

@@ -53,6 +53,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
+from outreach.files import write_atomically
 from outreach.ledger import Ledger
 from outreach.notices import (
     MAX_NOTICE_BYTES,
@@ -535,21 +536,10 @@ class Positions:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write ``path`` whole: the old file or the new one on the disk, never half of one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write ``path`` whole (``files.write_atomically``), or say why it cannot be."""
     try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        folder_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder_fd)
-        finally:
-            os.close(folder_fd)
+        write_atomically(path, text.encode("utf-8"))
     except OSError as err:
-        temporary.unlink(missing_ok=True)
         raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err
 
 

@@ -16,11 +16,9 @@ nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import secrets
 import socket
 import ssl
 import stat
@@ -33,6 +31,7 @@ import msal  # type: ignore[import-untyped]
 from msal.exceptions import MsalServiceError  # type: ignore[import-untyped]
 
 from outreach.errors import OutreachError, SettingsError
+from outreach.files import write_atomically
 from outreach.settings import Settings
 
 SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
@@ -314,33 +313,15 @@ def _load(path: Path) -> tuple[Any, str]:
 def _write(path: Path, data: bytes) -> None:
     """Replace ``path`` whole with ``data``, in a file that only this user could ever read.
 
-    The new file is created under a temporary name with mode 0600 from its
-    first moment (``O_EXCL``: never a file someone else prepared), written,
-    synced, and renamed over the old one; its folder is made 0700.
+    The new file is mode 0600 from its first moment (``files.write_atomically``);
+    its folder is made 0700.
     """
     folder = path.parent
-    temporary = folder / f".{path.name}.{secrets.token_hex(8)}"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if stat.S_IMODE(folder.stat().st_mode) != 0o700:
             folder.chmod(0o700)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        descriptor = os.open(temporary, flags, 0o600)
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            raise
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)  # the rename itself survives a power cut
-        finally:
-            os.close(descriptor)
+        write_atomically(path, data, mode=0o600)
     except OSError as err:
         raise SignInError(
             f"{path}: cannot be written ({err.strerror or err}): the sign-in is kept in this "

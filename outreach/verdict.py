@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC
 from email.message import EmailMessage
@@ -41,6 +40,7 @@ import authres
 
 from outreach.addresses import organisational_domain
 from outreach.errors import SendLogError
+from outreach.files import write_atomically
 
 VERDICT_FILE = "test-letter.json"
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
@@ -330,19 +330,8 @@ def record_verdict(log_dir: Path, verdicts: list[Verdict]) -> Verdict | None:
         return kept
     path = log_dir / VERDICT_FILE
     text = json.dumps({"version": 1, "verdict": newest.to_data()}, indent=2, sort_keys=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        folder = os.open(log_dir, os.O_RDONLY)
-        try:
-            os.fsync(folder)  # the rename itself on the disk
-        finally:
-            os.close(folder)
+        write_atomically(path, (text + "\n").encode("utf-8"))
     except OSError as err:
-        temporary.unlink(missing_ok=True)
         raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err
     return newest
