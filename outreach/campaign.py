@@ -59,6 +59,7 @@ from outreach.sending import (
     Outcome,
     Plan,
     Sender,
+    Unbuilt,
     make_plan,
     refuse_placeholders,
     repeat_problem,
@@ -380,15 +381,25 @@ class Campaign:
 
     def _letters(
         self, deliveries: Iterable[Delivery], clock: Clock
-    ) -> Iterator[tuple[Delivery, Letter]]:
-        """Each delivery's letter, composed as it is about to go (its Date is the send time)."""
+    ) -> Iterator[tuple[Delivery, Letter | Unbuilt]]:
+        """Each delivery's letter, composed as it is about to go (its Date is the send time).
+
+        Every letter was checked before the run; one that can no longer be
+        built (a contact's file replaced by one too large, or deleted, since)
+        comes as ``Unbuilt``: letters have gone already, so stopping the run
+        would leave the rest unsent for one file.
+        """
         for delivery in deliveries:
-            _, letter = self.compose(
-                delivery.contact,
-                now=clock.now(),
-                message_id=delivery.message_id,
-                original=delivery.original,
-            )
+            try:
+                _, letter = self.compose(
+                    delivery.contact,
+                    now=clock.now(),
+                    message_id=delivery.message_id,
+                    original=delivery.original,
+                )
+            except OutreachError as err:
+                yield delivery, Unbuilt("; ".join(err.problems))
+                continue
             yield delivery, letter
 
     def test_send(self, to: str, contact: Contact, *, clock: Clock | None = None) -> LogRow:

@@ -413,13 +413,17 @@ def _confirmed(
 
 
 def _print_outcome(outcome: Outcome, log: Path) -> None:
-    counts = ", ".join(f"{outcome.counts[s]} {s}" for s in FINAL if outcome.counts[s])
-    click.echo(f"Done: {counts or 'nothing sent'}.")
+    parts = [f"{outcome.counts[s]} {s}" for s in FINAL if outcome.counts[s]]
+    if outcome.unbuilt:
+        parts.append(f"{len(outcome.unbuilt)} not sent")
+    click.echo(f"Done: {', '.join(parts) or 'nothing sent'}.")
     if outcome.rate_per_minute is not None:
         click.echo(f"Rate: {outcome.rate_per_minute:.1f} a minute")
     for row in outcome.problems:
         code = f" {row.smtp_code}" if row.smtp_code else ""
         click.echo(f"  {row.contact_id} {row.email}: {row.status}{code} {row.smtp_reply}".rstrip())
+    for contact_id, why in outcome.unbuilt:
+        click.echo(f"  {contact_id}: not sent: its letter could not be built: {why}; still owed")
     if outcome.stopped:
         click.echo(f"Stopped: {outcome.stopped}")
     click.echo(f"Send log: {log}")
@@ -515,9 +519,10 @@ def send(
     """Send the letters over SMTP, each exactly once, and record each in the send log.
 
     A rerun sends only what is still owed. Exit status: 0 when every letter
-    attempted was sent, 1 when any failed, was deferred or is ambiguous, 2
-    for a problem with the settings or the input (nothing sent), 130 or 143
-    when stopped by Ctrl-C or SIGTERM.
+    attempted was sent, 1 when any failed, was deferred or is ambiguous (or
+    could not be built mid-run: it stays owed), 2 for a problem with the
+    settings or the input (nothing sent), 130 or 143 when stopped by Ctrl-C
+    or SIGTERM.
     """
     clock: Clock = ctx.obj["clock"]
     campaign = _campaign(ctx, follow_up_of)

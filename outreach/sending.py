@@ -328,6 +328,8 @@ class Outcome:
     starts: list[datetime] = field(default_factory=list)
     #: Letters of the plan this run did not finish (stopped or interrupted).
     owed: int = 0
+    #: Letters that could not be built when their turn came: (contact id, why).
+    unbuilt: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def attempted(self) -> int:
@@ -340,6 +342,19 @@ class Outcome:
     @property
     def rate_per_minute(self) -> float | None:
         return rate_per_minute(self.starts)
+
+
+@dataclass(frozen=True)
+class Unbuilt:
+    """A letter that could not be built when its turn came, and why.
+
+    Everything is checked before the first letter goes; a file can still be
+    replaced or deleted while the run goes on. That letter is not sent and
+    no row is written for it, so it stays owed; the run goes on with the
+    others, and the summary names it.
+    """
+
+    why: str
 
 
 class Terminated(BaseException):
@@ -419,11 +434,12 @@ class Sender:
         self._stop = threading.Event()
         self._room = plan.daily_room
 
-    def run(self, letters: Iterable[tuple[Delivery, Letter]]) -> Outcome:
+    def run(self, letters: Iterable[tuple[Delivery, Letter | Unbuilt]]) -> Outcome:
         """Send ``letters`` (each with its delivery, in the plan's order); what became of them.
 
-        Ctrl-C or SIGTERM stops the run once the letter on the wire is
-        logged, and raises ``Interrupted`` with the outcome so far.
+        A letter that could not be built (``Unbuilt``) is not sent and stays
+        owed; the others go. Ctrl-C or SIGTERM stops the run once the letter
+        on the wire is logged, and raises ``Interrupted`` with the outcome so far.
         """
         connection = Connection(self.server)
         with stopped_by_signals(self._stop) as received:
@@ -437,6 +453,10 @@ class Sender:
                 for delivery, letter in letters:
                     if self._stop.is_set():
                         break
+                    if isinstance(letter, Unbuilt):
+                        self.outcome.unbuilt.append((delivery.contact.id, letter.why))
+                        self.progress("not sent")
+                        continue
                     self._deliver(connection, delivery, letter)
             finally:
                 self.outcome.owed = len(self.plan.to_send) - self.outcome.attempted
