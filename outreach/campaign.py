@@ -331,13 +331,17 @@ class Campaign:
         lists the addresses that already got a letter with the same subject,
         in any campaign of the log (``plan.repeats``): ``send`` refuses them
         unless ``allow_repeat``. A letter that bounced goes again only with
-        ``retry_bounced``, and only to an address that changed.
+        ``retry_bounced``, and only to an address that changed. A send log
+        that is new while the server is not on this machine is flagged
+        (``plan.send_log_is_new``): the letters may have gone from another
+        computer, whose send log this one lacks.
         """
         require_for_sending(self.settings)
         chosen = list(self.contacts) if contacts is None else list(contacts)
+        rows = log.rows()
         plan = make_plan(
             chosen,
-            Ledger(log.rows()),
+            Ledger(rows),
             self.settings,
             now=now or SystemClock().now(),
             subject_of=self._subject_of,
@@ -348,7 +352,11 @@ class Campaign:
             retry_bounced=retry_bounced,
             do_not_contact=self.do_not_contact,
         )
-        refuse_placeholders(plan.to_send, Server.from_settings(self.settings))
+        server = Server.from_settings(self.settings)
+        refuse_placeholders(plan.to_send, server)
+        if not rows and not is_loopback(server.host):
+            # A fresh clone on a second computer knows nothing of what the first sent.
+            plan = dataclasses.replace(plan, send_log_is_new=True)
         if self.settings.follow_up_of:
             from outreach.inbox import last_read
 

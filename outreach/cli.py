@@ -380,7 +380,13 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         else settings.mail_from
     )
     click.echo(f"From:          {sender}")
-    click.echo(f"Send log:      {settings.send_log}")
+    if plan.send_log_is_new:
+        click.echo(
+            f"Send log:      no send log at {settings.send_log}: if letters of this campaign "
+            "went from another computer, copy its send log here first"
+        )
+    else:
+        click.echo(f"Send log:      {settings.send_log}")
 
 
 def _print_repeats(plan: Plan) -> None:

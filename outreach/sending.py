@@ -116,6 +116,10 @@ class Plan:
     not_followed_up: dict[str, list[str]] = field(default_factory=dict)
     #: For a follow-up: when ``outreach inbox`` last read the replies and bounces.
     inbox_read_at: datetime | None = None
+    #: The send log is new (no file, or empty) and the server is a real one:
+    #: on a second computer, every letter already sent from the first would
+    #: be planned again.
+    send_log_is_new: bool = False
 
     @property
     def contacts(self) -> list[Contact]:
