@@ -39,6 +39,7 @@ from outreach.attachments import load as load_attachment
 from outreach.checks import CheckResult, SpamChecker, check_campaign
 from outreach.clock import Clock, SystemClock
 from outreach.contacts import Contact, ContactList, load_contacts
+from outreach.credentials import PasswordPrompt
 from outreach.donotcontact import DoNotContact, load_do_not_contact
 from outreach.errors import (
     DeliveryError,
@@ -101,6 +102,8 @@ class Campaign:
     attachments: tuple[Attachment, ...] = ()
     #: For a follow-up: the send log as it was at open, for each contact's first letter.
     ledger: Ledger = field(default_factory=lambda: Ledger(()))
+    #: Gives the password at sign-in, when no setting does (a prompt).
+    ask_password: PasswordPrompt | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Campaign:
@@ -134,9 +137,17 @@ class Campaign:
         return cls(settings, contacts, renderer, do_not_contact, tuple(files), ledger)
 
     def with_password(self, password: str) -> Campaign:
-        """The same campaign, logging in with ``password`` (asked for at a prompt)."""
+        """The same campaign, logging in with ``password``, given up front."""
         settings = dataclasses.replace(self.settings, smtp_password=Secret(password))
         return dataclasses.replace(self, settings=settings)
+
+    def asking_password(self, ask: PasswordPrompt) -> Campaign:
+        """The same campaign, ``ask`` giving the password at sign-in when no setting does.
+
+        It is called once the server's certificate is checked, and only for
+        a run that connects: never for one that sends nothing.
+        """
+        return dataclasses.replace(self, ask_password=ask)
 
     def select(
         self, only: Sequence[str] = (), limit: int | None = None, *, keep_held: bool = False
@@ -384,7 +395,9 @@ class Campaign:
         if plan.repeats and not plan.allow_repeat:
             raise RepeatError(repeat_problem(plan))
         clock = clock or SystemClock()
-        sender = Sender(self.settings, plan, log, clock, progress=progress)
+        sender = Sender(
+            self.settings, plan, log, clock, progress=progress, ask_password=self.ask_password
+        )
         return sender.run(self._letters(plan.to_send, clock))
 
     def _letters(
@@ -424,7 +437,7 @@ class Campaign:
             raise OutreachError(f"--to {address}: a reserved domain, which no server can deliver")
         clock = clock or SystemClock()
         _, letter = self.compose(contact, now=clock.now(), test_to=address)
-        connection = Connection(Server.from_settings(self.settings))
+        connection = Connection(Server.from_settings(self.settings, self.ask_password))
         with self.open_log() as log:
             try:
                 attempt = connection.send(letter, letter.recipients, lambda: None)
@@ -540,6 +553,7 @@ def read_inbox(
     since: date | None = None,
     *,
     clock: Clock | None = None,
+    ask_password: PasswordPrompt | None = None,
 ) -> InboxResult:
     """What came back to the mailbox the letters were sent from, into the send log.
 
@@ -548,7 +562,11 @@ def read_inbox(
     file); ``since`` reads only mail from that day on. Bounces, delays and
     answers that match a letter of the send log are appended to it; nothing
     is recorded twice however often it runs (see ``outreach.inbox``).
+    ``ask_password`` gives the mailbox's password when no setting does: it
+    is called once the server's certificate is checked.
     """
     from outreach import inbox  # IMAP is imported by the commands that read a mailbox
 
-    return inbox.read_inbox(settings, source=source, since=since, clock=clock)
+    return inbox.read_inbox(
+        settings, source=source, since=since, clock=clock, ask_password=ask_password
+    )

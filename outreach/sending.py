@@ -31,6 +31,7 @@ from tenacity import (
 from outreach.addresses import is_loopback, is_placeholder
 from outreach.clock import Clock
 from outreach.contacts import Contact
+from outreach.credentials import PasswordPrompt
 from outreach.donotcontact import DoNotContact
 from outreach.errors import DeliveryError, OutreachError
 from outreach.ledger import NEVER_GOT_IT, Ledger, Original
@@ -426,12 +427,13 @@ class Sender:
         clock: Clock,
         *,
         progress: Callable[[str], None] = lambda status: None,
+        ask_password: PasswordPrompt | None = None,
     ) -> None:
         self.settings = settings
         self.plan = plan
         self.log = log
         self.clock = clock
-        self.server = Server.from_settings(settings)
+        self.server = Server.from_settings(settings, ask_password)
         self.limiter = RateLimiter(settings.send_rate_per_minute, clock)
         self.progress = progress
         self.outcome = Outcome()
@@ -446,14 +448,14 @@ class Sender:
         on the wire is logged, and raises ``Interrupted`` with the outcome so far.
         """
         connection = Connection(self.server)
+        # A wrong host, password or certificate stops the run here, with nothing
+        # sent. Ctrl-C still stops at once: a password prompt may be waiting.
+        try:
+            connection.open()
+        except Unreachable as err:
+            raise DeliveryError(f"cannot connect to {self.server.name}: {err.reply}") from None
         with stopped_by_signals(self._stop) as received:
             try:
-                try:
-                    connection.open()  # a wrong host, password or certificate stops the run here
-                except Unreachable as err:
-                    raise DeliveryError(
-                        f"cannot connect to {self.server.name}: {err.reply}"
-                    ) from None
                 for delivery, letter in letters:
                     if self._stop.is_set():
                         break
