@@ -269,3 +269,21 @@ def test_at_a_terminal_the_mailbox_password_is_asked_once_tls_is_up(
     assert shown.stdout.count(prompt) == 1
     assert "Recorded:      1 replied" in shown.stdout
     assert behaviour.sign_ins == [("LOGIN", "campaign@coalition.example", "imap-secret")]
+
+
+def test_at_a_terminal_no_password_typed_is_one_line_and_nothing_is_sent(
+    project: Path, starttls_server: SmtpServer
+) -> None:
+    """Ctrl-D at the question: the run stops there, saying so, with nothing sent."""
+    shown = run_in_terminal(
+        ["send", "--only", "CHL"],
+        project,
+        secured_env(starttls_server, "starttls"),
+        {"Send 1 letter now?": "y", PROMPT: "\x04"},
+    )
+    assert shown.code == 2, shown.stdout
+    assert f"Error: no password typed for {USERNAME} at 127.0.0.1: nothing was sent" in (
+        shown.stdout
+    )
+    assert "Traceback" not in shown.stdout
+    assert starttls_server.received == []
