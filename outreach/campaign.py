@@ -39,6 +39,7 @@ from outreach.attachments import load as load_attachment
 from outreach.checks import CheckResult, SpamChecker, check_campaign
 from outreach.clock import Clock, SystemClock
 from outreach.contacts import Contact, ContactList, load_contacts
+from outreach.credentials import PasswordPrompt
 from outreach.donotcontact import DoNotContact, load_do_not_contact
 from outreach.errors import (
     DeliveryError,
@@ -59,6 +60,7 @@ from outreach.sending import (
     Outcome,
     Plan,
     Sender,
+    Unbuilt,
     make_plan,
     refuse_placeholders,
     repeat_problem,
@@ -100,6 +102,8 @@ class Campaign:
     attachments: tuple[Attachment, ...] = ()
     #: For a follow-up: the send log as it was at open, for each contact's first letter.
     ledger: Ledger = field(default_factory=lambda: Ledger(()))
+    #: Gives the password at sign-in, when no setting does (a prompt).
+    ask_password: PasswordPrompt | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Campaign:
@@ -133,9 +137,17 @@ class Campaign:
         return cls(settings, contacts, renderer, do_not_contact, tuple(files), ledger)
 
     def with_password(self, password: str) -> Campaign:
-        """The same campaign, logging in with ``password`` (asked for at a prompt)."""
+        """The same campaign, logging in with ``password``, given up front."""
         settings = dataclasses.replace(self.settings, smtp_password=Secret(password))
         return dataclasses.replace(self, settings=settings)
+
+    def asking_password(self, ask: PasswordPrompt) -> Campaign:
+        """The same campaign, ``ask`` giving the password at sign-in when no setting does.
+
+        It is called once the server's certificate is checked, and only for
+        a run that connects: never for one that sends nothing.
+        """
+        return dataclasses.replace(self, ask_password=ask)
 
     def select(
         self, only: Sequence[str] = (), limit: int | None = None, *, keep_held: bool = False
@@ -330,13 +342,17 @@ class Campaign:
         lists the addresses that already got a letter with the same subject,
         in any campaign of the log (``plan.repeats``): ``send`` refuses them
         unless ``allow_repeat``. A letter that bounced goes again only with
-        ``retry_bounced``, and only to an address that changed.
+        ``retry_bounced``, and only to an address that changed. A send log
+        that is new while the server is not on this machine is flagged
+        (``plan.send_log_is_new``): the letters may have gone from another
+        computer, whose send log this one lacks.
         """
         require_for_sending(self.settings)
         chosen = list(self.contacts) if contacts is None else list(contacts)
+        rows = log.rows()
         plan = make_plan(
             chosen,
-            Ledger(log.rows()),
+            Ledger(rows),
             self.settings,
             now=now or SystemClock().now(),
             subject_of=self._subject_of,
@@ -347,7 +363,11 @@ class Campaign:
             retry_bounced=retry_bounced,
             do_not_contact=self.do_not_contact,
         )
-        refuse_placeholders(plan.to_send, Server.from_settings(self.settings))
+        server = Server.from_settings(self.settings)
+        refuse_placeholders(plan.to_send, server)
+        if not rows and not is_loopback(server.host):
+            # A fresh clone on a second computer knows nothing of what the first sent.
+            plan = dataclasses.replace(plan, send_log_is_new=True)
         if self.settings.follow_up_of:
             from outreach.inbox import last_read
 
@@ -375,20 +395,32 @@ class Campaign:
         if plan.repeats and not plan.allow_repeat:
             raise RepeatError(repeat_problem(plan))
         clock = clock or SystemClock()
-        sender = Sender(self.settings, plan, log, clock, progress=progress)
+        sender = Sender(
+            self.settings, plan, log, clock, progress=progress, ask_password=self.ask_password
+        )
         return sender.run(self._letters(plan.to_send, clock))
 
     def _letters(
         self, deliveries: Iterable[Delivery], clock: Clock
-    ) -> Iterator[tuple[Delivery, Letter]]:
-        """Each delivery's letter, composed as it is about to go (its Date is the send time)."""
+    ) -> Iterator[tuple[Delivery, Letter | Unbuilt]]:
+        """Each delivery's letter, composed as it is about to go (its Date is the send time).
+
+        Every letter was checked before the run; one that can no longer be
+        built (a contact's file replaced by one too large, or deleted, since)
+        comes as ``Unbuilt``: letters have gone already, so stopping the run
+        would leave the rest unsent for one file.
+        """
         for delivery in deliveries:
-            _, letter = self.compose(
-                delivery.contact,
-                now=clock.now(),
-                message_id=delivery.message_id,
-                original=delivery.original,
-            )
+            try:
+                _, letter = self.compose(
+                    delivery.contact,
+                    now=clock.now(),
+                    message_id=delivery.message_id,
+                    original=delivery.original,
+                )
+            except OutreachError as err:
+                yield delivery, Unbuilt("; ".join(err.problems))
+                continue
             yield delivery, letter
 
     def test_send(self, to: str, contact: Contact, *, clock: Clock | None = None) -> LogRow:
@@ -405,7 +437,7 @@ class Campaign:
             raise OutreachError(f"--to {address}: a reserved domain, which no server can deliver")
         clock = clock or SystemClock()
         _, letter = self.compose(contact, now=clock.now(), test_to=address)
-        connection = Connection(Server.from_settings(self.settings))
+        connection = Connection(Server.from_settings(self.settings, self.ask_password))
         with self.open_log() as log:
             try:
                 attempt = connection.send(letter, letter.recipients, lambda: None)
@@ -521,6 +553,7 @@ def read_inbox(
     since: date | None = None,
     *,
     clock: Clock | None = None,
+    ask_password: PasswordPrompt | None = None,
 ) -> InboxResult:
     """What came back to the mailbox the letters were sent from, into the send log.
 
@@ -529,7 +562,11 @@ def read_inbox(
     file); ``since`` reads only mail from that day on. Bounces, delays and
     answers that match a letter of the send log are appended to it; nothing
     is recorded twice however often it runs (see ``outreach.inbox``).
+    ``ask_password`` gives the mailbox's password when no setting does: it
+    is called once the server's certificate is checked.
     """
     from outreach import inbox  # IMAP is imported by the commands that read a mailbox
 
-    return inbox.read_inbox(settings, source=source, since=since, clock=clock)
+    return inbox.read_inbox(
+        settings, source=source, since=since, clock=clock, ask_password=ask_password
+    )

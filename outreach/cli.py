@@ -7,7 +7,6 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import signal
@@ -36,13 +35,17 @@ from outreach.bluebook import BlueBook, Merge, merge, read_bluebook
 from outreach.campaign import Campaign, read_inbox, report
 from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
-from outreach.credentials import Credentials, imap_credentials, smtp_credentials
+from outreach.credentials import (
+    Credentials,
+    PasswordPrompt,
+    imap_credentials,
+    smtp_credentials,
+)
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
 from outreach.notices import clean
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
 from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
 from outreach.settings import (
-    Secret,
     Settings,
     load_settings,
     require_for_reading,
@@ -264,19 +267,21 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
 
 
 def _ready_to_send(campaign: Campaign) -> Campaign:
-    """The campaign, its settings checked for sending before anyone types a password."""
+    """The campaign, its settings checked for sending; a password prompt, if one is needed."""
     settings = campaign.settings
     require_for_sending(settings)
-    password = _asked_password(
-        smtp_credentials(settings), settings.smtp_host, "SMTP_PASSWORD is not"
-    )
-    return campaign if password is None else campaign.with_password(password)
+    ask = _password_prompt(smtp_credentials(settings), settings.smtp_host, "SMTP_PASSWORD is not")
+    return campaign if ask is None else campaign.asking_password(ask)
 
 
-def _asked_password(credentials: Credentials, host: str, missing: str) -> str | None:
-    """The password typed at a prompt, when a user name is set but no password is.
+def _password_prompt(credentials: Credentials, host: str, missing: str) -> PasswordPrompt | None:
+    """A prompt for the password, when a user name is set but no password is.
 
     Typing it at a prompt keeps it out of ``.env`` files and shell history.
+    The library calls the prompt at sign-in: after the plan is confirmed and
+    the server's certificate checked, and not at all when nothing is to be
+    sent. Whether there is a terminal to ask on is known now, though: without
+    one, the command stops here, before anything is sent.
     """
     if not credentials.needs_prompt():
         return None
@@ -286,10 +291,19 @@ def _asked_password(credentials: Credentials, host: str, missing: str) -> str | 
             f"{prefix}_USERNAME is set but {missing}, and there is no terminal to ask on "
             f"(set {prefix}_PASSWORD_COMMAND to read it from a password manager)"
         )
-    password: str = click.prompt(
-        f"Password for {credentials.username} at {host}", hide_input=True, err=True
-    )
-    return password
+
+    def ask() -> str:
+        try:
+            password: str = click.prompt(
+                f"Password for {credentials.username} at {host}", hide_input=True, err=True
+            )
+        except click.Abort:  # Ctrl-C or Ctrl-D at the prompt
+            raise ConfirmationError(
+                f"no password typed for {credentials.username} at {host}: nothing was sent"
+            ) from None
+        return password
+
+    return ask
 
 
 def _print_checked(result: CheckResult) -> None:
@@ -380,7 +394,13 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         else settings.mail_from
     )
     click.echo(f"From:          {sender}")
-    click.echo(f"Send log:      {settings.send_log}")
+    if plan.send_log_is_new:
+        click.echo(
+            f"Send log:      no send log at {settings.send_log}: if letters of this campaign "
+            "went from another computer, copy its send log here first"
+        )
+    else:
+        click.echo(f"Send log:      {settings.send_log}")
 
 
 def _print_repeats(plan: Plan) -> None:
@@ -413,13 +433,17 @@ def _confirmed(
 
 
 def _print_outcome(outcome: Outcome, log: Path) -> None:
-    counts = ", ".join(f"{outcome.counts[s]} {s}" for s in FINAL if outcome.counts[s])
-    click.echo(f"Done: {counts or 'nothing sent'}.")
+    parts = [f"{outcome.counts[s]} {s}" for s in FINAL if outcome.counts[s]]
+    if outcome.unbuilt:
+        parts.append(f"{len(outcome.unbuilt)} not sent")
+    click.echo(f"Done: {', '.join(parts) or 'nothing sent'}.")
     if outcome.rate_per_minute is not None:
         click.echo(f"Rate: {outcome.rate_per_minute:.1f} a minute")
     for row in outcome.problems:
         code = f" {row.smtp_code}" if row.smtp_code else ""
         click.echo(f"  {row.contact_id} {row.email}: {row.status}{code} {row.smtp_reply}".rstrip())
+    for contact_id, why in outcome.unbuilt:
+        click.echo(f"  {contact_id}: not sent: its letter could not be built: {why}; still owed")
     if outcome.stopped:
         click.echo(f"Stopped: {outcome.stopped}")
     click.echo(f"Send log: {log}")
@@ -515,9 +539,10 @@ def send(
     """Send the letters over SMTP, each exactly once, and record each in the send log.
 
     A rerun sends only what is still owed. Exit status: 0 when every letter
-    attempted was sent, 1 when any failed, was deferred or is ambiguous, 2
-    for a problem with the settings or the input (nothing sent), 130 or 143
-    when stopped by Ctrl-C or SIGTERM.
+    attempted was sent, 1 when any failed, was deferred or is ambiguous (or
+    could not be built mid-run: it stays owed), 2 for a problem with the
+    settings or the input (nothing sent), 130 or 143 when stopped by Ctrl-C
+    or SIGTERM.
     """
     clock: Clock = ctx.obj["clock"]
     campaign = _campaign(ctx, follow_up_of)
@@ -849,16 +874,21 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
     `auto-replied`. Running it again records nothing twice.
     """
     settings = _settings(ctx)
+    ask = None
     if source is None:
         require_for_reading(settings)
-        password = _asked_password(
+        ask = _password_prompt(
             imap_credentials(settings),
             settings.imap_host,
             "IMAP_PASSWORD is not (nor SMTP_PASSWORD)",
         )
-        if password is not None:
-            settings = dataclasses.replace(settings, imap_password=Secret(password))
-    result = read_inbox(settings, source, since.date() if since else None, clock=ctx.obj["clock"])
+    result = read_inbox(
+        settings,
+        source,
+        since.date() if since else None,
+        clock=ctx.obj["clock"],
+        ask_password=ask,
+    )
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     click.echo(f"Read {result.read} message{'s' if result.read != 1 else ''} from {result.source}.")

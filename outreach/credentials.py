@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from outreach.errors import SettingsError
 from outreach.settings import Secret, Settings
 
+#: Asks the person at the terminal for the password, when nothing else gives it:
+#: called at sign-in, once the server is reached and its certificate checked.
+PasswordPrompt = Callable[[], str]
+
 #: Seconds a password or token command may take (a password manager may ask
 #: its own passphrase first).
 COMMAND_SECONDS = 60
@@ -70,7 +74,10 @@ class Credentials:
 
     ``mechanism`` is ``password``, ``xoauth2``, ``oauthbearer`` or "" (no
     login). A token is fetched anew for each connection (``secret``), and
-    once more when the server refuses it (``secret(fresh=True)``).
+    once more when the server refuses it (``secret(fresh=True)``). A
+    password typed at a prompt is asked for (``ask``) only when ``secret``
+    is first called: at sign-in, after the server's certificate was
+    checked, never for a run that sends nothing.
     """
 
     mechanism: str
@@ -82,6 +89,9 @@ class Credentials:
     cached_token: Callable[[bool], Secret] | None = field(default=None, repr=False)
     #: Names for error messages: the settings that hold each part.
     prefix: str = "SMTP"
+    #: Where the password comes from when no setting and no command gives it:
+    #: asked only when the server asks for it, then kept for the reconnections.
+    ask: PasswordPrompt | None = field(default=None, repr=False)
     #: Every secret handed out so far, to be blotted out of server replies.
     seen: list[str] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -111,6 +121,10 @@ class Credentials:
         if self.password_command:
             return run_secret_command(f"{self.prefix}_PASSWORD_COMMAND", self.password_command)
         if self.password:
+            return self.password
+        if self.ask is not None:
+            # Asked once, at the first sign-in: a reconnection mid-run signs in with it again.
+            self.password = Secret(self.ask())
             return self.password
         raise SettingsError(
             f"{self.prefix}_USERNAME is set but no password is: set {self.prefix}_PASSWORD "
@@ -165,16 +179,17 @@ def oauthbearer(user: str, token: str) -> str:
     return f"n,a={user},\x01auth=Bearer {token}\x01\x01"
 
 
-def smtp_credentials(settings: Settings) -> Credentials:
-    return _credentials(settings, "SMTP")
+def smtp_credentials(settings: Settings, ask: PasswordPrompt | None = None) -> Credentials:
+    """SMTP_USERNAME and its secret; ``ask`` gives the password when no setting does."""
+    return _credentials(settings, "SMTP", ask)
 
 
-def imap_credentials(settings: Settings) -> Credentials:
+def imap_credentials(settings: Settings, ask: PasswordPrompt | None = None) -> Credentials:
     """As for SMTP; IMAP_USERNAME and the rest default to the SMTP ones (settings.py)."""
-    return _credentials(settings, "IMAP")
+    return _credentials(settings, "IMAP", ask)
 
 
-def _credentials(settings: Settings, prefix: str) -> Credentials:
+def _credentials(settings: Settings, prefix: str, ask: PasswordPrompt | None) -> Credentials:
     smtp = prefix == "SMTP"
     username = settings.smtp_username if smtp else settings.imap_username
     return Credentials(
@@ -186,6 +201,7 @@ def _credentials(settings: Settings, prefix: str) -> Credentials:
         token_command=settings.smtp_token_command if smtp else settings.imap_token_command,
         cached_token=_signed_in(settings, prefix.lower()),
         prefix=prefix,
+        ask=ask,
     )
 
 

@@ -51,7 +51,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from outreach.clock import Clock, SystemClock
-from outreach.credentials import imap_credentials
+from outreach.credentials import Credentials, PasswordPrompt, imap_credentials
 from outreach.errors import InboxError, SendLogError, SettingsError
 from outreach.files import write_atomically
 from outreach.ledger import Ledger
@@ -701,7 +701,7 @@ def _connect_error(err: BaseException, settings: Settings) -> BaseException:
     return err
 
 
-def _sign_in(client: IMAPClient, settings: Settings) -> None:
+def _sign_in(client: IMAPClient, settings: Settings, credentials: Credentials) -> None:
     """Sign in to the mailbox: the one place that does, whatever the way of signing in.
 
     As for SMTP (``credentials.py``): a password, from IMAP_PASSWORD (or
@@ -710,7 +710,6 @@ def _sign_in(client: IMAPClient, settings: Settings) -> None:
     once more when the server refuses it.
     """
     name = server_name(settings)
-    credentials = imap_credentials(settings)
     if not credentials.username:
         raise SettingsError(
             "IMAP_USERNAME is not set (nor SMTP_USERNAME): give the mailbox to read"
@@ -793,6 +792,7 @@ def read_imap(
     since: date | None,
     first_letter: date | None,
     handle: Callable[[Fetched], None],
+    ask_password: PasswordPrompt | None = None,
 ) -> list[str]:
     """Read every folder of IMAP_FOLDERS, handing each new message to ``handle``.
 
@@ -800,10 +800,23 @@ def read_imap(
     (their rows on the disk), and never past a message the server did not
     give. A message larger than the cap is not fetched: it is named. All of
     it within IMAP_DEADLINE seconds: past that the connection is cut (and
-    the run ends with one line), whatever the server does. Returns warnings.
+    the run ends with one line), whatever the server does; a password typed
+    at the prompt (``ask_password``), asked once the connection is secured,
+    is not counted. Returns warnings.
     """
     deadline = time.monotonic() + settings.imap_deadline
     client = connect(settings, deadline)
+    credentials = imap_credentials(settings, ask_password)
+    if credentials.username and credentials.ask is not None and credentials.needs_prompt():
+        # Asked now, the server reached and its certificate checked; the time a
+        # person takes to type it is not the server's, and IMAP_DEADLINE waits.
+        asked_at = time.monotonic()
+        try:
+            credentials.secret()
+        except BaseException:
+            _close(client)
+            raise
+        deadline += time.monotonic() - asked_at
     name = server_name(settings)
     account = f"{settings.imap_username}@{name}"
     warnings: list[str] = []
@@ -827,7 +840,7 @@ def read_imap(
     during = "answer"
     try:
         during = "answer to the sign-in"
-        _sign_in(client, settings)
+        _sign_in(client, settings, credentials)
         for folder in settings.imap_folders:
             during = f"answer about {folder!r}"
             uidvalidity = _examine(client, folder, settings)
@@ -944,6 +957,7 @@ def read_inbox(
     source: Path | None = None,
     since: date | None = None,
     clock: Clock | None = None,
+    ask_password: PasswordPrompt | None = None,
 ) -> InboxResult:
     """Read the mailbox (or ``source``), and append to the send log what matches a letter.
 
@@ -974,7 +988,9 @@ def read_inbox(
         else:
             if positions.warning:
                 result.warnings.append(positions.warning)
-            result.warnings += read_imap(settings, positions, since, matcher.first_letter, handle)
+            result.warnings += read_imap(
+                settings, positions, since, matcher.first_letter, handle, ask_password
+            )
         _keep_unmatched(settings.log_dir, result, clock.now())
         positions.save(read_at=clock.now())
         result.latest_test_letter = record_verdict(settings.log_dir, result.test_letters)

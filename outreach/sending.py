@@ -31,6 +31,7 @@ from tenacity import (
 from outreach.addresses import is_loopback, is_placeholder
 from outreach.clock import Clock
 from outreach.contacts import Contact
+from outreach.credentials import PasswordPrompt
 from outreach.donotcontact import DoNotContact
 from outreach.errors import DeliveryError, OutreachError
 from outreach.ledger import NEVER_GOT_IT, Ledger, Original
@@ -116,6 +117,10 @@ class Plan:
     not_followed_up: dict[str, list[str]] = field(default_factory=dict)
     #: For a follow-up: when ``outreach inbox`` last read the replies and bounces.
     inbox_read_at: datetime | None = None
+    #: The send log is new (no file, or empty) and the server is a real one:
+    #: on a second computer, every letter already sent from the first would
+    #: be planned again.
+    send_log_is_new: bool = False
 
     @property
     def contacts(self) -> list[Contact]:
@@ -328,6 +333,8 @@ class Outcome:
     starts: list[datetime] = field(default_factory=list)
     #: Letters of the plan this run did not finish (stopped or interrupted).
     owed: int = 0
+    #: Letters that could not be built when their turn came: (contact id, why).
+    unbuilt: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def attempted(self) -> int:
@@ -340,6 +347,19 @@ class Outcome:
     @property
     def rate_per_minute(self) -> float | None:
         return rate_per_minute(self.starts)
+
+
+@dataclass(frozen=True)
+class Unbuilt:
+    """A letter that could not be built when its turn came, and why.
+
+    Everything is checked before the first letter goes; a file can still be
+    replaced or deleted while the run goes on. That letter is not sent and
+    no row is written for it, so it stays owed; the run goes on with the
+    others, and the summary names it.
+    """
+
+    why: str
 
 
 class Terminated(BaseException):
@@ -407,36 +427,42 @@ class Sender:
         clock: Clock,
         *,
         progress: Callable[[str], None] = lambda status: None,
+        ask_password: PasswordPrompt | None = None,
     ) -> None:
         self.settings = settings
         self.plan = plan
         self.log = log
         self.clock = clock
-        self.server = Server.from_settings(settings)
+        self.server = Server.from_settings(settings, ask_password)
         self.limiter = RateLimiter(settings.send_rate_per_minute, clock)
         self.progress = progress
         self.outcome = Outcome()
         self._stop = threading.Event()
         self._room = plan.daily_room
 
-    def run(self, letters: Iterable[tuple[Delivery, Letter]]) -> Outcome:
+    def run(self, letters: Iterable[tuple[Delivery, Letter | Unbuilt]]) -> Outcome:
         """Send ``letters`` (each with its delivery, in the plan's order); what became of them.
 
-        Ctrl-C or SIGTERM stops the run once the letter on the wire is
-        logged, and raises ``Interrupted`` with the outcome so far.
+        A letter that could not be built (``Unbuilt``) is not sent and stays
+        owed; the others go. Ctrl-C or SIGTERM stops the run once the letter
+        on the wire is logged, and raises ``Interrupted`` with the outcome so far.
         """
         connection = Connection(self.server)
+        # A wrong host, password or certificate stops the run here, with nothing
+        # sent. Ctrl-C still stops at once: a password prompt may be waiting.
+        try:
+            connection.open()
+        except Unreachable as err:
+            raise DeliveryError(f"cannot connect to {self.server.name}: {err.reply}") from None
         with stopped_by_signals(self._stop) as received:
             try:
-                try:
-                    connection.open()  # a wrong host, password or certificate stops the run here
-                except Unreachable as err:
-                    raise DeliveryError(
-                        f"cannot connect to {self.server.name}: {err.reply}"
-                    ) from None
                 for delivery, letter in letters:
                     if self._stop.is_set():
                         break
+                    if isinstance(letter, Unbuilt):
+                        self.outcome.unbuilt.append((delivery.contact.id, letter.why))
+                        self.progress("not sent")
+                        continue
                     self._deliver(connection, delivery, letter)
             finally:
                 self.outcome.owed = len(self.plan.to_send) - self.outcome.attempted

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from outreach.addresses import is_loopback
 from outreach.credentials import (
     Credentials,
+    PasswordPrompt,
     oauthbearer,
     sasl_b64,
     smtp_credentials,
@@ -144,13 +145,14 @@ class Server:
     ca_file: Path | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Server:
+    def from_settings(cls, settings: Settings, ask: PasswordPrompt | None = None) -> Server:
+        """The settings' server; ``ask`` gives the password at sign-in when no setting does."""
         return cls(
             host=settings.smtp_host,
             port=settings.smtp_port,
             security=settings.smtp_security,
             timeout=settings.smtp_timeout,
-            credentials=smtp_credentials(settings),
+            credentials=smtp_credentials(settings, ask),
             ca_file=settings.smtp_ca_file,
         )
 
@@ -306,7 +308,12 @@ class Connection:
     # -- opening -------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Connect, secure and log in; raise DeliveryError, or Unreachable for a retry."""
+        """Connect, secure and log in; raise DeliveryError, or Unreachable for a retry.
+
+        In that order: a password asked for at a prompt is asked for at the
+        login, once the server's certificate has been checked, so that
+        nobody types a password for a server that is not the one meant.
+        """
         server = self.server
         if server.username and server.security == "none" and not is_loopback(server.host):
             raise DeliveryError(

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Behaviour:
     without_body: set[int] = field(default_factory=set)
     #: The credentials signed in with: (how, user, password).
     sign_ins: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Connections whose TLS handshake (implicit TLS) is over.
+    secured: int = 0
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -145,19 +150,29 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.behaviour = behaviour
         self.stopping = threading.Event()
+        self.tls = tls
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Each connection, with implicit TLS (port 993 style) when a context is given."""
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # A client that refuses the certificate ends here (an OSError: no request).
+            sock = self.tls.wrap_socket(sock, server_side=True)
+            self.behaviour.secured += 1
+        return sock, address
 
     def handle_error(self, request: object, client_address: object) -> None:
         """A client that leaves mid-answer is what these tests make happen: nothing to print."""
 
 
 @contextmanager
-def hostile_imap(behaviour: Behaviour) -> Iterator[int]:
-    """Serve ``behaviour`` on 127.0.0.1 for the duration; yields the port."""
-    server = _Server(behaviour)
+def hostile_imap(behaviour: Behaviour, tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    """Serve ``behaviour`` on 127.0.0.1 for the duration (over TLS with ``tls``); the port."""
+    server = _Server(behaviour, tls)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -6,11 +6,13 @@ The process is under test here, so it is a process of its own.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import select
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +20,11 @@ from pathlib import Path
 from tests.conftest import Result
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _take_terminal() -> None:
+    """In the child: make its standard input (the pseudo-terminal) its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def run_in_terminal(
@@ -38,6 +45,10 @@ def run_in_terminal(
         stdout=side,
         stderr=side,
         close_fds=True,
+        # A session of its own, the pseudo-terminal its terminal: a password
+        # prompt reads /dev/tty, which must be this one, never the developer's.
+        start_new_session=True,
+        preexec_fn=_take_terminal,
     )
     os.close(side)
     shown = b""
