@@ -891,7 +891,7 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
     if result.rows:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
         click.echo(f"Recorded:      {counts}")
-        for row in result.rows:
+        for row in result.per_mission:
             code = f" {row.smtp_code}" if row.smtp_code else ""
             shown = clean(f"{row.contact_id} {row.email}: {row.status}{code} {row.reply_text}")
             click.echo(f"  {shown}")
