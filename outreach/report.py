@@ -531,7 +531,7 @@ def to_renderables(report: Report) -> RenderableType:
     if never:
         parts.append(
             Text(
-                f"\nNever attempted ({len(never)}): " + ", ".join(c.id for c in never), style="dim"
+                f"\nNever attempted ({len(never)}): " + ", ".join(countries(never)), style="dim"
             )
         )
     parts.extend(_unmatched_mail(report))
