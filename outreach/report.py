@@ -530,9 +530,7 @@ def to_renderables(report: Report) -> RenderableType:
     never = report.never_attempted
     if never:
         parts.append(
-            Text(
-                f"\nNever attempted ({len(never)}): " + ", ".join(countries(never)), style="dim"
-            )
+            Text(f"\nNever attempted ({len(never)}): " + ", ".join(countries(never)), style="dim")
         )
     parts.extend(_unmatched_mail(report))
     return Group(*parts)

@@ -141,3 +141,14 @@ def test_the_plan_at_80_columns_says_how_long_the_195_letters_will_take(
     else:
         assert duration in screen
     assert_broken_only_between_words(pane)
+
+
+def test_a_check_at_80_columns_clears_its_bars_and_breaks_no_word(
+    project: Path, pane: Pane
+) -> None:
+    pane.start(project, ["check"], {"CAMPAIGN": "at-80"})
+    screen = pane.wait_for(DONE)
+    assert f"{DONE}0" in "\n".join(screen)
+    assert "━" not in "\n".join(screen)
+    assert any(line.startswith("Warnings:") for line in screen)
+    assert_broken_only_between_words(pane)
