@@ -311,10 +311,10 @@ def runs(starts: Iterable[datetime]) -> list[list[datetime]]:
 def rate_while_sending(starts: Iterable[datetime]) -> float | None:
     """Transactions a minute while letters were going, the hours between runs left out.
 
-    Each run's intervals over each run's span (``rate_per_minute`` of one
-    run), summed: the same as ``sendlog.rate_per_minute`` for one run, and
-    never above the fastest run, so never above the limit a
-    run kept, however many days lie between runs.
+    The runs' intervals over the runs' spans: for one run the same as
+    ``sendlog.rate_per_minute``; for several never above the fastest of
+    them, so never above the limit a run kept, however many days lie
+    between runs.
     """
     grouped = runs(starts)
     intervals = sum(len(run) - 1 for run in grouped)
