@@ -8,6 +8,7 @@ other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import io
+import math
 import os
 import signal
 import sys
@@ -43,7 +44,9 @@ from outreach.credentials import (
 )
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
 from outreach.notices import clean
+from outreach.ratelimit import sending_seconds
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
+from outreach.screen import fitted_to_terminal
 from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
 from outreach.settings import (
     Settings,
@@ -333,6 +336,9 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         else:
             click.echo(f"Inbox:         read {_local(read)}")
     click.echo(f"To send:       {len(plan.to_send)}")
+    duration = _duration(plan, settings)
+    if duration:
+        click.echo(f"Duration:      {duration}")
     click.echo(f"Already sent:  {len(plan.sent)}")
     if plan.failed:
         click.echo(
@@ -401,6 +407,25 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         )
     else:
         click.echo(f"Send log:      {settings.send_log}")
+
+
+def _duration(plan: Plan, settings: Settings) -> str:
+    """How long the run will take at SEND_RATE_PER_MINUTE ("" with no limit: as fast as it goes)."""
+    going = len(plan.to_send)
+    if plan.daily_room is not None:
+        going = min(going, plan.daily_room)
+    seconds = sending_seconds(going, settings.send_rate_per_minute)
+    if seconds is None or not going:
+        return ""
+    rate = f"at {settings.send_rate_per_minute:g} a minute"
+    if going < len(plan.to_send):
+        rate += f", for the {going} that may go today"
+    if seconds < 60:
+        return f"under a minute {rate}"
+    minutes = math.ceil(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    spans = [_count(hours, "hour", "hours"), _count(minutes, "minute", "minutes")]
+    return f"about {' '.join(s for s in spans if not s.startswith('0 '))} {rate}"
 
 
 def _print_repeats(plan: Plan) -> None:
@@ -567,7 +592,8 @@ def send(
         )
         if plan.to_send:
             with _progress() as progress:
-                _print_checked(campaign.check(plan.contacts, progress=progress))
+                checked = campaign.check(plan.contacts, progress=progress)
+            _print_checked(checked)  # once the bars are gone: a line printed under them stays
         _print_plan(plan, settings)
         if not plan.to_send:
             click.echo("Nothing to send.")
@@ -895,7 +921,7 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
     if result.rows:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
         click.echo(f"Recorded:      {counts}")
-        for row in result.rows:
+        for row in result.per_mission:
             code = f" {row.smtp_code}" if row.smtp_code else ""
             shown = clean(f"{row.contact_id} {row.email}: {row.status}{code} {row.reply_text}")
             click.echo(f"  {shown}")
@@ -973,4 +999,5 @@ def report_command(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="outreach")
+    with fitted_to_terminal():  # on a terminal, long lines break between words
+        cli.main(args=argv, prog_name="outreach")

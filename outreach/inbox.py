@@ -13,7 +13,8 @@ the log's rows): by the Message-ID it names, else, when it names none, by
 the failed address or the answering mission's own address (the row then
 says ``matched by address``). What matches becomes a row of the send log
 (``bounced``, ``delayed``, ``replied``, ``auto-replied``), appended through
-``SendLog`` like every other row, under its lock. What matches no accepted
+``SendLog`` like every other row, under its lock, with the notice's own
+Date as its time when that date is a sane one (``notice_time``). What matches no accepted
 letter is listed with why, never recorded, and kept for the report in
 ``LOG_DIR/inbox-unmatched.json``.
 
@@ -125,8 +126,22 @@ class InboxResult:
     latest_test_letter: Verdict | None = None
 
     @property
+    def per_mission(self) -> list[LogRow]:
+        """The rows as staff read them: what one message says of one mission, once.
+
+        An answer to a reminder names the reminder and the first letter
+        (``References``): it is recorded against each, and said once.
+        """
+        said: dict[tuple[str, str, str, str], LogRow] = {}
+        for row in self.rows:
+            key = (row.notice_id, contact_key(row.contact_id), row.status, row.email.lower())
+            said.setdefault(key, row)
+        return list(said.values())
+
+    @property
     def counts(self) -> Counter[str]:
-        return Counter(row.status for row in self.rows)
+        """What was recorded, counted per mission and message (``per_mission``)."""
+        return Counter(row.status for row in self.per_mission)
 
 
 # -- matching notices to letters -----------------------------------------------------------
@@ -392,7 +407,7 @@ class Matcher:
         letter, event = target.letter, target.event
         text = f"{MATCHED_BY_ADDRESS}; {event.text}" if target.by_address else event.text
         return LogRow(
-            time=self.clock.now(),
+            time=notice_time(notice, letter, self.clock.now()),
             campaign=letter.campaign,
             contact_id=letter.contact_id,
             email=";".join(target.addresses),
@@ -404,6 +419,21 @@ class Matcher:
             subject=letter.subject,
             follows=letter.follows,
         )
+
+
+def notice_time(notice: Notice, letter: AcceptedLetter, now: datetime) -> datetime:
+    """When a bounce or an answer came: its own Date, when that date is a sane one.
+
+    The row's ``time`` is when the event happened, as for a run's rows: a
+    bounce read a week late still says the day the address failed. A date
+    the message does not give, or one that cannot be true (before the
+    letter was accepted, or after the moment it is read: a wrong clock, a
+    forged header), gives way to the time it was read.
+    """
+    when = notice.date
+    if when is None or not letter.accepted_at <= when <= now:
+        return now
+    return when
 
 
 def _key(row: LogRow) -> tuple[str, str, str, str, str]:

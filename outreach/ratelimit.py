@@ -95,3 +95,14 @@ class RateLimiter:
         else:
             self.per_minute = doubled
         self._throttled_at = now
+
+
+def sending_seconds(messages: int, per_minute: float) -> float | None:
+    """How long ``messages`` take to go at ``per_minute``, or None with no limit (0).
+
+    They are spaced evenly and the first goes at once, so N messages span
+    N-1 intervals; retries and throttling would add to it.
+    """
+    if not per_minute:
+        return None
+    return max(0, messages - 1) * 60.0 / per_minute

@@ -12,13 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.table import Table
@@ -27,7 +29,13 @@ from rich.text import Text
 from outreach.contacts import ContactList
 from outreach.donotcontact import DoNotContact
 from outreach.ledger import FOLLOWED_UP, HAS_LETTER, NOT_ATTEMPTED, OWED, Ledger
-from outreach.sendlog import REPLIED, LogRow, contact_key, neutralise_cell, rate_per_minute
+from outreach.sendlog import (
+    INBOX_STATUSES,
+    REPLIED,
+    LogRow,
+    contact_key,
+    neutralise_cell,
+)
 
 if TYPE_CHECKING:
     from outreach.verdict import Verdict
@@ -134,6 +142,8 @@ class Report:
     first_send: datetime | None = None
     last_send: datetime | None = None
     rate_per_minute: float | None = None
+    #: The runs the campaign's letters went in (``runs``): the rate is theirs alone.
+    runs: int = 0
     other_campaigns: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: The receiving server's verdict on the latest test letter read back by ``outreach inbox``.
@@ -224,6 +234,8 @@ def build_report(
         if status in FOLLOWED_UP and ledger.answered(campaign, letter.contact_id):
             status = REPLIED  # the mission answered a reminder of this letter
         reason = letter.reason(current)
+        # A bounce's or an answer's time is the notice's own date (``inbox.notice_time``).
+        when = reason.time if reason.status in INBOX_STATUSES else letter.rows[-1].time
         sent_to = letter.having(*HAS_LETTER)
         step = next_step(status, file_name)
         owed = [a for a in letter.having(*OWED) if current is None or a in current]
@@ -236,7 +248,7 @@ def build_report(
                 email=reason.email if status not in HAS_LETTER else ";".join(sent_to),
                 status=status,
                 attempts=letter.attempts,
-                last_time=letter.rows[-1].time,
+                last_time=when,
                 smtp_code=reason.smtp_code,
                 smtp_reply=reason.reply_text,
                 message_id=letter.message_id,
@@ -255,7 +267,8 @@ def build_report(
         contacts=states,
         first_send=starts[0] if starts else None,
         last_send=max(sends, default=None),
-        rate_per_minute=rate_per_minute(starts),
+        rate_per_minute=rate_while_sending(starts),
+        runs=len(runs(starts)),
         other_campaigns=sorted({r.campaign for r in all_rows} - {campaign}),
     )
     if not all_rows:
@@ -274,6 +287,41 @@ def build_report(
     return report
 
 
+#: A pause this long between two letters means the first run ended and another began
+#: (``make send`` again, the next day): within a run letters go at most a
+#: retry's pause apart (SEND_RETRY_MAX_WAIT_SECONDS, 2 minutes by default).
+RUN_GAP = timedelta(minutes=10)
+
+
+def runs(starts: Iterable[datetime]) -> list[list[datetime]]:
+    """The start times of transactions, grouped into runs: a pause over RUN_GAP ends one.
+
+    The send log has no row for a run's start or end; its transactions'
+    times show them.
+    """
+    found: list[list[datetime]] = []
+    for start in sorted(starts):
+        if found and start - found[-1][-1] <= RUN_GAP:
+            found[-1].append(start)
+        else:
+            found.append([start])
+    return found
+
+
+def rate_while_sending(starts: Iterable[datetime]) -> float | None:
+    """Transactions a minute while letters were going, the hours between runs left out.
+
+    The runs' intervals over the runs' spans: for one run the same as
+    ``sendlog.rate_per_minute``; for several never above the fastest of
+    them, so never above the limit a run kept, however many days lie
+    between runs.
+    """
+    grouped = runs(starts)
+    intervals = sum(len(run) - 1 for run in grouped)
+    seconds = sum((run[-1] - run[0]).total_seconds() for run in grouped)
+    return intervals / seconds * 60 if seconds > 0 else None
+
+
 def _time(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value is not None else ""
 
@@ -282,13 +330,45 @@ def _short_time(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
+def _when(state: ContactState) -> str:
+    """A contact's time as the HTML page shows it: a bounce's or an answer's is its own date."""
+    return f"{_short_time(state.last_time)[:16]} UTC" if state.last_time is not None else ""
+
+
+def countries(states: Iterable[ContactState]) -> list[str]:
+    """The missions as staff name them: by country (by id when there is none), A to Z.
+
+    Sorted as a reader expects, accents and capitals aside: Côte d'Ivoire
+    comes before Croatia.
+    """
+
+    def key(name: str) -> str:
+        bare = unicodedata.normalize("NFKD", name)
+        return "".join(c for c in bare if not unicodedata.combining(c)).casefold()
+
+    return sorted((s.country or s.id for s in states), key=key)
+
+
+def _commands(text: str) -> Markup:
+    """``text`` for the page, each `command` in it set as code and never broken at a hyphen."""
+    parts = text.split("`")
+    return Markup("").join(
+        Markup('<code class="command">{}</code>').format(part) if odd % 2 else escape(part)
+        for odd, part in enumerate(parts)
+    )
+
+
 def _code(value: int | str | None) -> str:
     return "" if value is None else str(value)
 
 
 def _rate(report: Report) -> str:
     rate = report.rate_per_minute
-    return f"{rate:.1f} a minute" if rate is not None else "not enough sends to tell"
+    if rate is None:
+        return "not enough sends to tell"
+    if report.runs > 1:
+        return f"{rate:.1f} a minute while sending ({report.runs} runs)"
+    return f"{rate:.1f} a minute"
 
 
 def to_csv(report: Report) -> str:
@@ -333,6 +413,7 @@ def to_data(report: Report) -> dict[str, Any]:
         "first_send": _time(report.first_send) or None,
         "last_send": _time(report.last_send) or None,
         "rate_per_minute": report.rate_per_minute,
+        "runs": report.runs,
         "contacts": [_state_dict(c) for c in report.contacts],
         "problems": [_state_dict(c) for c in report.problems],
         "replies": [_state_dict(c) for c in report.replies],
@@ -365,6 +446,9 @@ def to_html(report: Report, generated: datetime) -> str:
         generated=_time(generated),
         rate=_rate(report),
         time=_time,
+        when=_when,
+        countries=countries,
+        commands=_commands,
         code=_code,
         awaiting_step=AWAITING_STEP,
     )
@@ -418,7 +502,9 @@ def to_renderables(report: Report) -> RenderableType:
                 (c.id, "bold"), f"  {c.country}  ", (c.status, STYLES.get(c.status, ""))
             )
             head.append(f"  {c.attempts} attempt{'s' if c.attempts != 1 else ''}")
-            head.append(f", last {_short_time(c.last_time)} UTC")
+            # A bounce's time is the notice's own date, not the letter's last attempt.
+            dated = "dated" if c.status in INBOX_STATUSES else "last"
+            head.append(f", {dated} {_short_time(c.last_time)} UTC")
             parts.append(head)
             for address in c.email.split(";"):
                 parts.append(Text(f"    {address}", no_wrap=True, overflow="ellipsis"))
@@ -444,9 +530,7 @@ def to_renderables(report: Report) -> RenderableType:
     never = report.never_attempted
     if never:
         parts.append(
-            Text(
-                f"\nNever attempted ({len(never)}): " + ", ".join(c.id for c in never), style="dim"
-            )
+            Text(f"\nNever attempted ({len(never)}): " + ", ".join(countries(never)), style="dim")
         )
     parts.extend(_unmatched_mail(report))
     return Group(*parts)

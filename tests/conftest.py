@@ -58,6 +58,7 @@ INSTALL = {
     "mount": "apt-get install mount",
     "setpriv": "apt-get install util-linux",
     "strace": "apt-get install strace",
+    "tmux": "apt-get install tmux",
 }
 
 

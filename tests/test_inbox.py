@@ -312,7 +312,9 @@ def test_the_report_names_the_missions_a_reminder_would_go_to(
     assert "No answer yet: 3 (listed by --format html, csv or json)" in table
     assert "a follow-up in a few weeks reminds them" in " ".join(table.split())
     page = run_cli("report", "--format", "html").stdout
-    assert f'<p id="awaiting">{", ".join(awaiting)}</p>' in page
+    countries = {c["id"]: c["country"] for c in data["contacts"]}
+    named = ", ".join(sorted(countries[i] for i in awaiting))
+    assert f'<p id="awaiting">{named}</p>' in page
 
 
 def test_an_older_log_reads_as_before_and_keeps_its_own_columns(
