@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import pytest
 from click.testing import CliRunner
+from playwright.sync_api import Browser, sync_playwright
 
 from outreach.cli import cli
 from outreach.contacts import Contact
@@ -74,6 +75,19 @@ def as_root(why: str) -> None:
     """Go on only as root, or the test gives way saying so."""
     if os.geteuid() != 0:
         missing_from_system(f"{why} needs root: run the tests as root (sudo make test)")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, as playwright drives it: pages are read in a real browser."""
+    chromium = system_program("chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()
 
 
 @pytest.fixture

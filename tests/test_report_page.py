@@ -17,7 +17,7 @@ from playwright.sync_api import Browser
 
 from outreach.sendlog import LogRow, SendLog
 from tests.conftest import RunCli
-from tests.test_browser import browser, screenshot  # noqa: F401 (the fixture)
+from tests.test_browser import screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -78,7 +78,7 @@ def set_address(project: Path, contact_id: str, address: str) -> None:
 
 @pytest.mark.parametrize("width", [1024, 1440])
 def test_the_report_page_fits_the_screen_and_what_to_do_is_readable(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     run_cli: RunCli,
     project: Path,
     width: int,
