@@ -9,8 +9,8 @@ process, which holds every chunk 25 ms each way. outreach runs as staff run
 it: in a folder holding ``contacts.csv`` and ``templates/``, with its
 settings in the environment, ``outreach check`` once before the timed sends.
 
-1. The 195 letters sent across 50 ms of round trip: outreach on one
-   connection and on four, mailmerge, and a plain smtplib loop.
+1. The 195 letters sent across 50 ms of round trip: outreach (one
+   connection), mailmerge, and a plain smtplib loop.
 2. ``outreach preview`` of the 195 letters.
 3. 2,000 and 20,000 letters on loopback: preview and send, time per letter
    and peak memory; mailmerge and the smtplib loop beside the 2,000.
@@ -309,11 +309,7 @@ def outreach_env(**settings: str) -> dict[str, str]:
 
 
 def outreach_check(folder: Path) -> None:
-    """``outreach check``, untimed, as staff run ``make check`` before ``make send``.
-
-    It leaves the spam score of each kind of letter in the cache, where the
-    timed sends find it, as they would after a real ``make check``.
-    """
+    """``outreach check``, untimed, as staff run ``make check`` before ``make send``."""
     measure([str(BIN / "outreach"), "check"], folder, outreach_env())
 
 
@@ -795,22 +791,18 @@ def write_results(
         "- outreach runs as staff run it: in a folder holding `contacts.csv` and "
         "`templates/` (copied from the repository), with its settings in the environment "
         "(`SMTP_HOST=127.0.0.1 SMTP_SECURITY=none MAIL_FROM=campaign@coalition.example "
-        "SEND_RATE_PER_MINUTE=0`, `SEND_CONNECTIONS` 1 or 4, and a new `LOG_DIR` for each "
+        "SEND_RATE_PER_MINUTE=0`, and a new `LOG_DIR` for each "
         "send, since a send log that has the letters sends nothing). The 195 contacts are "
         "the repository's; the 2,000 and "
         f"{LARGE:,} are those 195, then copies of them with ids and addresses of their own.",
         "- `outreach send --yes` is the whole command: it reads the contacts, composes and "
         "checks every letter, takes the spam score of one letter of each kind, then "
         "composes each letter again as it goes (so that its Date is the time it is sent) "
-        "and sends it over one reused connection per `SEND_CONNECTIONS`, writing and "
+        "and sends it over one reused connection, writing and "
         "fsyncing a `sending` row in the send log before each letter's data. As staff run "
         "`make check` before `make send`, `outreach check` runs once, untimed, in the "
-        "195-letter and the 2,000-letter folders before their sends: SpamAssassin "
-        "(installed here) has then scored the letters of the sample, and the sends find "
-        "the scores remembered, as they would. The large folder's sample is the same "
-        "letters (the same first contacts, campaign and sender), so its check, minutes "
-        "long, is left out. The benchmark keeps its own cache folder (`XDG_CACHE_HOME`) "
-        "in `benchmarks/.work/`, emptied at its start.",
+        "195-letter and the 2,000-letter folders before their sends; each send scores its "
+        "sample with SpamAssassin (installed here) again, as it does for staff.",
         "- *Sending* is the time from the first letter's arrival at the sink to the last's. "
         "The sink is an aiosmtpd server in a process of its own that counts and discards.",
         "- *Across a network distance*: the senders connect to `benchmarks/delay_proxy.py`, "
