@@ -8,6 +8,7 @@ do-not-contact entries that Hypothesis makes up.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -26,6 +27,8 @@ from outreach.report import build_report
 from outreach.sending import Delivery, Plan, make_plan
 from outreach.sendlog import LogRow
 from outreach.settings import Settings
+from tests.conftest import RunCli
+from tests.smtp import SmtpServer
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 FIRST, REMINDER_1, REMINDER_2 = "first", "reminder-1", "reminder-2"
@@ -511,3 +514,42 @@ Campaigns.TestCase.settings = settings(
     print_blob=True,
 )
 test_the_ledger_keeps_its_rules_over_generated_campaigns = Campaigns.TestCase
+
+
+# -- the same story, as staff live it: the command, a real server on loopback ---------------
+
+
+def test_staff_correct_a_refused_address_and_the_report_and_the_reminder_follow(
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer
+) -> None:
+    """554 at Korea's old address; staff correct it, --retry-failed, then a reminder."""
+    smtp_server.script.always_refuse["kor@missions.example"] = "554 5.7.1 Relay access denied"
+    env = smtp_server.env(CAMPAIGN=FIRST)
+    refused = run_cli("send", "--yes", "--only", "KOR,JPN", env=env)
+    assert refused.code == 1, refused.stdout
+    contacts = project / "contacts.csv"
+    text = contacts.read_text(encoding="utf-8")
+    contacts.write_text(text.replace("kor@missions.example", "kor.un@missions.example"))
+
+    again = run_cli("send", "--yes", "--retry-failed", "--only", "KOR,JPN", env=env)
+    assert again.code == 0, again.stdout
+    assert "(sent again now to the addresses that refused it: --retry-failed)" in again.stdout
+    assert smtp_server.received[-1].recipients == ["kor.un@missions.example"]
+    rerun = run_cli("send", "--yes", "--retry-failed", "--only", "KOR,JPN", env=env)
+    assert "Nothing to send." in rerun.stdout
+
+    report = json.loads(run_cli("report", "--format", "json", env=env).stdout)
+    korea = next(c for c in report["contacts"] if c["id"] == "KOR")
+    assert (korea["status"], korea["sent_to"], korea["next_step"]) == (
+        "sent",
+        "kor.un@missions.example",
+        "",
+    )
+    smtp_server.received.clear()
+    env.update(CAMPAIGN=REMINDER_1, FOLLOW_UP_OF=FIRST)
+    reminded = run_cli("send", "--yes", "--only", "KOR,JPN", env=env)
+    assert reminded.code == 0, reminded.stdout + reminded.stderr
+    assert sorted(r.recipients[0] for r in smtp_server.received) == [
+        "jpn@missions.example",
+        "kor.un@missions.example",
+    ]
