@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,8 @@ def test_the_sink_on_a_full_disk_refuses_for_now_and_says_why(full_disk: Path) -
     envelope.mail_from = "a@b.example"
     envelope.rcpt_tos = ["c@d.example"]
     envelope.original_content = b"Subject: x\r\n\r\nbody\r\n" * 1000
-    reply = asyncio.run(handler.handle_DATA(None, None, envelope))
+    # A thread of its own, as the server's: the main thread may hold Chromium's running loop.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        reply = thread.submit(asyncio.run, handler.handle_DATA(None, None, envelope)).result()
     assert reply.startswith("452 4.3.1 ")
     assert "No space left on device" in reply
