@@ -3,10 +3,10 @@
 The path of a letter, in the order a run takes it::
 
     Campaign.open(settings)      the settings, the templates and the contacts, each checked
-    campaign.check(contacts)     every letter composed in memory and checked; a spam score
+    campaign.check(contacts)     every letter composed and checked; a spam score
     campaign.preview(folder)     every letter written to files to look at; nothing sent
     campaign.plan(log)           who is owed a letter, from the send log
-    campaign.send(plan, log)     each owed letter composed and sent once, each attempt logged
+    campaign.send(plan, log)     each owed letter, as checked, dated and sent; each attempt logged
     read_inbox(settings)         bounces and answers from the mailbox, into the send log
     report(settings)             what became of every contact, from the send log
 
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import resource
 import signal
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,12 +48,13 @@ from outreach.errors import (
     MessageError,
     OutreachError,
     RepeatError,
+    SendLogError,
     SettingsError,
     TemplateError,
     TemplateTooLarge,
 )
 from outreach.ledger import Ledger, Original
-from outreach.message import Letter, build_letter
+from outreach.message import Letter, build_letter, dated
 from outreach.preview import PreviewResult, write_previews
 from outreach.render import Rendered, Renderer, long_date
 from outreach.report import Report, build_report
@@ -88,6 +91,58 @@ class Composed:
     rendered: Rendered | None
     letter: Letter | None
     error: OutreachError | None
+    #: When it was composed: the day its text is dated (with no LETTER_DATE).
+    at: datetime | None = None
+
+
+class KeptLetters:
+    """The letters a send checked, kept until each goes: every letter is composed once.
+
+    They wait in a temporary file with no name, in memory up to 16 MB (a few
+    hundred letters), then on disk in LOG_DIR (not a shared ``/tmp``), so
+    20,000 letters take no more memory than 195. A letter is taken back only
+    on the day it was composed: a letter dated in its text is composed again
+    after midnight, so that it never goes out dated the day before.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        # Closed by __exit__: the letters stay while the run sends them.
+        self._file = tempfile.SpooledTemporaryFile(16 * 1024 * 1024, dir=str(folder))  # noqa: SIM115
+        self._at: dict[str, tuple[int, date]] = {}
+
+    def __enter__(self) -> KeptLetters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def keep(self, composed: Iterable[Composed]) -> Iterator[Composed]:
+        """Each of ``composed``, kept on its way past (a letter that cannot be built, not)."""
+        for item in composed:
+            if item.letter is not None and item.at is not None:
+                self._at[item.contact.id] = (self._file.tell(), item.at.date())
+                try:
+                    pickle.dump(item.letter, self._file)
+                except OSError as err:
+                    raise SendLogError(
+                        f"{self.folder}: the checked letters cannot be kept there "
+                        f"({err.strerror}); stopped before any letter went"
+                    ) from err
+            yield item
+
+    def take(self, contact_id: str, today: date | None) -> Letter | None:
+        """The letter kept for ``contact_id``; None when there is none, or it is of another day.
+
+        ``today`` None: the letter's text carries no date of its own (LETTER_DATE is set).
+        """
+        kept = self._at.pop(contact_id, None)
+        if kept is None or (today is not None and kept[1] != today):
+            return None
+        self._file.seek(kept[0])
+        letter: Letter = pickle.load(self._file)  # noqa: S301 (this run's own file, unnamed)
+        self._file.seek(0, os.SEEK_END)
+        return letter
 
 
 @dataclass(frozen=True)
@@ -234,9 +289,9 @@ class Campaign:
         return tuple(files)
 
     def compose_each(
-        self, contacts: Sequence[Contact], *, clock: Clock | None = None
+        self, contacts: Sequence[Contact] | Sequence[Delivery], *, clock: Clock | None = None
     ) -> Iterator[Composed]:
-        """Every contact's letter, in order, carrying on past a bad one.
+        """Every contact's letter (or each delivery's), in order, carrying on past a bad one.
 
         A run reports every contact whose letter cannot be built, not only
         the first. Rendering and inlining is CPU work (about 6 ms a letter),
@@ -250,16 +305,24 @@ class Campaign:
             return (self._composed(contact, clock.now()) for contact in contacts)
         return self._composed_in_workers(contacts, workers)
 
-    def _composed(self, contact: Contact, now: datetime) -> Composed:
+    def _composed(self, item: Contact | Delivery, now: datetime) -> Composed:
+        contact = item.contact if isinstance(item, Delivery) else item
         try:
-            rendered, letter = self.compose(contact, now=now)
+            if isinstance(item, Delivery):
+                rendered, letter = self.compose(
+                    contact, now=now, message_id=item.message_id, original=item.original
+                )
+            else:
+                rendered, letter = self.compose(contact, now=now)
         except TemplateTooLarge:
             raise
         except OutreachError as err:
             return Composed(contact, None, None, err)
-        return Composed(contact, rendered, letter, None)
+        return Composed(contact, rendered, letter, None, now)
 
-    def _composed_in_workers(self, contacts: Sequence[Contact], workers: int) -> Iterator[Composed]:
+    def _composed_in_workers(
+        self, contacts: Sequence[Contact] | Sequence[Delivery], workers: int
+    ) -> Iterator[Composed]:
         # A worker never talks to the SMTP server: it does not get the password.
         settings = dataclasses.replace(self.settings, smtp_password=Secret(""))
         pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(settings,))
@@ -277,20 +340,27 @@ class Campaign:
 
     def check(
         self,
-        contacts: Sequence[Contact] | None = None,
+        contacts: Sequence[Contact] | Sequence[Delivery] | None = None,
         *,
         spam_all: bool = False,
         spam: SpamChecker | Literal["installed"] | None = "installed",
         progress: Progress = _no_progress,
+        clock: Clock | None = None,
+        keep: KeptLetters | None = None,
     ) -> CheckResult:
         """Compose and check every letter (all contacts by default); score a sample for spam.
 
         Raises OutreachError listing every letter that cannot be built.
         ``spam`` is the installed SpamAssassin unless given (None: no score).
+        A send checks its plan's deliveries and ``keep``s their letters, to
+        send them as they were checked.
         """
-        chosen = self.select() if contacts is None else list(contacts)
+        chosen: Sequence[Contact] | Sequence[Delivery] = (
+            self.select() if contacts is None else contacts
+        )
+        composed = self.compose_each(chosen, clock=clock)
         return check_campaign(
-            self.compose_each(chosen),
+            composed if keep is None else keep.keep(composed),
             len(chosen),
             spam=SpamChecker.find() if spam == "installed" else spam,
             spam_all=spam_all,
@@ -386,11 +456,13 @@ class Campaign:
         *,
         clock: Clock | None = None,
         progress: Callable[[str], None] = lambda status: None,
+        kept: KeptLetters | None = None,
     ) -> Outcome:
-        """Send the letters the plan owes, each composed just before it goes.
+        """Send the letters the plan owes: those the check ``kept``, else each composed as it goes.
 
-        The first connection opens before any letter is composed, so a wrong
-        server, password or certificate stops the run with nothing sent.
+        Each letter is dated as it goes. The first connection opens before
+        any letter is taken, so a wrong server, password or certificate stops
+        the run with nothing sent.
         """
         if plan.repeats and not plan.allow_repeat:
             raise RepeatError(repeat_problem(plan))
@@ -398,23 +470,29 @@ class Campaign:
         sender = Sender(
             self.settings, plan, log, clock, progress=progress, ask_password=self.ask_password
         )
-        return sender.run(self._letters(plan.to_send, clock))
+        return sender.run(self._letters(plan.to_send, clock, kept))
 
     def _letters(
-        self, deliveries: Iterable[Delivery], clock: Clock
+        self, deliveries: Iterable[Delivery], clock: Clock, kept: KeptLetters | None
     ) -> Iterator[tuple[Delivery, Letter | Unbuilt]]:
-        """Each delivery's letter, composed as it is about to go (its Date is the send time).
+        """Each delivery's letter as it is about to go, dated then.
 
-        Every letter was checked before the run; one that can no longer be
-        built (a contact's file replaced by one too large, or deleted, since)
-        comes as ``Unbuilt``: letters have gone already, so stopping the run
-        would leave the rest unsent for one file.
+        The letter the check kept, if it has one of today; else composed now.
+        One that can no longer be built (a contact's file replaced by one too
+        large, or deleted, since the check) comes as ``Unbuilt``: letters have
+        gone already, so stopping the run would leave the rest unsent for one file.
         """
         for delivery in deliveries:
+            now = clock.now()
+            today = None if self.settings.letter_date else now.date()
+            letter = kept.take(delivery.contact.id, today) if kept is not None else None
+            if letter is not None:
+                yield delivery, dated(letter, now)
+                continue
             try:
                 _, letter = self.compose(
                     delivery.contact,
-                    now=clock.now(),
+                    now=now,
                     message_id=delivery.message_id,
                     original=delivery.original,
                 )
@@ -488,9 +566,9 @@ def _start_worker(settings: Settings) -> None:
     _worker_campaign = Campaign.without_contacts(settings)
 
 
-def _compose_in_worker(contact: Contact) -> Composed:
+def _compose_in_worker(item: Contact | Delivery) -> Composed:
     assert _worker_campaign is not None, "worker not started"
-    return _worker_campaign._composed(contact, SystemClock().now())
+    return _worker_campaign._composed(item, SystemClock().now())
 
 
 def _max_bytes(settings: Settings) -> int:

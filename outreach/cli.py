@@ -33,7 +33,7 @@ from rich.progress import (
 
 from outreach.addresses import is_loopback
 from outreach.bluebook import BlueBook, Merge, merge, read_bluebook
-from outreach.campaign import Campaign, read_inbox, report
+from outreach.campaign import Campaign, KeptLetters, read_inbox, report
 from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import (
@@ -573,7 +573,7 @@ def send(
     campaign = _campaign(ctx, follow_up_of)
     settings = campaign.settings
     campaign = _ready_to_send(campaign)
-    with _terminating(), campaign.open_log() as log:
+    with _terminating(), campaign.open_log() as log, KeptLetters(settings.log_dir) as kept:
         if log.repaired:
             click.echo(
                 f"Warning: {settings.send_log}: the last line was cut short by an "
@@ -592,7 +592,7 @@ def send(
         )
         if plan.to_send:
             with _progress() as progress:
-                checked = campaign.check(plan.contacts, progress=progress)
+                checked = campaign.check(plan.to_send, progress=progress, clock=clock, keep=kept)
             _print_checked(checked)  # once the bars are gone: a line printed under them stays
         _print_plan(plan, settings)
         if not plan.to_send:
@@ -615,7 +615,7 @@ def send(
             return
         try:
             with _sending_progress(count, clock) as progress_note:
-                outcome = campaign.send(plan, log, clock=clock, progress=progress_note)
+                outcome = campaign.send(plan, log, clock=clock, progress=progress_note, kept=kept)
         except Interrupted as stop:
             _print_outcome(stop.outcome, settings.send_log)
             sent = stop.outcome.counts["sent"]

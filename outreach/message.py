@@ -12,9 +12,10 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email import policy
 from email.header import Header
@@ -59,6 +60,24 @@ class Letter:
     data: bytes
     #: The files it carries: name, size in bytes, and where the file is.
     attachments: tuple[tuple[str, int, str], ...] = ()
+
+
+#: The letter's Date line: it is written on one line (RFC 5322 dates are short).
+_DATE_LINE = re.compile(rb"^Date: [^\r\n]*\r\n", re.MULTILINE)
+
+
+def dated(letter: Letter, now: datetime) -> Letter:
+    """The same letter with ``now`` as its Date: composed for the check, dated as it goes.
+
+    Only the header block is searched, so a line of the letter's text that
+    happens to begin with "Date: " stays as it is.
+    """
+    head, blank, body = letter.data.partition(b"\r\n\r\n")
+    line = b"Date: " + format_datetime(now).encode("ascii") + b"\r\n"
+    head, found = _DATE_LINE.subn(lambda _: line, head + b"\r\n", count=1)
+    if not found:
+        raise MessageError(f"contact {letter.contact_id}: the letter has no Date line to set")
+    return replace(letter, data=head[:-2] + blank + body)
 
 
 def message_id_for(campaign: str, contact_id: str, domain: str) -> str:

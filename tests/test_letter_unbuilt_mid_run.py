@@ -1,22 +1,31 @@
-"""A letter that can no longer be built mid-run: not sent, still owed, named; the run goes on.
+"""Letters go as they were checked; one composed again after midnight may fail, alone.
 
-Every letter is checked before the first goes, but staff may replace or
-delete a mission's annex while a long run is under way. Letters have gone
-already by then: stopping with exit status 2 ("nothing was sent") would be
-untrue, and would leave every later mission without its letter.
+Every letter is composed and checked before the first goes, and the checked
+letter is the one sent, dated as it goes: staff who replace a mission's annex
+while a long run is under way change nothing of this run. A letter dated in
+its text is composed again once the day has changed (so that it never goes
+out dated the day before); should it no longer build then (its annex
+replaced by one too large, or deleted), letters have gone already: stopping
+with exit status 2 ("nothing was sent") would be untrue, and would leave
+every later mission without its letter. That letter stays owed, named.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from outreach.cli import cli
 from outreach.sendlog import read_log
-from tests.conftest import RunCli, write_csv
+from tests.conftest import FakeClock, Result, write_csv
 from tests.smtp import SmtpServer
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
@@ -43,8 +52,8 @@ def four_missions(project: Path) -> Path:
 def after_letters(server: SmtpServer, count: int, change: Callable[[], None]) -> None:
     """Run ``change`` once the server has taken ``count`` letters, before it answers the last.
 
-    The sender waits for that answer before it composes the next letter:
-    the change lands mid-run, at the same letter however busy the machine.
+    The sender waits for that answer before it takes the next letter: the
+    change lands mid-run, at the same letter however busy the machine.
     """
     handler = server.handler
     taken = handler.handle_DATA
@@ -58,12 +67,92 @@ def after_letters(server: SmtpServer, count: int, change: Callable[[], None]) ->
     handler.handle_DATA = handle_data  # type: ignore[method-assign]
 
 
+def send(clock: FakeClock, **env: str) -> Result:
+    """``outreach send --yes`` in this process, on the test's clock."""
+    done = CliRunner().invoke(
+        cli, ["send", "--yes"], env={"COLUMNS": "200", "NO_COLOR": "1", **env}, obj={"clock": clock}
+    )
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    return Result(done.exit_code, done.stdout, done.stderr)
+
+
+def midnight(clock: FakeClock) -> Callable[[], None]:
+    """Move the clock to the next day (it starts at 09:00); with LETTER_DATE empty, the
+    letters' text is dated the day each goes."""
+
+    def move() -> None:
+        clock.elapsed += timedelta(hours=15).total_seconds()
+
+    return move
+
+
+def both(*changes: Callable[[], None]) -> Callable[[], None]:
+    def each() -> None:
+        for change in changes:
+            change()
+
+    return each
+
+
+def annex_of(message: EmailMessage) -> bytes:
+    parts = [p for p in message.iter_attachments() if p.get_filename()]
+    data = parts[0].get_content()
+    assert isinstance(data, bytes)
+    return data
+
+
 def too_large(annex: Path) -> None:
     annex.write_bytes(os.urandom(2 * 1024 * 1024))
 
 
 def deleted(annex: Path) -> None:
     annex.unlink()
+
+
+def test_an_annex_replaced_mid_run_changes_nothing_of_the_letters_checked(
+    project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
+) -> None:
+    """What the check passed is what goes: the replaced annex waits for the next campaign."""
+    annex = four_missions / "gha.pdf"
+    after_letters(smtp_server, 2, lambda: too_large(annex))
+
+    result = send(clock, **smtp_server.env(MAX_MESSAGE_MB="1"))
+
+    assert result.code == 0, result.stdout + result.stderr
+    assert "Done: 4 sent." in result.stdout
+    assert annex_of(smtp_server.received[2].message) == PDF
+
+
+def test_each_letter_is_dated_as_it_goes_not_as_it_was_checked(
+    project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
+) -> None:
+    def an_hour_later() -> None:
+        clock.elapsed += 3600
+
+    after_letters(smtp_server, 2, an_hour_later)
+
+    result = send(clock, **smtp_server.env())
+
+    assert result.code == 0, result.stdout + result.stderr
+    dates = [parsedate_to_datetime(smtp_server.received[i].message["Date"]) for i in range(4)]
+    assert dates[0] == clock.start
+    assert dates[2] - dates[0] >= timedelta(hours=1)
+    assert dates[0].date() == dates[2].date()
+
+
+def test_after_midnight_a_letter_is_composed_again_with_the_new_date(
+    project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
+) -> None:
+    after_letters(smtp_server, 2, midnight(clock))
+
+    result = send(clock, **smtp_server.env(LETTER_DATE=""))
+
+    assert result.code == 0, result.stdout + result.stderr
+    first, third = smtp_server.received[0].message, smtp_server.received[2].message
+    assert "27 November 2026" in first.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "28 November 2026" in third.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert parsedate_to_datetime(third["Date"]).date().isoformat() == "2026-11-28"
 
 
 @pytest.mark.parametrize(
@@ -74,19 +163,19 @@ def deleted(annex: Path) -> None:
     ],
     ids=["replaced-by-a-file-too-large", "deleted"],
 )
-def test_an_annex_changed_mid_run_leaves_that_letter_owed_and_the_others_sent(
-    run_cli: RunCli,
+def test_a_letter_that_no_longer_builds_after_midnight_stays_owed_and_the_others_go(
     project: Path,
     smtp_server: SmtpServer,
     four_missions: Path,
+    clock: FakeClock,
     change: Callable[[Path], None],
     why: str,
 ) -> None:
     annex = four_missions / "gha.pdf"
-    after_letters(smtp_server, 2, lambda: change(annex))
-    env = smtp_server.env(MAX_MESSAGE_MB="1")
+    after_letters(smtp_server, 2, both(midnight(clock), lambda: change(annex)))
+    env = smtp_server.env(MAX_MESSAGE_MB="1", LETTER_DATE="")
 
-    result = run_cli("send", "--yes", env=env)
+    result = send(clock, **env)
 
     assert result.code == 1, result.stdout + result.stderr
     assert "Error" not in result.stderr
@@ -103,18 +192,43 @@ def test_an_annex_changed_mid_run_leaves_that_letter_owed_and_the_others_sent(
 
     # The annex put right, the next run sends GHA's letter, and only it.
     annex.write_bytes(PDF)
-    again = run_cli("send", "--yes", env=env)
+    again = send(clock, **env)
     assert again.code == 0, again.stdout + again.stderr
     assert [r.recipients for r in smtp_server.received[3:]] == [["gha@missions.example"]]
 
 
 def test_the_last_letter_going_bad_still_ends_the_run_with_its_summary(
-    run_cli: RunCli, project: Path, smtp_server: SmtpServer, four_missions: Path
+    project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
 ) -> None:
     """The last letter of the run cannot be built: the run still ends with its summary."""
-    after_letters(smtp_server, 3, lambda: deleted(four_missions / "ken.pdf"))
-    result = run_cli("send", "--yes", env=smtp_server.env())
+    after_letters(smtp_server, 3, both(midnight(clock), lambda: deleted(four_missions / "ken.pdf")))
+    result = send(clock, **smtp_server.env(LETTER_DATE=""))
     assert result.code == 1, result.stdout + result.stderr
     assert len(smtp_server.received) == 3
     assert "KEN: not sent: its letter could not be built:" in result.stdout
     assert "Send log:" in result.stdout
+
+
+def test_letters_kept_past_memory_come_back_whole_and_leave_no_file(tmp_path: Path) -> None:
+    """Thirty letters of a megabyte: past the 16 MB kept in memory, on disk in LOG_DIR."""
+    from datetime import UTC, datetime
+
+    from outreach.campaign import Composed, KeptLetters
+    from outreach.message import Letter
+    from tests.conftest import chile
+
+    day = datetime(2026, 11, 27, 9, tzinfo=UTC)
+    letters = [
+        Letter(f"C{n}", "a@b.example", (f"c{n}@d.example",), f"<{n}@b>", "s", os.urandom(1 << 20))
+        for n in range(30)
+    ]
+    composed = [
+        Composed(chile(id=letter.contact_id), None, letter, None, day) for letter in letters
+    ]
+    with KeptLetters(tmp_path) as kept:
+        assert list(kept.keep(composed)) == composed
+        assert list(tmp_path.iterdir()) == []
+        assert kept.take("C29", day.date()) == letters[29]
+        assert kept.take("C3", day.date() + timedelta(days=1)) is None, "a letter of yesterday"
+        assert [kept.take(f"C{n}", None) for n in (0, 17)] == [letters[0], letters[17]]
+        assert kept.take("C0", None) is None, "each letter is taken once"

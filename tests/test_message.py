@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from outreach import Campaign, load_settings
 from outreach.contacts import Contact
 from outreach.errors import MessageError
-from outreach.message import build_letter, message_id_for
+from outreach.message import build_letter, dated, message_id_for
 from outreach.render import Rendered
 from tests.conftest import RunCli, write_csv
 from tests.smtp import SmtpServer, parse
@@ -88,6 +89,27 @@ def test_the_message_id_is_the_same_on_every_run(campaign: Campaign) -> None:
     first = campaign.compose(chile, now=NOW)[1]
     later = campaign.compose(chile, now=datetime(2015, 9, 1, tzinfo=UTC))[1]
     assert first.message_id == later.message_id
+
+
+def test_a_letter_checked_earlier_goes_out_dated_as_it_goes_and_is_otherwise_the_same(
+    project: Path,
+) -> None:
+    """The Date of a kept letter is set as it goes; a line of its text starting "Date: " stays."""
+    text = project / "templates" / "en" / "letter.txt.j2"
+    text.write_text("Date: of the meeting, as agreed\n" + text.read_text())
+    campaign = Campaign.open(load_settings(environ=SETTINGS, env_file=None))
+    (chile,) = campaign.contacts.select(["CHL"])
+    _, letter = campaign.compose(chile, now=NOW)
+    later = datetime(2015, 8, 31, 11, 5, 7, tzinfo=UTC)
+
+    sent = dated(letter, later)
+
+    message = parse(sent.data)
+    assert message["Date"] == "Mon, 31 Aug 2015 11:05:07 +0000"
+    assert message.get_all("Date") == [message["Date"]]
+    assert "Date: of the meeting, as agreed" in message.get_body(("plain",)).get_content()
+    assert sent.data.replace(b"11:05:07", b"09:30:00") == letter.data
+    assert dataclasses.replace(sent, data=letter.data) == letter
 
 
 def test_cc_is_a_header_and_an_envelope_recipient(campaign: Campaign) -> None:
