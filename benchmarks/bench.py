@@ -796,9 +796,9 @@ def write_results(
         "the repository's; the 2,000 and "
         f"{LARGE:,} are those 195, then copies of them with ids and addresses of their own.",
         "- `outreach send --yes` is the whole command: it reads the contacts, composes and "
-        "checks every letter, takes the spam score of one letter of each kind, then "
-        "composes each letter again as it goes (so that its Date is the time it is sent) "
-        "and sends it over one reused connection, writing and "
+        "checks every letter (keeping each, as checked, in memory up to 16 MB and then in "
+        "an unnamed file in LOG_DIR), takes the spam score of one letter of each kind, then "
+        "sends each kept letter, its Date set as it goes, over one reused connection, writing and "
         "fsyncing a `sending` row in the send log before each letter's data. As staff run "
         "`make check` before `make send`, `outreach check` runs once, untimed, in the "
         "195-letter and the 2,000-letter folders before their sends; each send scores its "
