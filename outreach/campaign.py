@@ -16,6 +16,7 @@ The path of a letter, in the order a run takes it::
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import pickle
 import resource
@@ -297,13 +298,14 @@ class Campaign:
         the first. Rendering and inlining is CPU work (about 6 ms a letter),
         so a long list is composed on every core; the letters come back one
         at a time, in order, so memory stays flat however long the list.
-        Each letter is dated when it is composed.
+        The letters are dated when composing began, by ``clock``, in the
+        workers too (a send dates each letter again as it goes).
         """
+        now = (clock or SystemClock()).now()
         workers = min(os.cpu_count() or 1, len(contacts) // LETTERS_PER_WORKER)
         if workers < 2:
-            clock = clock or SystemClock()
-            return (self._composed(contact, clock.now()) for contact in contacts)
-        return self._composed_in_workers(contacts, workers)
+            return (self._composed(contact, now) for contact in contacts)
+        return self._composed_in_workers(contacts, workers, now)
 
     def _composed(self, item: Contact | Delivery, now: datetime) -> Composed:
         contact = item.contact if isinstance(item, Delivery) else item
@@ -321,13 +323,15 @@ class Campaign:
         return Composed(contact, rendered, letter, None, now)
 
     def _composed_in_workers(
-        self, contacts: Sequence[Contact] | Sequence[Delivery], workers: int
+        self, contacts: Sequence[Contact] | Sequence[Delivery], workers: int, now: datetime
     ) -> Iterator[Composed]:
         # A worker never talks to the SMTP server: it does not get the password.
         settings = dataclasses.replace(self.settings, smtp_password=Secret(""))
         pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(settings,))
         try:
-            yield from pool.map(_compose_in_worker, contacts, chunksize=CHUNK_SIZE)
+            yield from pool.map(
+                _compose_in_worker, contacts, itertools.repeat(now), chunksize=CHUNK_SIZE
+            )
         except BrokenProcessPool as err:
             raise TemplateError(
                 "a process composing the letters ended abruptly (out of memory?); "
@@ -566,9 +570,9 @@ def _start_worker(settings: Settings) -> None:
     _worker_campaign = Campaign.without_contacts(settings)
 
 
-def _compose_in_worker(item: Contact | Delivery) -> Composed:
+def _compose_in_worker(item: Contact | Delivery, now: datetime) -> Composed:
     assert _worker_campaign is not None, "worker not started"
-    return _worker_campaign._composed(item, SystemClock().now())
+    return _worker_campaign._composed(item, now)
 
 
 def _max_bytes(settings: Settings) -> int:

@@ -124,6 +124,28 @@ def test_an_annex_replaced_mid_run_changes_nothing_of_the_letters_checked(
     assert annex_of(smtp_server.received[2].message) == PDF
 
 
+def test_a_long_list_composed_on_every_core_is_sent_as_checked_too(
+    project: Path, smtp_server: SmtpServer, clock: FakeClock
+) -> None:
+    """120 missions: the check composes them in worker processes; the kept letters go."""
+    folder = project / "annexes"
+    folder.mkdir()
+    rows = ["id,country,email,attachments"]
+    for n in range(120):
+        (folder / f"m{n:03}.pdf").write_bytes(PDF)
+        rows.append(f"M{n:03},Country {n},m{n:03}@missions.example,annexes/m{n:03}.pdf")
+    write_csv(project / "contacts.csv", "\n".join(rows) + "\n")
+    after_letters(smtp_server, 2, lambda: deleted(folder / "m060.pdf"))
+
+    result = send(clock, **smtp_server.env(LETTER_DATE=""))
+
+    assert result.code == 0, result.stdout + result.stderr
+    assert len(smtp_server.received) == 120
+    assert annex_of(smtp_server.received[60].message) == PDF
+    text = smtp_server.received[60].message.get_body(("plain",))
+    assert "27 November 2026" in text.get_content()  # type: ignore[union-attr]
+
+
 def test_each_letter_is_dated_as_it_goes_not_as_it_was_checked(
     project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
 ) -> None:
