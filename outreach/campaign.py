@@ -76,7 +76,8 @@ from outreach.transport import Connection, Server
 if TYPE_CHECKING:
     from outreach.inbox import InboxResult
 
-#: ``progress(stage, done, total)``: how far a long step has got, for a progress bar.
+#: ``progress(stage, done, total)``: how far a long step has got, for a progress bar;
+#: while sending, the stage is what became of the letter (sent, deferred, …).
 Progress = Callable[[str, int, int], None]
 
 
@@ -459,7 +460,7 @@ class Campaign:
         log: SendLog,
         *,
         clock: Clock | None = None,
-        progress: Callable[[str], None] = lambda status: None,
+        progress: Progress = _no_progress,
         kept: KeptLetters | None = None,
     ) -> Outcome:
         """Send the letters the plan owes: those the check ``kept``, else each composed as it goes.

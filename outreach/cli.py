@@ -475,28 +475,20 @@ def _print_outcome(outcome: Outcome, log: Path) -> None:
 
 
 @contextmanager
-def _sending_progress(total: int, clock: Clock) -> Iterator[Callable[[str], None]]:
+def _sending_progress(clock: Clock) -> Iterator[Callable[[str, int, int], None]]:
     """A progress bar on a terminal; otherwise (a log file, cron) a line a minute."""
     if Console(stderr=True).is_terminal:
         with _progress() as update:
-            done = 0
-
-            def advance(status: str) -> None:
-                nonlocal done
-                done += 1
-                update("Sending", done, total)
-
-            yield advance
+            yield lambda status, done, total: update("Sending", done, total)
         return
     counts: Counter[str] = Counter()
     last = clock.monotonic()
 
-    def note(status: str) -> None:
+    def note(status: str, done: int, total: int) -> None:
         nonlocal last
         counts[status] += 1
         if clock.monotonic() - last >= 60:
             last = clock.monotonic()
-            done = sum(counts.values())
             others = ", ".join(f"{n} {s}" for s, n in counts.items() if s != "sent")
             click.echo(
                 f"{clock.now():%H:%M} UTC: {done} of {total} done, {counts['sent']} sent"
@@ -614,7 +606,7 @@ def send(
             click.echo("Nothing sent.")
             return
         try:
-            with _sending_progress(count, clock) as progress_note:
+            with _sending_progress(clock) as progress_note:
                 outcome = campaign.send(plan, log, clock=clock, progress=progress_note, kept=kept)
         except Interrupted as stop:
             _print_outcome(stop.outcome, settings.send_log)

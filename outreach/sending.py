@@ -426,7 +426,7 @@ class Sender:
         log: SendLog,
         clock: Clock,
         *,
-        progress: Callable[[str], None] = lambda status: None,
+        progress: Callable[[str, int, int], None] = lambda status, done, total: None,
         ask_password: PasswordPrompt | None = None,
     ) -> None:
         self.settings = settings
@@ -461,7 +461,7 @@ class Sender:
                         break
                     if isinstance(letter, Unbuilt):
                         self.outcome.unbuilt.append((delivery.contact.id, letter.why))
-                        self.progress("not sent")
+                        self._progressed("not sent")
                         continue
                     self._deliver(connection, delivery, letter)
             finally:
@@ -641,4 +641,9 @@ class Sender:
             self.outcome.problems.extend(
                 dict.fromkeys(r for r in ended.values() if r.status != "sent")
             )
-        self.progress(status)
+        self._progressed(status)
+
+    def _progressed(self, status: str) -> None:
+        """Progress as every step tells it: here the stage is what became of the letter."""
+        done = self.outcome.attempted + len(self.outcome.unbuilt)
+        self.progress(status, done, len(self.plan.to_send))
