@@ -49,7 +49,6 @@ from outreach.errors import (
     MessageError,
     OutreachError,
     RepeatError,
-    SendLogError,
     SettingsError,
     TemplateError,
     TemplateTooLarge,
@@ -102,15 +101,17 @@ class KeptLetters:
 
     They wait in a temporary file with no name, in memory up to 16 MB (a few
     hundred letters), then on disk in LOG_DIR (not a shared ``/tmp``), so
-    20,000 letters take no more memory than 195. A letter is taken back only
-    on the day it was composed: a letter dated in its text is composed again
-    after midnight, so that it never goes out dated the day before.
+    20,000 letters take no more memory than 195. Keeping is a saving, never a
+    condition of sending: past ``limit`` bytes (large attachments to many
+    missions), or when the disk is full, the other letters are composed again
+    as they go, as is a letter dated in its text whose turn comes after
+    midnight, so that it never goes out dated the day before.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, limit: int = 1024**3) -> None:
         # Closed by __exit__: the letters stay while the run sends them.
         self._file = tempfile.SpooledTemporaryFile(16 * 1024 * 1024, dir=str(folder))  # noqa: SIM115
+        self._room = limit
         self._at: dict[str, tuple[int, date]] = {}
 
     def __enter__(self) -> KeptLetters:
@@ -120,18 +121,23 @@ class KeptLetters:
         self._file.close()
 
     def keep(self, composed: Iterable[Composed]) -> Iterator[Composed]:
-        """Each of ``composed``, kept on its way past (a letter that cannot be built, not)."""
+        """Each of ``composed``, kept on its way past while there is room."""
         for item in composed:
             if item.letter is not None and item.at is not None:
-                self._at[item.contact.id] = (self._file.tell(), item.at.date())
-                try:
-                    pickle.dump(item.letter, self._file)
-                except OSError as err:
-                    raise SendLogError(
-                        f"{self.folder}: the checked letters cannot be kept there "
-                        f"({err.strerror}); stopped before any letter went"
-                    ) from err
+                self._keep(item.contact.id, item.letter, item.at.date())
             yield item
+
+    def _keep(self, contact_id: str, letter: Letter, day: date) -> None:
+        self._room -= len(letter.data)
+        if self._room < 0:
+            return
+        try:
+            at = self._file.tell()
+            pickle.dump(letter, self._file)
+        except OSError:
+            self._forget()
+        else:
+            self._at[contact_id] = (at, day)
 
     def take(self, contact_id: str, today: date | None) -> Letter | None:
         """The letter kept for ``contact_id``; None when there is none, or it is of another day.
@@ -141,10 +147,19 @@ class KeptLetters:
         kept = self._at.pop(contact_id, None)
         if kept is None or (today is not None and kept[1] != today):
             return None
-        self._file.seek(kept[0])
-        letter: Letter = pickle.load(self._file)  # noqa: S301 (this run's own file, unnamed)
-        self._file.seek(0, os.SEEK_END)
+        try:
+            self._file.seek(kept[0])
+            letter: Letter = pickle.load(self._file)  # noqa: S301 (this run's own file, unnamed)
+            self._file.seek(0, os.SEEK_END)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            self._forget()
+            return None
         return letter
+
+    def _forget(self) -> None:
+        """A file that could not be written (a full disk) is read no more."""
+        self._room = -1
+        self._at.clear()
 
 
 @dataclass(frozen=True)

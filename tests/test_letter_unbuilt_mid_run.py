@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from outreach.campaign import Composed, KeptLetters
 from outreach.cli import cli
+from outreach.message import Letter
 from outreach.sendlog import read_log
-from tests.conftest import FakeClock, Result, write_csv
+from tests.conftest import FakeClock, Result, chile, full_disk_at, write_csv
 from tests.smtp import SmtpServer
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
@@ -231,26 +233,41 @@ def test_the_last_letter_going_bad_still_ends_the_run_with_its_summary(
     assert "Send log:" in result.stdout
 
 
-def test_letters_kept_past_memory_come_back_whole_and_leave_no_file(tmp_path: Path) -> None:
-    """Thirty letters of a megabyte: past the 16 MB kept in memory, on disk in LOG_DIR."""
-    from datetime import UTC, datetime
+DAY = datetime(2026, 11, 27, 9, tzinfo=UTC)
 
-    from outreach.campaign import Composed, KeptLetters
-    from outreach.message import Letter
-    from tests.conftest import chile
 
-    day = datetime(2026, 11, 27, 9, tzinfo=UTC)
+def megabyte_letters(count: int) -> list[Composed]:
+    """``count`` composed letters of a megabyte each, as the check hands them on."""
     letters = [
         Letter(f"C{n}", "a@b.example", (f"c{n}@d.example",), f"<{n}@b>", "s", os.urandom(1 << 20))
-        for n in range(30)
+        for n in range(count)
     ]
-    composed = [
-        Composed(chile(id=letter.contact_id), None, letter, None, day) for letter in letters
-    ]
+    return [Composed(chile(id=letter.contact_id), None, letter, None, DAY) for letter in letters]
+
+
+def test_letters_kept_past_memory_come_back_whole_and_leave_no_file(tmp_path: Path) -> None:
+    """Thirty letters of a megabyte: past the 16 MB kept in memory, on disk in LOG_DIR."""
+    composed = megabyte_letters(30)
     with KeptLetters(tmp_path) as kept:
         assert list(kept.keep(composed)) == composed
         assert list(tmp_path.iterdir()) == []
-        assert kept.take("C29", day.date()) == letters[29]
-        assert kept.take("C3", day.date() + timedelta(days=1)) is None, "a letter of yesterday"
-        assert [kept.take(f"C{n}", None) for n in (0, 17)] == [letters[0], letters[17]]
+        assert kept.take("C29", DAY.date()) == composed[29].letter
+        assert kept.take("C3", DAY.date() + timedelta(days=1)) is None, "a letter of yesterday"
+        assert [kept.take(f"C{n}", None) for n in (0, 17)] == [c.letter for c in composed[0:18:17]]
         assert kept.take("C0", None) is None, "each letter is taken once"
+
+
+def test_letters_past_the_limit_are_not_kept_and_go_composed_again(tmp_path: Path) -> None:
+    composed = megabyte_letters(6)
+    with KeptLetters(tmp_path, limit=3 * (1 << 20) + 1000) as kept:
+        assert list(kept.keep(composed)) == composed
+        taken = [kept.take(f"C{n}", DAY.date()) for n in range(6)]
+    assert taken == [c.letter for c in composed[:3]] + [None, None, None]
+
+
+def test_on_a_full_disk_no_letter_is_kept_and_none_is_lost(tmp_path: Path) -> None:
+    """The 16 MB in memory cannot go to the disk: every letter is composed again as it goes."""
+    composed = megabyte_letters(20)
+    with full_disk_at(tmp_path / "full") as folder, KeptLetters(folder) as kept:
+        assert list(kept.keep(composed)) == composed
+        assert [kept.take(f"C{n}", DAY.date()) for n in range(20)] == [None] * 20
