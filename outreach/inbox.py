@@ -267,6 +267,8 @@ def match_notice(
                 left.append(found)
             else:
                 targets.append(found)
+        if notice.guessed:
+            return _one_guess(notice, targets)
         if not targets:
             return Unmatched("", notice, "; ".join(left))
         return Match(tuple(targets), tuple(left))
@@ -282,16 +284,39 @@ def match_notice(
     return Match((_whole_letter(same, event, True),))
 
 
+def _one_guess(notice: Notice, targets: list[Target]) -> Match | Unmatched:
+    """A notice read by its text alone counts only when its text names one address of a letter.
+
+    Its text may quote the letter's To and Cc; when it names two addresses
+    that letters went to, which of them failed cannot be told.
+    """
+    if len(targets) == 1:
+        return Match((targets[0],))
+    if not targets:
+        return Unmatched("", notice, notice.problem)
+    named = ", ".join(sorted({a for t in targets for a in t.addresses}))
+    return Unmatched(
+        "", notice, f"{notice.problem}; its text names several addresses of letters ({named})"
+    )
+
+
 def _bounce_target(
     event: Event, letters: Sequence[AcceptedLetter], when: datetime, by_id: bool
 ) -> Target | str:
-    """The target of one bounce or delay: by the letter it names, or by its address."""
+    """The target of one bounce or delay: by the letter it names, or by its address.
+
+    A report that names the letter by its id but gives no address a reader
+    can use (a mailbox's file path, ``@host``) is about that letter's one
+    address, when it went to one.
+    """
     named = ", ".join(event.recipients) or "no recipient"
     if by_id:
         for address in event.recipients:
             for letter in letters:
                 if letter.address == address:
                     return Target(letter, (address,), event, False)
+        if not event.recipients and len({x.address for x in letters}) == 1:
+            return Target(letters[0], (letters[0].address,), event, False)
         first = letters[0]
         return (
             f"it names {named}, to which the letter of {first.contact_id} "

@@ -85,7 +85,7 @@ MAX_CONTAINERS = 100
 _CONTAINER = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?(?:multipart|message)/")
 #: Who sends non-delivery notices (the local part of From, or its name).
 _MAILER = re.compile(
-    r"(?i)^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|mail delivery (subsystem|system)"
+    r"(?i)^(mailer[-_]?daemon|post[-_]?master|mail[-_]daemon|mail delivery (subsystem|system)"
     r"|microsoft outlook|mail administrator|mdaemon|nobody|root)$"
 )
 #: Subjects of non-delivery notices, as the common mail systems write them.
@@ -110,6 +110,13 @@ _AUTO_SUBJECT = re.compile(
     r"|abwesenheitsnotiz|abwesend|r[ée]ponse automatique|absence"
     r"|respuesta autom[áa]tica|risposta automatica|automatisch antwoord|resposta autom[áa]tica)"
 )
+#: An address in a notice's text, as a reader in no known shape finds it.
+_TEXT_ADDRESS = re.compile(r"[A-Za-z0-9][\w.+'%-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+#: Subjects of notices that say a letter is only delayed.
+_DELAY_WORDS = re.compile(r"(?i)delay|warning|will retry|not yet been delivered|temporar")
+#: The subject of Lotus Domino's out-of-office answers, which carry no header that says so.
+_DOMINO_AUTO = re.compile(r"(?i)^\s*AUTO:\s.*\bout of (the )?office")
+_NO_FAILURE = "a delivery report that says no letter failed or was delayed"
 #: A Message-ID in a returned original pasted as text, quoted or not.
 _PASTED_ID = re.compile(r"(?im)^[ \t>]*(?:x-original-)?message-id:[ \t]*(<[^<>\s]+>)")
 #: Text read of a notice's own parts, for pasted ids and status codes.
@@ -162,6 +169,10 @@ class Notice:
     problem: str = ""
     #: The sender's bare address, in lower case ("" when it has none).
     address: str = ""
+    #: The events are guesses: a non-delivery notice in a shape no reader
+    #: knows, with an event for each address its own text names. Only one
+    #: of them that some letter was accepted for is recorded (see inbox).
+    guessed: bool = False
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -303,12 +314,27 @@ def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: N
         for address in addresses:
             diagnostic = _diagnostic(text, address) or f"the notice says: {base.subject}"
             events.append(Event(kind, (address,), status, _clean(diagnostic)))
-    problem = (
-        ""
-        if events
-        else (base.problem or "a non-delivery notice in which no failed address can be read")
+    if events:
+        return replace(base, kind="report", refers_to=refers, events=tuple(events), problem="")
+    problem = base.problem or "a non-delivery notice in which no failed address can be read"
+    if problem == _NO_FAILURE:  # a report read whole: nothing to guess
+        return replace(base, kind="report", refers_to=refers, problem=problem)
+    kind, fallback = (DELAYED, "4.0.0") if _DELAY_WORDS.search(base.subject) else (BOUNCED, "5.0.0")
+    status = next((c for c in codes if c[0] == fallback[0]), fallback)
+    named = [a for a in _unique(_TEXT_ADDRESS.findall(text)) if not _mailer_address(a, base)]
+    unread = f"named in the text of a notice in a shape not known here: {base.subject}"
+    guesses = tuple(
+        Event(kind, (a.lower(),), status, _clean(_diagnostic(text, a.lower()) or unread))
+        for a in named
     )
-    return replace(base, kind="report", refers_to=refers, events=tuple(events), problem=problem)
+    return replace(
+        base, kind="report", refers_to=refers, events=guesses, problem=problem, guessed=True
+    )
+
+
+def _mailer_address(address: str, base: Notice) -> bool:
+    """The notice's own sender, or a mailer's address (postmaster@…), named in its text."""
+    return address.lower() == base.address or bool(_MAILER.match(address.partition("@")[0]))
 
 
 def _detected(value: object) -> str:
@@ -323,12 +349,17 @@ def _own_text(message: EmailMessage) -> str:
     pieces: list[str] = []
     size = 0
     for part in _parts(message):
-        if part.get_content_maintype() != "text" or part.get_content_type() in _ORIGINAL:
+        unsplit = part.get_content_maintype() == "multipart" and part.get_payload()
+        if isinstance(unsplit, str):
+            # A multipart whose boundary the parser cannot find: its body, as it came.
+            raw: object = unsplit.encode("utf-8", "surrogateescape")
+        elif part.get_content_maintype() != "text" or part.get_content_type() in _ORIGINAL:
             continue
-        try:
-            raw = part.get_payload(decode=True)
-        except (ValueError, LookupError, AssertionError):
-            continue
+        else:
+            try:
+                raw = part.get_payload(decode=True)
+            except (ValueError, LookupError, AssertionError):
+                continue
         if not isinstance(raw, bytes):
             continue
         charset = part.get_content_charset() or "utf-8"
@@ -366,7 +397,8 @@ def automatic(message: Message) -> str:
     ``List-Unsubscribe``), as the classic vacation program writes it; and
     ``X-MS-Exchange-Inbox-Rules-Loop``, which Exchange puts on what an inbox
     rule sends; ``X-Apple-Action`` (Apple Mail's vacation rule);
-    ``X-Autoresponder`` and ``X-Vacation``. ``X-Auto-Response-Suppress``
+    ``X-Autoresponder`` and ``X-Vacation``; Lotus Domino's subject "AUTO: …
+    is out of the office". ``X-Auto-Response-Suppress``
     alone marks nothing (Outlook puts it on ordinary mail to ask others not
     to answer automatically): only beside an automatic reply's subject
     ("Automatic reply:", "Out of Office", "Abwesenheitsnotiz", …), which is
@@ -403,6 +435,8 @@ def automatic(message: Message) -> str:
         or "X-Autogenerated" in message
     ):
         return f"an automatic reply's subject ({_clean(subject)[:40]}) from Outlook or Exchange"
+    if _DOMINO_AUTO.match(subject):
+        return f"Lotus Domino's out-of-office subject ({_clean(subject)[:40]})"
     return ""
 
 
@@ -491,7 +525,7 @@ def _read_report(report: EmailMessage, threaded: tuple[str, ...], base: Notice) 
         problem = (
             "a delivery report whose delivery-status part cannot be read"
             if status_part is None or not blocks
-            else "a delivery report that says no letter failed or was delayed"
+            else _NO_FAILURE
         )
     return replace(base, kind="report", refers_to=refers, events=tuple(events), problem=problem)
 
@@ -545,7 +579,8 @@ def _addresses(value: str) -> list[str]:
     found = []
     for piece in re.split(r"[,\s]+", value):
         address = piece.strip().strip("<>").strip().lower()
-        if "@" in address:
+        local, _, domain = address.rpartition("@")
+        if local and domain:
             found.append(address)
     return found
 

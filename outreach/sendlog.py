@@ -70,7 +70,7 @@ STATUSES = (
 #: Cells beginning with these are formulas to a spreadsheet.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 #: An enhanced status code (RFC 3463), as a bounce's ``smtp_code``: ``5.1.1``, ``5.1.10``.
-ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+ENHANCED_STATUS = re.compile(r"(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?!\.?\d)")
 #: How an inbox row's ``smtp_reply`` ends: the Message-ID of the notice it came from.
 _NOTICE = re.compile(r" \[notice (<[^<>\s]*>)\]$")
 

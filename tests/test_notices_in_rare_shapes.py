@@ -1,0 +1,228 @@
+"""Notices in the shapes no reader knows by name, modelled on real ones from production systems.
+
+Apache James's "post_master" with a "Re:" subject, Lotus Domino's "AUTO:"
+out-of-office, Mimecast's and Lotus Notes' text bounces, a multipart whose
+boundary the parser cannot find, a report that names a mailbox's file path
+instead of an address. Each is recorded against the right letter, or listed,
+never recorded as a mission's answer and never as another address's bounce.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from outreach.inbox import Unmatched
+from outreach.notices import automatic, parse, read_bytes
+from outreach.sendlog import ENHANCED_STATUS
+from tests.test_inbox_matching import log_row, matched, only
+
+LETTER = "<l1@coalition.example>"
+CHILE = [log_row("sent", "CHL", "chl@missions.example", LETTER, 0)]
+#: Chile's letter went to its own address and, in copy, to its ambassador's.
+CHILE_AND_COPY = [
+    *CHILE,
+    log_row("sent", "CHL", "amb@missions.example", LETTER, 0),
+]
+
+
+def james(recipient: str = "chl@missions.example") -> bytes:
+    """Apache James's bounce: a "Re:" subject, In-Reply-To, and a boundary on a line of its own."""
+    return f"""\
+From: post_master@gateway.example
+To: campaign@coalition.example
+Message-ID: <0001.JavaMail@gateway.example>
+In-Reply-To: {LETTER}
+Subject: Re:A letter from the coalition
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="----=_Part_0"
+Date: 28 Nov 2026 02:21:53 -0000
+
+------=_Part_0
+Content-Type: multipart/alternative;
+boundary="----=_Part_1"
+
+------=_Part_1
+Content-Type: text/plain; charset=us-ascii
+
+Error: Invalid user address
+
+Error message below:
+550 - Requested action not taken: no such user here
+
+Message details:
+  Subject: A letter from the coalition
+  MAIL FROM: campaign@coalition.example
+  RCPT TO: {recipient}
+
+------=_Part_1--
+
+------=_Part_0--
+""".encode()
+
+
+def text_bounce(body: str, subject: str = "Undeliverable message") -> bytes:
+    """A mailer's notice in plain text, with no Message-ID of the letter (Mimecast, Notes)."""
+    return f"""\
+From: Mail Delivery Subsystem <MAILER-DAEMON@relay.example>
+To: campaign@coalition.example
+Subject: {subject}
+Message-ID: <n1@relay.example>
+Date: Sat, 28 Nov 2026 10:00:00 +0000
+Content-Type: text/plain; charset=us-ascii
+
+{body}
+""".encode()
+
+
+def report(final_recipient: str, action: str = "failed", status: str = "5.0.0") -> bytes:
+    """An RFC 3464 report returning the letter's headers, its recipient as given."""
+    return f"""\
+From: Mail Delivery System <MAILER-DAEMON@mx.example>
+To: campaign@coalition.example
+Subject: Delivery Status Notification
+Message-ID: <r1@mx.example>
+Date: Sat, 28 Nov 2026 10:00:00 +0000
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+Your message to chl@missions.example could not be delivered to the mailbox it forwards to.
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example
+
+Final-Recipient: {final_recipient}
+Action: {action}
+Status: {status}
+
+--B
+Content-Type: text/rfc822-headers
+
+From: campaign@coalition.example
+To: chl@missions.example
+Cc: amb@missions.example
+Message-ID: {LETTER}
+Subject: A letter from the coalition
+
+--B--
+""".encode()
+
+
+def test_a_bounce_from_post_master_titled_re_is_a_bounce_never_an_answer() -> None:
+    notice = read_bytes(james())
+    assert notice.kind == "report"
+    letter, by_address = only(matched(notice, CHILE))
+    assert (letter.contact_id, letter.address, by_address) == ("CHL", "chl@missions.example", False)
+    [target] = matched(notice, CHILE).targets  # type: ignore[union-attr]
+    assert (target.event.kind, target.event.status) == ("bounced", "5.0.0")
+    assert target.event.text.startswith("named in the text of a notice in a shape not known here")
+
+
+def test_a_bounce_naming_an_address_the_letter_never_went_to_records_nothing() -> None:
+    found = matched(read_bytes(james("stranger@elsewhere.example")), CHILE)
+    assert isinstance(found, Unmatched)
+    assert "no failed address can be read" in found.why
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "AUTO: Maria Lopez is out of the office (returning 12/12/2026)",
+        "AUTO: Maria Lopez is out of office",
+    ],
+)
+def test_lotus_dominos_out_of_office_is_an_automatic_reply(subject: str) -> None:
+    message = parse(
+        f"From: maria@missions.example\nSubject: {subject}\nIn-Reply-To: {LETTER}\n\n"
+        "I am out of the office until 12/12/2026.\n".encode()
+    )
+    assert automatic(message).startswith("Lotus Domino's out-of-office subject")
+    assert (
+        automatic(parse(b"From: a@b.example\nSubject: AUTO: reply on the motor pool\n\nx\n")) == ""
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "codes"),
+    [
+        ("by mx.example with ESMTP id 2014.11.23.0001", []),
+        ("from [192.0.2.25] by 198.51.100.2.5", []),
+        ("Diagnostic-Code: smtp; 550 5.1.1 <a@b.example>: no such user", ["5.1.1"]),
+        ("452 4.2.2 Mailbox full.", ["4.2.2"]),
+        ("status 5.1.10 (RFC 3463bis)", ["5.1.10"]),
+    ],
+    ids=["a-date", "addresses", "a-code", "a-code-at-the-end", "three-digits"],
+)
+def test_a_status_code_is_never_read_from_a_date_or_an_ip_address(
+    text: str, codes: list[str]
+) -> None:
+    assert ENHANCED_STATUS.findall(text) == codes
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Mimecast
+        "Your message couldn't be delivered to the following recipients:\n\n"
+        "-- chl@missions.example\n\n550 Invalid recipient\n",
+        # Lotus Notes
+        "Your document:\tA letter from the coalition\nwas not delivered to:\n\n"
+        "  chl@missions.example\n\nbecause:\n\n  User chl (chl@missions.example) not listed\n",
+        # DragonFly's dma
+        "This is the DragonFly Mail Agent at relay.example.\n\nThere was an error delivering "
+        "your mail to <chl@missions.example>.\n\nremote delivery failed: 550 5.1.1 no mailbox\n",
+    ],
+    ids=["mimecast", "lotus-notes", "dragonfly"],
+)
+def test_a_text_bounce_in_an_unknown_shape_is_matched_by_the_one_letter_address_it_names(
+    body: str,
+) -> None:
+    notice = read_bytes(text_bounce(body))
+    assert notice.guessed
+    found = matched(notice, CHILE)
+    letter, by_address = only(found)
+    assert (letter.address, by_address) == ("chl@missions.example", True)
+    [target] = found.targets  # type: ignore[union-attr]
+    assert target.event.kind == "bounced"
+    assert target.event.status.startswith("5.")
+
+
+def test_a_text_bounce_that_names_two_addresses_of_letters_is_listed_not_guessed() -> None:
+    body = "Delivery failed.\n\nOriginal To: chl@missions.example\nCc: amb@missions.example\n"
+    found = matched(read_bytes(text_bounce(body)), CHILE_AND_COPY)
+    assert isinstance(found, Unmatched)
+    assert "several addresses of letters (amb@missions.example, chl@missions.example)" in found.why
+
+
+def test_a_text_notice_that_says_delayed_records_a_delay() -> None:
+    body = "Your message to chl@missions.example has not yet been delivered; we will retry.\n"
+    notice = read_bytes(text_bounce(body, subject="Delivery delayed"))
+    [target] = matched(notice, CHILE).targets  # type: ignore[union-attr]
+    assert (target.event.kind, target.event.status) == ("delayed", "4.0.0")
+
+
+@pytest.mark.parametrize(
+    "final_recipient",
+    ["rfc822;/mail/spool/mx.example/chl/inbox", "rfc822; @mx.example"],
+    ids=["a-mailbox-path", "no-local-part"],
+)
+def test_a_report_of_a_letter_by_id_that_names_no_usable_address_is_about_its_one_address(
+    final_recipient: str,
+) -> None:
+    notice = read_bytes(report(final_recipient))
+    letter, by_address = only(matched(notice, CHILE))
+    assert (letter.address, by_address) == ("chl@missions.example", False)
+    # The same report of a letter that went to two addresses cannot tell which.
+    assert isinstance(matched(notice, CHILE_AND_COPY), Unmatched)
+
+
+def test_a_report_that_says_delivered_is_never_guessed_a_bounce() -> None:
+    notice = read_bytes(report("rfc822; chl@missions.example", action="delivered", status="2.0.0"))
+    assert (notice.events, notice.guessed) == ((), False)
+    found = matched(notice, CHILE)
+    assert isinstance(found, Unmatched)
+    assert "says no letter failed" in found.why
