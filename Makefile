@@ -14,7 +14,7 @@ DEMO_PORT ?= 2525
 #   make report ARGS="--format html --out report.html"
 ARGS ?=
 
-.PHONY: demo test preview check send test-send inbox report sink contacts lint bench bench-bounces clean help
+.PHONY: demo test preview check send test-send inbox report sink contacts lint bench bench-bounces bench-sisimai clean help
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -87,6 +87,10 @@ bench: $(BENCH_VENV)/.installed ## what users feel: sending across 50 ms of netw
 
 bench-bounces: $(STAMP) ## how many of flufl.bounce's ~117 real bounces `outreach inbox` records (downloads its source from PyPI into benchmarks/.work/); writes benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bounces.py
+
+bench-sisimai: $(STAMP) ## how `outreach inbox` reads 91 real bounces and automatic replies of Sisimai's set-of-emails (clones it from GitHub into benchmarks/.work/); writes benchmarks/RESULTS.md
+	test -d benchmarks/.work/set-of-emails || git clone --quiet --depth 1 https://github.com/sisimai/set-of-emails benchmarks/.work/set-of-emails
+	$(BIN)/python benchmarks/sisimai.py benchmarks/.work/set-of-emails
 
 clean: ## remove the virtual environment and generated files
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
