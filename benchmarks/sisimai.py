@@ -430,9 +430,9 @@ BEFORE = [
     "automatic replies, and recorded one bounce (Apache James's `post_master`, titled "
     '"Re:") and one automatic reply (Lotus Domino\'s "AUTO:") as answers; no false bounce, no '
     "traceback. The rules added since were written with those misses in view, so the "
-    "figures above are no longer those of mail none of us had seen. The messages were "
-    "copied here through a code index, not a clone: 6 had their CRLF line ends restored "
-    "and 5 Japanese ones were encoded back to ISO-2022-JP.",
+    "figures above are no longer those of mail none of us had seen. Both runs read copies "
+    "of the messages, not a clone: 6 had their CRLF line ends restored and 5 Japanese ones "
+    "were encoded back to ISO-2022-JP, so a run on a clone may differ slightly.",
 ]
 
 
