@@ -312,8 +312,11 @@ def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: N
     ):
         status = next((c for c in codes if c[0] == fallback[0]), fallback)
         for address in addresses:
-            diagnostic = _diagnostic(text, address) or f"the notice says: {base.subject}"
-            events.append(Event(kind, (address,), status, _clean(diagnostic)))
+            diagnostic = _diagnostic(text, address)
+            # The code beside the address, when the notice gives each its own.
+            own = next((c for c in ENHANCED_STATUS.findall(diagnostic) if c[0] == status[0]), "")
+            diagnostic = diagnostic or f"the notice says: {base.subject}"
+            events.append(Event(kind, (address,), own or status, _clean(diagnostic)))
     if events:
         return replace(base, kind="report", refers_to=refers, events=tuple(events), problem="")
     problem = base.problem or "a non-delivery notice in which no failed address can be read"

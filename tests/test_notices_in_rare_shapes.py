@@ -226,3 +226,28 @@ def test_a_report_that_says_delivered_is_never_guessed_a_bounce() -> None:
     found = matched(notice, CHILE)
     assert isinstance(found, Unmatched)
     assert "says no letter failed" in found.why
+
+
+def test_each_failed_address_of_a_text_bounce_gets_the_code_written_beside_it() -> None:
+    """Exim's text: two addresses, two reasons; not the first code for both."""
+    notice = read_bytes(
+        b"From: Mail Delivery System <Mailer-Daemon@mx.example>\n"
+        b"To: campaign@coalition.example\n"
+        b"Subject: Mail delivery failed: returning message to sender\n"
+        b"X-Failed-Recipients: chl@missions.example, amb@missions.example\n"
+        b"Message-ID: <e1@mx.example>\n"
+        b"\n"
+        b"This message was created automatically by mail delivery software.\n\n"
+        b"A message that you sent could not be delivered to one or more of its\n"
+        b"recipients. This is a permanent error. The following address(es) failed:\n\n"
+        b"  chl@missions.example\n"
+        b"    SMTP error from remote mail server after RCPT TO:<chl@missions.example>:\n"
+        b"    550 5.1.1 <chl@missions.example>: Recipient address rejected\n"
+        b"  amb@missions.example\n"
+        b"    SMTP error from remote mail server after RCPT TO:<amb@missions.example>:\n"
+        b"    552 5.2.2 <amb@missions.example>: Mailbox full\n"
+    )
+    assert {e.recipients[0]: e.status for e in notice.events} == {
+        "chl@missions.example": "5.1.1",
+        "amb@missions.example": "5.2.2",
+    }
