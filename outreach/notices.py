@@ -78,6 +78,10 @@ MAX_TEXT = 300
 #: The largest message read: a bounce returning a letter with its attachments
 #: is well below; anything larger is skipped and named, never parsed.
 MAX_NOTICE_BYTES = 32 * 1024 * 1024
+#: The most bytes a message's headers may take. The standard library reads a
+#: header's words in time that grows with their square: a bounce whose
+#: X-Failed-Recipients ran to megabytes would hold ``inbox`` for hours.
+MAX_HEADER_BYTES = 1024 * 1024
 #: The most MIME containers (multipart and message parts) a message may hold.
 #: Real notices hold fewer than ten; the parser recurses once per level, so a
 #: message thousands of levels deep would otherwise exhaust Python's stack.
@@ -110,7 +114,15 @@ _AUTO_SUBJECT = re.compile(
     r"|abwesenheitsnotiz|abwesend|r[ée]ponse automatique|absence"
     r"|respuesta autom[áa]tica|risposta automatica|automatisch antwoord|resposta autom[áa]tica)"
 )
-#: An address in a notice's text, as a reader in no known shape finds it.
+#: The most failed addresses read from one notice: a letter has a few (To
+#: and Cc), and each is looked for in every line of the notice's text.
+MAX_FAILED = 100
+#: The most addresses the text of a notice in an unknown shape may name for
+#: one of them to be taken as the failed one.
+MAX_GUESSED = 20
+#: What separates the words of a notice's text, for the addresses in it.
+_WORD_BREAK = re.compile(r"[\s<>()\[\]\",;:]+")
+#: One word of a notice's text that is an address.
 _TEXT_ADDRESS = re.compile(r"[A-Za-z0-9][\w.+'%-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 #: Subjects of notices that say a letter is only delayed.
 _DELAY_WORDS = re.compile(r"(?i)delay|warning|will retry|not yet been delivered|temporar")
@@ -175,17 +187,27 @@ class Notice:
     guessed: bool = False
 
 
+def _header_length(data: bytes) -> int:
+    """Where a message's headers end (its first empty line), looked for in the first MB only."""
+    window = data[: MAX_HEADER_BYTES + 4]
+    found = [i for i in (window.find(b"\n\n"), window.find(b"\n\r\n")) if i >= 0]
+    return min(found) if found else len(data)
+
+
 def parse(data: bytes) -> EmailMessage:
     """One message from its bytes, as the documented ``email`` API reads it.
 
-    Raises Unreadable for a message above MAX_NOTICE_BYTES or with more than
-    MAX_CONTAINERS nested parts, before parsing it.
+    Raises Unreadable for a message above MAX_NOTICE_BYTES, with headers
+    above MAX_HEADER_BYTES or with more than MAX_CONTAINERS nested parts,
+    before parsing it.
     """
     if len(data) > MAX_NOTICE_BYTES:
         raise Unreadable(
             f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB "
             f"({len(data) / 1024 / 1024:.0f} MB): not read"
         )
+    if _header_length(data) > MAX_HEADER_BYTES:
+        raise Unreadable(f"headers longer than {MAX_HEADER_BYTES // 1024 // 1024} MB: not read")
     if len(_CONTAINER.findall(data)) > MAX_CONTAINERS:
         raise Unreadable(f"more than {MAX_CONTAINERS} nested MIME parts: not read")
     try:
@@ -307,8 +329,8 @@ def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: N
     events = []
     codes = ENHANCED_STATUS.findall(text)
     for kind, addresses, fallback in (
-        (BOUNCED, permanent, "5.0.0"),
-        (DELAYED, temporary, "4.0.0"),
+        (BOUNCED, permanent[:MAX_FAILED], "5.0.0"),
+        (DELAYED, temporary[:MAX_FAILED], "4.0.0"),
     ):
         status = next((c for c in codes if c[0] == fallback[0]), fallback)
         for address in addresses:
@@ -324,7 +346,9 @@ def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: N
         return replace(base, kind="report", refers_to=refers, problem=problem)
     kind, fallback = (DELAYED, "4.0.0") if _DELAY_WORDS.search(base.subject) else (BOUNCED, "5.0.0")
     status = next((c for c in codes if c[0] == fallback[0]), fallback)
-    named = [a for a in _unique(_TEXT_ADDRESS.findall(text)) if not _mailer_address(a, base)]
+    named = [a for a in _unique(_text_addresses(text)) if not _mailer_address(a, base)]
+    if len(named) > MAX_GUESSED:  # a list of addresses, not a bounce of one letter
+        return replace(base, kind="report", refers_to=refers, problem=problem)
     unread = f"named in the text of a notice in a shape not known here: {base.subject}"
     guesses = tuple(
         Event(kind, (a.lower(),), status, _clean(_diagnostic(text, a.lower()) or unread))
@@ -333,6 +357,17 @@ def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: N
     return replace(
         base, kind="report", refers_to=refers, events=guesses, problem=problem, guessed=True
     )
+
+
+def _text_addresses(text: str) -> list[str]:
+    """The addresses a notice's text names, word by word.
+
+    Word by word, in time linear in the text: a pattern searched through
+    the whole text would try every position of a long run of letters, and
+    a hostile notice of 256 KB would then hold ``inbox`` for minutes.
+    """
+    words = (w.strip(".") for w in _WORD_BREAK.split(text) if "@" in w)
+    return [w for w in words if _TEXT_ADDRESS.fullmatch(w)]
 
 
 def _mailer_address(address: str, base: Notice) -> bool:

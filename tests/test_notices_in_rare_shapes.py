@@ -9,10 +9,12 @@ never recorded as a mission's answer and never as another address's bounce.
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from outreach.inbox import Unmatched
-from outreach.notices import automatic, parse, read_bytes
+from outreach.notices import Unreadable, _text_addresses, automatic, parse, read_bytes
 from outreach.sendlog import ENHANCED_STATUS
 from tests.test_inbox_matching import log_row, matched, only
 
@@ -251,3 +253,51 @@ def test_each_failed_address_of_a_text_bounce_gets_the_code_written_beside_it() 
         "chl@missions.example": "5.1.1",
         "amb@missions.example": "5.2.2",
     }
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"X-Failed-Recipients: ", b"To: ", b"Subject: "],
+    ids=["failed-recipients", "to", "subject"],
+)
+def test_headers_over_a_megabyte_are_unreadable_not_read_for_hours(header: bytes) -> None:
+    """The standard library reads a header's words in time growing with their square."""
+    addresses = b", ".join(b"u%d@x.example" % n for n in range(80_000))
+    message = b"From: MAILER-DAEMON@x.example\n" + header + addresses + b"\n\nhello\n"
+    with pytest.raises(Unreadable, match="headers longer than 1 MB"):
+        read_bytes(message)
+
+
+def test_at_most_a_hundred_failed_addresses_are_read_from_one_notice() -> None:
+    """A letter has a few addresses; each one read is looked for in every line of the text."""
+    many = b", ".join(b"u%d@x.example" % n for n in range(5_000))
+    head = b"From: MAILER-DAEMON@x.example\nX-Failed-Recipients: "
+    notice = read_bytes(head + many + b"\n\nx\n")
+    assert [e.recipients[0] for e in notice.events] == [f"u{n}@x.example" for n in range(100)]
+
+
+def test_a_notice_text_of_megabytes_of_letters_is_searched_for_addresses_word_by_word() -> None:
+    """Four megabytes in one word: a pattern tried at every position would take hours."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise TimeoutError("the addresses of a text were searched position by position")
+
+    before = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(60)  # a bound on a hang, not a measure of speed: word by word takes milliseconds
+    try:
+        assert _text_addresses("a" * 4_000_000 + " chl@missions.example") == [
+            "chl@missions.example"
+        ]
+        assert _text_addresses(("a" * 100 + "@") * 40_000) == []
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def test_a_text_naming_more_than_twenty_addresses_is_not_guessed_from() -> None:
+    body = (
+        "\n".join(f"-- user{n}@missions.example" for n in range(21)) + "\n-- chl@missions.example"
+    )
+    notice = read_bytes(text_bounce(body))
+    assert notice.events == ()
+    assert isinstance(matched(notice, CHILE), Unmatched)
