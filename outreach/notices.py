@@ -114,6 +114,8 @@ _AUTO_SUBJECT = re.compile(
     r"|abwesenheitsnotiz|abwesend|r[ée]ponse automatique|absence"
     r"|respuesta autom[áa]tica|risposta automatica|automatisch antwoord|resposta autom[áa]tica)"
 )
+#: The most of a notice flufl.bounce's detectors read.
+DETECTORS_READ = 1024 * 1024
 #: The most failed addresses read from one notice: a letter has a few (To
 #: and Cc), and each is looked for in every line of the notice's text.
 MAX_FAILED = 100
@@ -243,21 +245,21 @@ def read_notice(message: EmailMessage, data: bytes = b"") -> Notice:
         date=date,
         address=_sender_address(message),
     )
-    notice = _read(message, threaded, base)
+    notice = _read(message, threaded, base, data)
     # A notice forwarded whole (a bounce wrapped in a message of its own)
     # returns itself: its own id names no letter.
     return replace(notice, refers_to=tuple(i for i in notice.refers_to if i != notice_id))
 
 
-def _read(message: EmailMessage, threaded: tuple[str, ...], base: Notice) -> Notice:
+def _read(message: EmailMessage, threaded: tuple[str, ...], base: Notice, data: bytes) -> Notice:
     report = _find_report(message)
     if report is not None:
         notice = _read_report(report, threaded, base)
         if notice.events:
             return notice
-        return _read_by_detectors(message, threaded, notice)
+        return _read_by_detectors(message, threaded, notice, data)
     if _bounce_shaped(message, base):
-        return _read_by_detectors(message, threaded, replace(base, kind="report"))
+        return _read_by_detectors(message, threaded, replace(base, kind="report"), data)
     date, sender, subject = base.date, base.sender, base.subject
     if _LIST_SENDER.search(base.address):
         return replace(
@@ -299,7 +301,9 @@ def _bounce_shaped(message: EmailMessage, base: Notice) -> bool:
     return bool(_NDR_SUBJECT.search(base.subject))
 
 
-def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: Notice) -> Notice:
+def _read_by_detectors(
+    message: EmailMessage, threaded: tuple[str, ...], base: Notice, data: bytes
+) -> Notice:
     """A notice in a shape other than RFC 3464, read by flufl.bounce's detectors.
 
     The address comes from ``X-Failed-Recipients`` or the detectors (Exim,
@@ -321,7 +325,7 @@ def _read_by_detectors(message: EmailMessage, threaded: tuple[str, ...], base: N
     temporary: list[str] = []
     if not permanent:
         try:
-            found_temporary, found_permanent = all_failures(message)
+            found_temporary, found_permanent = all_failures(_for_detectors(message, data))
         except Exception:  # a detector that fails on hostile mail finds nothing
             found_temporary, found_permanent = frozenset(), frozenset()
         permanent = sorted({a for a in map(_detected, found_permanent) if a})
@@ -373,6 +377,20 @@ def _text_addresses(text: str) -> list[str]:
 def _mailer_address(address: str, base: Notice) -> bool:
     """The notice's own sender, or a mailer's address (postmaster@…), named in its text."""
     return address.lower() == base.address or bool(_MAILER.match(address.partition("@")[0]))
+
+
+def _for_detectors(message: EmailMessage, data: bytes) -> EmailMessage:
+    """The notice as flufl.bounce's detectors read it: its first megabyte.
+
+    They match every line against dozens of patterns, so a notice of 32 MB
+    of short lines would take minutes; what a bounce says comes first, and
+    a returned letter's attachments after it.
+    """
+    if len(data) <= DETECTORS_READ:
+        return message
+    cut = BytesParser(policy=policy.default).parsebytes(data[:DETECTORS_READ])
+    assert isinstance(cut, EmailMessage)
+    return cut
 
 
 def _detected(value: object) -> str:

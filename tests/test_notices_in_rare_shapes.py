@@ -14,7 +14,14 @@ import signal
 import pytest
 
 from outreach.inbox import Unmatched
-from outreach.notices import Unreadable, _text_addresses, automatic, parse, read_bytes
+from outreach.notices import (
+    Unreadable,
+    _for_detectors,
+    _text_addresses,
+    automatic,
+    parse,
+    read_bytes,
+)
 from outreach.sendlog import ENHANCED_STATUS
 from tests.test_inbox_matching import log_row, matched, only
 
@@ -301,3 +308,14 @@ def test_a_text_naming_more_than_twenty_addresses_is_not_guessed_from() -> None:
     notice = read_bytes(text_bounce(body))
     assert notice.events == ()
     assert isinstance(matched(notice, CHILE), Unmatched)
+
+
+def test_flufl_bounces_detectors_read_the_first_megabyte_of_a_large_notice() -> None:
+    """They try dozens of patterns on every line: 32 MB of short lines would take minutes."""
+    data = text_bounce("-- chl@missions.example\n" + "a\n" * 3_000_000)
+    cut = _for_detectors(parse(data), data)
+    assert len(cut.as_bytes()) <= 1024 * 1024 + 1024
+    assert "chl@missions.example" in cut.get_content()
+    small = text_bounce("-- chl@missions.example\n")
+    message = parse(small)
+    assert _for_detectors(message, small) is message
