@@ -222,12 +222,19 @@ def run_cli(project: Path) -> RunCli:
     """Run the ``outreach`` command in this process (click's CliRunner), as a user would.
 
     A bug (any exception but an ``OutreachError``, which the command turns
-    into ``Error:`` lines) is raised here, with its traceback.
+    into ``Error:`` lines) is raised here, with its traceback. ``clock``: the
+    command's time, for a test that moves it on.
     """
 
-    def run(*args: str, env: Mapping[str, str] | None = None, input: str | None = None) -> Result:
+    def run(
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        clock: FakeClock | None = None,
+    ) -> Result:
         environment = {"COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
-        done = CliRunner().invoke(cli, list(args), env=environment, input=input)
+        obj = {"clock": clock} if clock is not None else None
+        done = CliRunner().invoke(cli, list(args), env=environment, input=input, obj=obj)
         if done.exception is not None and not isinstance(done.exception, SystemExit):
             raise done.exception
         return Result(done.exit_code, done.stdout, done.stderr)

@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from outreach.campaign import Composed, KeptLetters
-from outreach.cli import cli
 from outreach.message import Letter
 from outreach.sendlog import read_log
-from tests.conftest import FakeClock, Result, chile, full_disk_at, write_csv
+from tests.conftest import FakeClock, RunCli, chile, full_disk_at, write_csv
 from tests.smtp import SmtpServer
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
@@ -69,16 +67,6 @@ def after_letters(server: SmtpServer, count: int, change: Callable[[], None]) ->
     handler.handle_DATA = handle_data  # type: ignore[method-assign]
 
 
-def send(clock: FakeClock, **env: str) -> Result:
-    """``outreach send --yes`` in this process, on the test's clock."""
-    done = CliRunner().invoke(
-        cli, ["send", "--yes"], env={"COLUMNS": "200", "NO_COLOR": "1", **env}, obj={"clock": clock}
-    )
-    if done.exception is not None and not isinstance(done.exception, SystemExit):
-        raise done.exception
-    return Result(done.exit_code, done.stdout, done.stderr)
-
-
 def midnight(clock: FakeClock) -> Callable[[], None]:
     """Move the clock to the next day (it starts at 09:00); with LETTER_DATE empty, the
     letters' text is dated the day each goes."""
@@ -113,13 +101,13 @@ def deleted(annex: Path) -> None:
 
 
 def test_an_annex_replaced_mid_run_changes_nothing_of_the_letters_checked(
-    project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
+    run_cli: RunCli, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
 ) -> None:
     """What the check passed is what goes: the replaced annex waits for the next campaign."""
     annex = four_missions / "gha.pdf"
     after_letters(smtp_server, 2, lambda: too_large(annex))
 
-    result = send(clock, **smtp_server.env(MAX_MESSAGE_MB="1"))
+    result = run_cli("send", "--yes", env=smtp_server.env(MAX_MESSAGE_MB="1"), clock=clock)
 
     assert result.code == 0, result.stdout + result.stderr
     assert "Done: 4 sent." in result.stdout
@@ -127,7 +115,7 @@ def test_an_annex_replaced_mid_run_changes_nothing_of_the_letters_checked(
 
 
 def test_a_long_list_composed_on_every_core_is_sent_as_checked_too(
-    project: Path, smtp_server: SmtpServer, clock: FakeClock
+    run_cli: RunCli, project: Path, smtp_server: SmtpServer, clock: FakeClock
 ) -> None:
     """120 missions: the check composes them in worker processes; the kept letters go."""
     folder = project / "annexes"
@@ -139,7 +127,7 @@ def test_a_long_list_composed_on_every_core_is_sent_as_checked_too(
     write_csv(project / "contacts.csv", "\n".join(rows) + "\n")
     after_letters(smtp_server, 2, lambda: deleted(folder / "m060.pdf"))
 
-    result = send(clock, **smtp_server.env(LETTER_DATE=""))
+    result = run_cli("send", "--yes", env=smtp_server.env(LETTER_DATE=""), clock=clock)
 
     assert result.code == 0, result.stdout + result.stderr
     assert len(smtp_server.received) == 120
@@ -149,14 +137,14 @@ def test_a_long_list_composed_on_every_core_is_sent_as_checked_too(
 
 
 def test_each_letter_is_dated_as_it_goes_not_as_it_was_checked(
-    project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
+    run_cli: RunCli, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
 ) -> None:
     def an_hour_later() -> None:
         clock.elapsed += 3600
 
     after_letters(smtp_server, 2, an_hour_later)
 
-    result = send(clock, **smtp_server.env())
+    result = run_cli("send", "--yes", env=smtp_server.env(), clock=clock)
 
     assert result.code == 0, result.stdout + result.stderr
     dates = [parsedate_to_datetime(smtp_server.received[i].message["Date"]) for i in range(4)]
@@ -166,11 +154,11 @@ def test_each_letter_is_dated_as_it_goes_not_as_it_was_checked(
 
 
 def test_after_midnight_a_letter_is_composed_again_with_the_new_date(
-    project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
+    run_cli: RunCli, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
 ) -> None:
     after_letters(smtp_server, 2, midnight(clock))
 
-    result = send(clock, **smtp_server.env(LETTER_DATE=""))
+    result = run_cli("send", "--yes", env=smtp_server.env(LETTER_DATE=""), clock=clock)
 
     assert result.code == 0, result.stdout + result.stderr
     first, third = smtp_server.received[0].message, smtp_server.received[2].message
@@ -188,6 +176,7 @@ def test_after_midnight_a_letter_is_composed_again_with_the_new_date(
     ids=["replaced-by-a-file-too-large", "deleted"],
 )
 def test_a_letter_that_no_longer_builds_after_midnight_stays_owed_and_the_others_go(
+    run_cli: RunCli,
     project: Path,
     smtp_server: SmtpServer,
     four_missions: Path,
@@ -199,7 +188,7 @@ def test_a_letter_that_no_longer_builds_after_midnight_stays_owed_and_the_others
     after_letters(smtp_server, 2, both(midnight(clock), lambda: change(annex)))
     env = smtp_server.env(MAX_MESSAGE_MB="1", LETTER_DATE="")
 
-    result = send(clock, **env)
+    result = run_cli("send", "--yes", env=env, clock=clock)
 
     assert result.code == 1, result.stdout + result.stderr
     assert "Error" not in result.stderr
@@ -216,17 +205,17 @@ def test_a_letter_that_no_longer_builds_after_midnight_stays_owed_and_the_others
 
     # The annex put right, the next run sends GHA's letter, and only it.
     annex.write_bytes(PDF)
-    again = send(clock, **env)
+    again = run_cli("send", "--yes", env=env, clock=clock)
     assert again.code == 0, again.stdout + again.stderr
     assert [r.recipients for r in smtp_server.received[3:]] == [["gha@missions.example"]]
 
 
 def test_the_last_letter_going_bad_still_ends_the_run_with_its_summary(
-    project: Path, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
+    run_cli: RunCli, smtp_server: SmtpServer, four_missions: Path, clock: FakeClock
 ) -> None:
     """The last letter of the run cannot be built: the run still ends with its summary."""
     after_letters(smtp_server, 3, both(midnight(clock), lambda: deleted(four_missions / "ken.pdf")))
-    result = send(clock, **smtp_server.env(LETTER_DATE=""))
+    result = run_cli("send", "--yes", env=smtp_server.env(LETTER_DATE=""), clock=clock)
     assert result.code == 1, result.stdout + result.stderr
     assert len(smtp_server.received) == 3
     assert "KEN: not sent: its letter could not be built:" in result.stdout
