@@ -93,14 +93,26 @@ def samples(source: Path) -> list[Sample]:
 
 def send_letters(addresses: list[str], port: int) -> dict[str, str]:
     """One letter to each address, through the sink; each address's Message-ID."""
-    project = RUN / "project"
+    rows = send_through_sink(RUN / "project", addresses, port, datetime(1995, 1, 1, tzinfo=UTC))
+    return {row["email"].lower(): row["message_id"] for row in rows}
+
+
+def send_through_sink(
+    project: Path, emails: list[str], port: int, now: datetime
+) -> list[dict[str, str]]:
+    """A letter to each of ``emails`` through the sink on ``port``, at ``now``; the rows sent.
+
+    Each entry is one contact's email cell (``a@x;b@y`` is one contact with
+    two addresses). The letters go out at ``now``, before the corpus's
+    oldest notice, so that every notice comes after its letter.
+    """
     shutil.copytree(ROOT / "templates", project / "templates")
     with (project / "contacts.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "country", "mission", "email", "language", "name_in_text"])
-        for number, address in enumerate(addresses, start=1):
+        for number, email in enumerate(emails, start=1):
             writer.writerow(
-                [f"B{number:03}", "Testland", "Mission of Testland", address, "en", "Testland"]
+                [f"B{number:03}", "Testland", "Mission of Testland", email, "en", "Testland"]
             )
     environ = {
         "SMTP_HOST": "127.0.0.1",
@@ -114,19 +126,13 @@ def send_letters(addresses: list[str], port: int) -> dict[str, str]:
         "LOG_DIR": str(project / "logs"),
         "PREVIEW_DIR": str(project / "preview"),
     }
-    settings = load_settings(environ=environ, env_file=None)
-    campaign = Campaign.open(settings)
-    now = datetime(1995, 1, 1, tzinfo=UTC)  # before every bounce of the corpus
+    campaign = Campaign.open(load_settings(environ=environ, env_file=None))
     with campaign.open_log() as log:
         plan = campaign.plan(log, campaign.select(), now=now)
         outcome = campaign.send(plan, log, clock=_Clock(now))
-    assert outcome.counts["sent"] == len(addresses), outcome.counts
-    ids: dict[str, str] = {}
+    assert outcome.counts["sent"] == len(emails), outcome.counts
     with (project / "logs" / "send-log.csv").open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row["status"] == "sent":
-                ids[row["email"].lower()] = row["message_id"]
-    return ids
+        return [row for row in csv.DictReader(handle) if row["status"] == "sent"]
 
 
 class _Clock:
@@ -299,11 +305,12 @@ def report(tally: Counter[str], total: int) -> list[str]:
     return lines
 
 
-def write_results(lines: list[str]) -> None:
+def write_results(lines: list[str], section: str = SECTION) -> None:
+    """Replace ``section`` of RESULTS.md (its first line) by ``lines``, leaving the others."""
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
+    start = text.find(section)
     if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
+        end = text.find("\n## ", start + len(section))
         text = text[:start] + text[end + 1 :] if end >= 0 else text[:start]
     RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
 

@@ -42,7 +42,6 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import socket
@@ -55,9 +54,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bounces import _Clock, rewritten
+from bounces import rewritten, send_through_sink, write_results
 
-from outreach import Campaign, load_settings
+from outreach import load_settings
 from outreach.errors import OutreachError
 from outreach.inbox import InboxResult, read_inbox
 from outreach.notices import Notice, Unreadable, read_bytes
@@ -156,30 +155,7 @@ def send_letter(project: Path, addresses: list[str], port: int) -> tuple[Setting
 
     Returns the settings to read the inbox with and the letter's Message-ID.
     """
-    shutil.copytree(ROOT / "templates", project / "templates")
-    with (project / "contacts.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "country", "mission", "email", "language", "name_in_text"])
-        writer.writerow(["S001", "Testland", "Mission of Testland", ";".join(addresses), "en", "T"])
-    environ = {
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(port),
-        "SMTP_SECURITY": "none",
-        "MAIL_FROM": "campaign@coalition.example",
-        "MAIL_FROM_NAME": "The Coalition",
-        "SEND_RATE_PER_MINUTE": "0",
-        "CONTACTS_FILE": str(project / "contacts.csv"),
-        "TEMPLATES_DIR": str(project / "templates"),
-        "LOG_DIR": str(project / "logs"),
-        "PREVIEW_DIR": str(project / "preview"),
-    }
-    campaign = Campaign.open(load_settings(environ=environ, env_file=None))
-    with campaign.open_log() as log:
-        plan = campaign.plan(log, campaign.select(), now=SENT_AT)
-        outcome = campaign.send(plan, log, clock=_Clock(SENT_AT))
-    assert outcome.counts["sent"] == 1, outcome.counts
-    with (project / "logs" / "send-log.csv").open(encoding="utf-8") as handle:
-        ids = {row["message_id"] for row in csv.DictReader(handle) if row["status"] == "sent"}
+    rows = send_through_sink(project, [";".join(addresses)], port, SENT_AT)
     shutil.copy(project / "logs" / "send-log.csv", project / "send-log.pristine.csv")
     settings = load_settings(
         environ={
@@ -190,7 +166,7 @@ def send_letter(project: Path, addresses: list[str], port: int) -> tuple[Setting
         },
         env_file=None,
     )
-    return settings, ids.pop()
+    return settings, rows[0]["message_id"]
 
 
 def read_variant(settings: Settings, project: Path, data: bytes, name: str) -> Outcome:
@@ -499,19 +475,9 @@ def main() -> int:
     if unmeasured:
         print("\nNot measured:")
         print("\n".join(f"  {u}" for u in unmeasured))
-    write_results(lines)
+    write_results(lines, SECTION)
     print(f"\nWrote the section {SECTION[3:]!r} of {RESULTS}")
     return 0
-
-
-def write_results(lines: list[str]) -> None:
-    """Replace this benchmark's section of RESULTS.md, leaving the others as they are."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + text[end + 1 :] if end >= 0 else text[:start]
-    RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
