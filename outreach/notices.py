@@ -330,37 +330,43 @@ def _read_by_detectors(
             found_temporary, found_permanent = frozenset(), frozenset()
         permanent = sorted({a for a in map(_detected, found_permanent) if a})
         temporary = sorted({a for a in map(_detected, found_temporary) if a} - set(permanent))
-    events = []
+    events: list[Event] = []
     codes = ENHANCED_STATUS.findall(text)
     for kind, addresses, fallback in (
         (BOUNCED, permanent[:MAX_FAILED], "5.0.0"),
         (DELAYED, temporary[:MAX_FAILED], "4.0.0"),
     ):
-        status = next((c for c in codes if c[0] == fallback[0]), fallback)
-        for address in addresses:
-            diagnostic = _diagnostic(text, address)
-            # The code beside the address, when the notice gives each its own.
-            own = next((c for c in ENHANCED_STATUS.findall(diagnostic) if c[0] == status[0]), "")
-            diagnostic = diagnostic or f"the notice says: {base.subject}"
-            events.append(Event(kind, (address,), own or status, _clean(diagnostic)))
+        said = f"the notice says: {base.subject}"
+        events.extend(_failure(kind, a, text, codes, fallback, said) for a in addresses)
     if events:
         return replace(base, kind="report", refers_to=refers, events=tuple(events), problem="")
     problem = base.problem or "a non-delivery notice in which no failed address can be read"
     if problem == _NO_FAILURE:  # a report read whole: nothing to guess
         return replace(base, kind="report", refers_to=refers, problem=problem)
     kind, fallback = (DELAYED, "4.0.0") if _DELAY_WORDS.search(base.subject) else (BOUNCED, "5.0.0")
-    status = next((c for c in codes if c[0] == fallback[0]), fallback)
     named = [a for a in _unique(_text_addresses(text)) if not _mailer_address(a, base)]
     if len(named) > MAX_GUESSED:  # a list of addresses, not a bounce of one letter
         return replace(base, kind="report", refers_to=refers, problem=problem)
     unread = f"named in the text of a notice in a shape not known here: {base.subject}"
-    guesses = tuple(
-        Event(kind, (a.lower(),), status, _clean(_diagnostic(text, a.lower()) or unread))
-        for a in named
-    )
+    guesses = tuple(_failure(kind, a, text, codes, fallback, unread) for a in named)
     return replace(
         base, kind="report", refers_to=refers, events=guesses, problem=problem, guessed=True
     )
+
+
+def _failure(
+    kind: str, address: str, text: str, codes: list[str], fallback: str, otherwise: str
+) -> Event:
+    """A bounce or delay of ``address``: the line of ``text`` that names it, and its status.
+
+    The status is the code written beside the address, when the notice
+    gives each address its own; else the first of its kind in the text
+    (``codes``); else ``fallback``. ``otherwise`` stands for a missing line.
+    """
+    status = next((c for c in codes if c[0] == fallback[0]), fallback)
+    diagnostic = _diagnostic(text, address)
+    own = next((c for c in ENHANCED_STATUS.findall(diagnostic) if c[0] == status[0]), "")
+    return Event(kind, (address,), own or status, _clean(diagnostic or otherwise))
 
 
 def _text_addresses(text: str) -> list[str]:
@@ -371,12 +377,12 @@ def _text_addresses(text: str) -> list[str]:
     a hostile notice of 256 KB would then hold ``inbox`` for minutes.
     """
     words = (w.strip(".") for w in _WORD_BREAK.split(text) if "@" in w)
-    return [w for w in words if _TEXT_ADDRESS.fullmatch(w)]
+    return [w.lower() for w in words if _TEXT_ADDRESS.fullmatch(w)]
 
 
 def _mailer_address(address: str, base: Notice) -> bool:
     """The notice's own sender, or a mailer's address (postmaster@…), named in its text."""
-    return address.lower() == base.address or bool(_MAILER.match(address.partition("@")[0]))
+    return address == base.address or bool(_MAILER.match(address.partition("@")[0]))
 
 
 def _for_detectors(message: EmailMessage, data: bytes) -> EmailMessage:
@@ -386,11 +392,7 @@ def _for_detectors(message: EmailMessage, data: bytes) -> EmailMessage:
     of short lines would take minutes; what a bounce says comes first, and
     a returned letter's attachments after it.
     """
-    if len(data) <= DETECTORS_READ:
-        return message
-    cut = BytesParser(policy=policy.default).parsebytes(data[:DETECTORS_READ])
-    assert isinstance(cut, EmailMessage)
-    return cut
+    return message if len(data) <= DETECTORS_READ else parse(data[:DETECTORS_READ])
 
 
 def _detected(value: object) -> str:

@@ -319,3 +319,9 @@ def test_flufl_bounces_detectors_read_the_first_megabyte_of_a_large_notice() -> 
     small = text_bounce("-- chl@missions.example\n")
     message = parse(small)
     assert _for_detectors(message, small) is message
+
+
+def test_one_address_written_in_two_cases_is_one_address_of_a_letter() -> None:
+    body = "Delivery to CHL@Missions.example failed.\n\nRCPT TO:<chl@missions.example>\n"
+    letter, by_address = only(matched(read_bytes(text_bounce(body)), CHILE))
+    assert (letter.address, by_address) == ("chl@missions.example", True)
