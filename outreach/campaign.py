@@ -323,15 +323,18 @@ class Campaign:
             return (self._composed(contact, now) for contact in contacts)
         return self._composed_in_workers(contacts, workers, now)
 
+    def _compose_for(self, item: Contact | Delivery, now: datetime) -> tuple[Rendered, Letter]:
+        """A contact's letter; a delivery's with its Message-ID and the letter it answers."""
+        if isinstance(item, Delivery):
+            return self.compose(
+                item.contact, now=now, message_id=item.message_id, original=item.original
+            )
+        return self.compose(item, now=now)
+
     def _composed(self, item: Contact | Delivery, now: datetime) -> Composed:
         contact = item.contact if isinstance(item, Delivery) else item
         try:
-            if isinstance(item, Delivery):
-                rendered, letter = self.compose(
-                    contact, now=now, message_id=item.message_id, original=item.original
-                )
-            else:
-                rendered, letter = self.compose(contact, now=now)
+            rendered, letter = self._compose_for(item, now)
         except TemplateTooLarge:
             raise
         except OutreachError as err:
@@ -510,12 +513,7 @@ class Campaign:
                 yield delivery, dated(letter, now)
                 continue
             try:
-                _, letter = self.compose(
-                    delivery.contact,
-                    now=now,
-                    message_id=delivery.message_id,
-                    original=delivery.original,
-                )
+                _, letter = self._compose_for(delivery, now)
             except OutreachError as err:
                 yield delivery, Unbuilt("; ".join(err.problems))
                 continue
