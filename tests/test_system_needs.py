@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -116,11 +117,26 @@ def readable_copy() -> Iterator[Path]:
 
 
 @pytest.fixture
-def as_nobody() -> list[str]:
-    """The command prefix that runs a program as the user ``nobody``."""
+def as_nobody() -> Iterator[list[str]]:
+    """The command prefix that runs a program as the user ``nobody``.
+
+    ``nobody`` runs this virtual environment's Python: a clone made in a
+    folder only its owner may enter (``mktemp -d`` makes one) is opened to
+    others for the test, to pass through and no more, and closed again.
+    """
     as_root("running the tests as another user")
     setpriv = system_program("setpriv")
-    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    opened = []
+    for folder in [Path(sys.prefix), *Path(sys.prefix).parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+            opened.append((folder, stat.S_IMODE(mode)))
+    try:
+        yield [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    finally:
+        for folder, mode in opened:
+            folder.chmod(mode)
 
 
 def test_as_a_user_other_than_root_each_test_that_needs_root_skips(
