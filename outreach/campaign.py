@@ -261,22 +261,18 @@ class Campaign:
         test_to: str | None = None,
         message_id: str = "",
         original: Original | None = None,
+        subject: str = "",
     ) -> tuple[Rendered, Letter]:
         """One contact's rendered letter and the message built from it.
 
         ``message_id`` keeps the Message-ID of the letter's earlier attempts;
         a follow-up answers the contact's ``original`` letter (by default, the
-        one the send log had when the campaign was opened).
+        one the send log had when the campaign was opened); ``subject`` is
+        the one the plan rendered, if it did.
         """
-        contact = dataclasses.replace(contact, cc=self.do_not_contact.without(contact.cc))
-        original = original or self._original(contact)
-        language = self.renderer.language_for(contact)
         now = now or SystemClock().now()
-        extra = original.template_values(language) if original else {}
-        if not self.settings.letter_date:
-            # No LETTER_DATE: the letter is dated the day it goes, as its language writes it.
-            extra = {**extra, "letter_date": long_date(now.date(), language)}
-        rendered = self.renderer.render(contact, extra)
+        contact, original, extra = self._as_written(contact, original, now)
+        rendered = self.renderer.render(contact, extra, subject=subject)
         letter = build_letter(
             contact,
             rendered,
@@ -289,6 +285,20 @@ class Campaign:
             in_reply_to=original.message_id if original else "",
         )
         return rendered, letter
+
+    def _as_written(
+        self, contact: Contact, original: Original | None, now: datetime
+    ) -> tuple[Contact, Original | None, dict[str, str]]:
+        """The contact as its letter has it (no Cc the do-not-contact list holds), the
+        letter it answers, and what the templates get besides the contact's columns."""
+        contact = dataclasses.replace(contact, cc=self.do_not_contact.without(contact.cc))
+        original = original or self._original(contact)
+        language = self.renderer.language_for(contact)
+        extra = original.template_values(language) if original else {}
+        if not self.settings.letter_date:
+            # No LETTER_DATE: the letter is dated the day it goes, as its language writes it.
+            extra = {**extra, "letter_date": long_date(now.date(), language)}
+        return contact, original, extra
 
     def _attachments_of(self, contact: Contact) -> tuple[Attachment, ...]:
         """The files named in the contact's ``attachments`` cell (relative to the contacts file)."""
@@ -327,7 +337,11 @@ class Campaign:
         """A contact's letter; a delivery's with its Message-ID and the letter it answers."""
         if isinstance(item, Delivery):
             return self.compose(
-                item.contact, now=now, message_id=item.message_id, original=item.original
+                item.contact,
+                now=now,
+                message_id=item.message_id,
+                original=item.original,
+                subject=item.subject,
             )
         return self.compose(item, now=now)
 
@@ -413,7 +427,12 @@ class Campaign:
     # -- sending -------------------------------------------------------------------------
 
     def open_log(self) -> SendLog:
-        """The send log, to be opened (and locked) with ``with``: one run at a time."""
+        """The send log, to be opened (and locked) with ``with``: one run at a time.
+
+        It is opened only to send, so the settings a send needs are checked
+        here, once: a run with MAIL_FROM unset stops before anything else.
+        """
+        require_for_sending(self.settings)
         return SendLog(self.settings.send_log)
 
     def plan(
@@ -430,8 +449,8 @@ class Campaign:
     ) -> Plan:
         """Which contacts (all by default) are owed their letter, and at which addresses.
 
-        Refuses, before anything is sent, settings that cannot send and
-        placeholder addresses bound for a server off this machine. The plan
+        Refuses, before anything is sent, placeholder addresses bound for a
+        server off this machine (``open_log`` has checked the settings). The plan
         lists the addresses that already got a letter with the same subject,
         in any campaign of the log (``plan.repeats``): ``send`` refuses them
         unless ``allow_repeat``. A letter that bounced goes again only with
@@ -440,15 +459,15 @@ class Campaign:
         (``plan.send_log_is_new``): the letters may have gone from another
         computer, whose send log this one lacks.
         """
-        require_for_sending(self.settings)
         chosen = list(self.contacts) if contacts is None else list(contacts)
         rows = log.rows()
+        now = now or SystemClock().now()
         plan = make_plan(
             chosen,
             Ledger(rows),
             self.settings,
-            now=now or SystemClock().now(),
-            subject_of=self._subject_of,
+            now=now,
+            subject_of=lambda delivery: self._subject_of(delivery, now),
             limit=limit,
             retry_failed=retry_failed,
             resend_ambiguous=resend_ambiguous,
@@ -467,10 +486,9 @@ class Campaign:
             plan = dataclasses.replace(plan, inbox_read_at=last_read(self.settings))
         return plan
 
-    def _subject_of(self, delivery: Delivery) -> str:
-        language = self.renderer.language_for(delivery.contact)
-        extra = delivery.original.template_values(language) if delivery.original else None
-        return self.renderer.subject(delivery.contact, extra)
+    def _subject_of(self, delivery: Delivery, now: datetime) -> str:
+        contact, _, extra = self._as_written(delivery.contact, delivery.original, now)
+        return self.renderer.subject(contact, extra)
 
     def send(
         self,
@@ -512,6 +530,8 @@ class Campaign:
             if letter is not None:
                 yield delivery, dated(letter, now)
                 continue
+            if today is not None:  # a subject dated by the plan may be of the day before
+                delivery = dataclasses.replace(delivery, subject="")
             try:
                 _, letter = self._compose_for(delivery, now)
             except OutreachError as err:
@@ -519,12 +539,13 @@ class Campaign:
                 continue
             yield delivery, letter
 
-    def test_send(self, to: str, contact: Contact, *, clock: Clock | None = None) -> LogRow:
+    def test_send(
+        self, to: str, contact: Contact, log: SendLog, *, clock: Clock | None = None
+    ) -> LogRow:
         """One contact's letter, marked [TEST], to the address ``to`` only; logged as ``test``.
 
         No retries: the person running it is watching and can run it again.
         """
-        require_for_sending(self.settings)
         try:
             address = validate_address(to)
         except AddressError as err:
@@ -534,27 +555,26 @@ class Campaign:
         clock = clock or SystemClock()
         _, letter = self.compose(contact, now=clock.now(), test_to=address)
         connection = Connection(Server.from_settings(self.settings, self.ask_password))
-        with self.open_log() as log:
-            try:
-                attempt = connection.send(letter, letter.recipients, lambda: None)
-            finally:
-                connection.close()
-            if attempt.status != "sent":
-                reply = next(iter(attempt.refused.values()), attempt.reply)
-                raise DeliveryError(f"the test letter to {address} was not sent: {reply}")
-            row = LogRow(
-                time=clock.now(),
-                campaign=self.settings.campaign,
-                contact_id=contact.id,
-                email=address,
-                status="test",
-                attempt=1,
-                smtp_code=attempt.reply.code,
-                smtp_reply=attempt.reply.text,
-                message_id=letter.message_id,
-                subject=letter.subject,
-            )
-            log.append(row, durable=True)
+        try:
+            attempt = connection.send(letter, letter.recipients, lambda: None)
+        finally:
+            connection.close()
+        if attempt.status != "sent":
+            reply = next(iter(attempt.refused.values()), attempt.reply)
+            raise DeliveryError(f"the test letter to {address} was not sent: {reply}")
+        row = LogRow(
+            time=clock.now(),
+            campaign=self.settings.campaign,
+            contact_id=contact.id,
+            email=address,
+            status="test",
+            attempt=1,
+            smtp_code=attempt.reply.code,
+            smtp_reply=attempt.reply.text,
+            message_id=letter.message_id,
+            subject=letter.subject,
+        )
+        log.append(row, durable=True)
         return row
 
 

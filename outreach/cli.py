@@ -52,7 +52,6 @@ from outreach.settings import (
     Settings,
     load_settings,
     require_for_reading,
-    require_for_sending,
 )
 
 
@@ -270,9 +269,8 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
 
 
 def _ready_to_send(campaign: Campaign) -> Campaign:
-    """The campaign, its settings checked for sending; a password prompt, if one is needed."""
+    """The campaign with a password prompt, if one is needed (``open_log`` checked the rest)."""
     settings = campaign.settings
-    require_for_sending(settings)
     ask = _password_prompt(smtp_credentials(settings), settings.smtp_host, "SMTP_PASSWORD is not")
     return campaign if ask is None else campaign.asking_password(ask)
 
@@ -564,8 +562,8 @@ def send(
     clock: Clock = ctx.obj["clock"]
     campaign = _campaign(ctx, follow_up_of)
     settings = campaign.settings
-    campaign = _ready_to_send(campaign)
     with _terminating(), campaign.open_log() as log, KeptLetters(settings.log_dir) as kept:
+        campaign = _ready_to_send(campaign)
         if log.repaired:
             click.echo(
                 f"Warning: {settings.send_log}: the last line was cut short by an "
@@ -750,7 +748,8 @@ def test_send(ctx: click.Context, to: str, only: str | None) -> None:
             "for contacts whose first letter was sent and not answered"
             + (f", and --only {only} names none of them" if only else "")
         )
-    row = _ready_to_send(campaign).test_send(to, chosen[0])
+    with campaign.open_log() as log:
+        row = _ready_to_send(campaign).test_send(to, chosen[0], log)
     click.echo(
         f"Sent the letter for {row.contact_id} to {row.email} ({row.smtp_code} {row.smtp_reply})"
     )

@@ -190,10 +190,13 @@ class Renderer:
             )
         return subject
 
-    def render(self, contact: Contact, extra: Mapping[str, str] | None = None) -> Rendered:
+    def render(
+        self, contact: Contact, extra: Mapping[str, str] | None = None, *, subject: str = ""
+    ) -> Rendered:
+        """The contact's letter; with the ``subject`` given when it was rendered already."""
         language = self.language_for(contact)
         context = self.context(contact, language, extra)
-        subject = self._subject(language, context, contact)
+        subject = subject or self._subject(language, context, contact)
         text = self._render(language, TEXT, context)
         html = self._render(language, HTML, context)
         return Rendered(

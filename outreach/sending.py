@@ -71,6 +71,8 @@ class Delivery:
     message_id: str = ""
     #: For a follow-up: the contact's first letter, which this one answers.
     original: Original | None = None
+    #: Its subject, rendered once by the plan (for the repeat check) for the letter to carry.
+    subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -207,9 +209,8 @@ def make_plan(
             resume_at = next_free_time(
                 ledger.rows, now, settings.send_daily_limit, about_to_send=room
             )
-    repeats = find_repeats(
-        to_send, ledger, settings.campaign, subject_of, follows=settings.follow_up_of
-    )
+    to_send = [replace(delivery, subject=subject_of(delivery)) for delivery in to_send]
+    repeats = find_repeats(to_send, ledger, settings.campaign, follows=settings.follow_up_of)
     return Plan(
         campaign=settings.campaign,
         to_send=to_send,
@@ -237,7 +238,6 @@ def find_repeats(
     deliveries: Iterable[Delivery],
     ledger: Ledger,
     campaign: str,
-    subject_of: Callable[[Delivery], str],
     *,
     follows: str = "",
 ) -> list[Repeat]:
@@ -255,7 +255,7 @@ def find_repeats(
     repeats = []
     for delivery in deliveries:
         key = contact_key(delivery.contact.id)
-        subject = subject_of(delivery)
+        subject = delivery.subject
         for address in delivery.recipients:
             for letter, kind in ledger.earlier(address):
                 if letter.campaign == campaign and contact_key(letter.contact_id) == key:

@@ -140,7 +140,8 @@ def test_a_test_letter_asks_for_the_password_once_the_certificate_is_checked(
     settings = load_settings(environ=secured_env(ssl_server, "ssl"), env_file=None)
     campaign = Campaign.open(settings).asking_password(prompt)
 
-    row = campaign.test_send("staff@coalition.example", campaign.select(["CHL"])[0])
+    with campaign.open_log() as log:
+        row = campaign.test_send("staff@coalition.example", campaign.select(["CHL"])[0], log)
 
     assert row.status == "test"
     assert prompt.calls == [0]

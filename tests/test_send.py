@@ -805,3 +805,28 @@ def test_lock_error_from_the_command(
     assert result.code == 2
     assert "logs/send-log.csv is in use by another outreach send" in result.stderr
     assert smtp_server.received == []
+
+
+def test_a_subject_is_rendered_once_and_the_letter_carries_what_the_plan_saw(
+    project: Path, smtp_server: SmtpServer, clock: FakeClock
+) -> None:
+    """The repeat check reads the subject the letter goes with: one rendering, not two.
+
+    ``lipsum`` writes other words at every rendering, so two renderings of
+    this subject would not agree.
+    """
+    (project / "templates/en/subject.txt.j2").write_text(
+        "Code of Conduct: {{ lipsum(1, False, 3, 6) }}\n", encoding="utf-8"
+    )
+    settings = load_settings(environ=smtp_server.env(), env_file=None)
+    campaign = Campaign.open(settings)
+    with campaign.open_log() as log:
+        plan = campaign.plan(log, campaign.select(THREE), now=clock.now())
+        campaign.check(plan.to_send, spam=None, clock=clock)
+        campaign.send(plan, log, clock=clock)
+    planned = {d.contact.id: d.subject for d in plan.to_send}
+    sent = {r.contact_id: r.subject for r in read_log(settings.send_log) if r.status == "sent"}
+    received = [str(r.message["Subject"]) for r in smtp_server.received]
+    assert sent == planned
+    assert received == [planned[i] for i in THREE]
+    assert len(set(received)) == 3  # the words do change at every rendering
