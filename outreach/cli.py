@@ -75,17 +75,13 @@ class OutreachGroup(click.Group):
             ctx.exit(143)
 
 
-#: Commands that read no .env, for which its absence says nothing.
-_WITHOUT_ENV = ("demo", "sink")
-
-
 def _note_missing_env(ctx: click.Context) -> None:
     """Say so when run outside a campaign's folder: no settings file, and not the
     contacts or the templates either. Every setting is then its default, and "no
     such folder" alone would not tell why."""
     env_file = (ctx.obj or {}).get("env_file")
-    if env_file is None or env_file.exists() or ctx.invoked_subcommand in _WITHOUT_ENV:
-        return
+    if env_file is None or env_file.exists() or ctx.invoked_subcommand in ("demo", "sink"):
+        return  # demo and sink read no .env
     contacts = Path(os.environ.get("CONTACTS_FILE") or "contacts.csv")
     templates = Path(os.environ.get("TEMPLATES_DIR") or "templates")
     if contacts.is_file() and templates.is_dir():
@@ -101,20 +97,22 @@ def _ids(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
-def _settings(ctx: click.Context, **options: str) -> Settings:
-    """The settings, with what options of the command set (``FOLLOW_UP_OF=…``) winning."""
-    environ = {**os.environ, **options} if options else None
-    settings = load_settings(environ=environ, env_file=ctx.obj["env_file"])
-    for warning in settings.warnings:
+def _warn(warnings: Iterable[str]) -> None:
+    for warning in warnings:
         click.echo(f"Warning: {warning}", err=True)
+
+
+def _settings(ctx: click.Context, follow_up_of: str | None = None) -> Settings:
+    """The settings, with --follow-up-of winning over FOLLOW_UP_OF."""
+    environ = {**os.environ, "FOLLOW_UP_OF": follow_up_of} if follow_up_of else None
+    settings = load_settings(environ=environ, env_file=ctx.obj["env_file"])
+    _warn(settings.warnings)
     return settings
 
 
 def _campaign(ctx: click.Context, follow_up_of: str | None = None) -> Campaign:
-    settings = _settings(ctx, **({"FOLLOW_UP_OF": follow_up_of} if follow_up_of else {}))
-    campaign = Campaign.open(settings)
-    for warning in campaign.contacts.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+    campaign = Campaign.open(_settings(ctx, follow_up_of))
+    _warn(campaign.contacts.warnings)
     return campaign
 
 
@@ -229,13 +227,16 @@ def check(ctx: click.Context, spam_all: bool) -> None:
 
 def _print_held_back(campaign: Campaign, only: Sequence[str] = ()) -> None:
     """The missions the do-not-contact list holds back: they have no letter to look at."""
-    held = campaign.held_back(only)
+    held = [contact.id for contact in campaign.held_back(only)]
     if held:
-        ids = ", ".join(c.id for c in held[:10]) + (" …" if len(held) > 10 else "")
         click.echo(
             f"Held back: {len(held)} on the do-not-contact list "
-            f"({campaign.settings.do_not_contact_file}), no letter: {ids}"
+            f"({campaign.settings.do_not_contact_file}), no letter: {_first_ten(held)}"
         )
+
+
+def _first_ten(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:10]) + (" …" if len(ids) > 10 else "")
 
 
 def _server(settings: Settings) -> str:
@@ -341,23 +342,19 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         click.echo(f"Duration:      {duration}")
     click.echo(f"Already sent:  {len(plan.sent)}")
     if plan.failed:
-        click.echo(
-            f"Failed:        {len(plan.failed)} "
-            + (
-                "(sent again now to the addresses that refused it: --retry-failed)"
-                if plan.retry_failed
-                else "(not sent again unless --retry-failed)"
-            )
+        again = (
+            "sent again now to the addresses that refused it: --retry-failed"
+            if plan.retry_failed
+            else "not sent again unless --retry-failed"
         )
+        click.echo(f"Failed:        {len(plan.failed)} ({again})")
     if plan.ambiguous:
-        click.echo(
-            f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; "
-            + (
-                "sent again now: --resend-ambiguous)"
-                if plan.resend_ambiguous
-                else "not sent again unless --resend-ambiguous)"
-            )
+        again = (
+            "sent again now: --resend-ambiguous"
+            if plan.resend_ambiguous
+            else "not sent again unless --resend-ambiguous"
         )
+        click.echo(f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; {again})")
     if plan.refused_before:
         first = plan.refused_before[0]
         click.echo(
@@ -380,19 +377,15 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         click.echo(
             f"Held back:     {len(plan.do_not_contact)} on the do-not-contact list "
             f"({settings.do_not_contact_file}): "
-            + ", ".join(contact_id for contact_id, _ in plan.do_not_contact[:10])
-            + (" …" if len(plan.do_not_contact) > 10 else "")
+            + _first_ten([contact_id for contact_id, _ in plan.do_not_contact])
         )
     if plan.daily_room is not None and plan.resume_at is not None:
         click.echo(
             f"Daily limit:   only {plan.daily_room} may go today (SEND_DAILY_LIMIT="
             f"{settings.send_daily_limit}); the rest from {_local(plan.resume_at)}"
         )
-    rate = (
-        f"{settings.send_rate_per_minute:g} a minute"
-        if settings.send_rate_per_minute
-        else "no limit"
-    )
+    per_minute = settings.send_rate_per_minute
+    rate = f"{per_minute:g} a minute" if per_minute else "no limit"
     click.echo(f"SMTP server:   {_server(settings)}, {rate}")
     sender = (
         f"{settings.mail_from_name} <{settings.mail_from}>"
@@ -907,8 +900,7 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
         clock=ctx.obj["clock"],
         ask_password=ask,
     )
-    for warning in result.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+    _warn(result.warnings)
     click.echo(f"Read {result.read} message{'s' if result.read != 1 else ''} from {result.source}.")
     if result.rows:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
@@ -972,12 +964,10 @@ def report_command(
         console = Console(file=buffer, width=120) if out else Console()
         console.print(to_renderables(made))
         text = buffer.getvalue()
-    elif format_ == "csv":
-        text = to_csv(made)
-    elif format_ == "json":
-        text = to_json(made)
-    else:
+    elif format_ == "html":
         text = to_html(made, datetime.now().astimezone())
+    else:
+        text = to_csv(made) if format_ == "csv" else to_json(made)
     if out is None:
         if text:
             click.echo(text, nl=False)
