@@ -15,7 +15,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -415,8 +415,7 @@ def _duration(plan: Plan, settings: Settings) -> str:
         rate += f", for the {going} that may go today"
     if seconds < 60:
         return f"under a minute {rate}"
-    minutes = math.ceil(seconds / 60)
-    hours, minutes = divmod(minutes, 60)
+    hours, minutes = divmod(math.ceil(seconds / 60), 60)
     spans = [_count(hours, "hour", "hours"), _count(minutes, "minute", "minutes")]
     return f"about {' '.join(s for s in spans if not s.startswith('0 '))} {rate}"
 
@@ -482,11 +481,11 @@ def _sending_progress(clock: Clock) -> Iterator[Callable[[str, int, int], None]]
         counts[status] += 1
         if clock.monotonic() - last >= 60:
             last = clock.monotonic()
-            others = ", ".join(f"{n} {s}" for s, n in counts.items() if s != "sent")
+            tally = [f"{counts['sent']} sent"] + [
+                f"{n} {s}" for s, n in counts.items() if s != "sent"
+            ]
             click.echo(
-                f"{clock.now():%H:%M} UTC: {done} of {total} done, {counts['sent']} sent"
-                + (f", {others}" if others else ""),
-                err=True,
+                f"{clock.now():%H:%M} UTC: {done} of {total} done, {', '.join(tally)}", err=True
             )
 
     yield note
@@ -594,8 +593,7 @@ def send(
                 click.echo("Nothing sent.")
                 return
             plan = plan.allowing_repeats()
-        count = len(plan.to_send)
-        if not _confirmed(yes, f"Send {count} letter{'s' if count != 1 else ''} now?"):
+        if not _confirmed(yes, f"Send {_count(len(plan.to_send), 'letter', 'letters')} now?"):
             click.echo("Nothing sent.")
             return
         try:
@@ -603,9 +601,9 @@ def send(
                 outcome = campaign.send(plan, log, clock=clock, progress=progress_note, kept=kept)
         except Interrupted as stop:
             _print_outcome(stop.outcome, settings.send_log)
-            sent = stop.outcome.counts["sent"]
+            sent = _count(stop.outcome.counts["sent"], "letter", "letters")
             click.echo(
-                f"Stopped by {stop.how}: {sent} letter{'s' if sent != 1 else ''} sent this run, "
+                f"Stopped by {stop.how}: {sent} sent this run, "
                 f"{stop.outcome.owed} still owed. Run `make send` again to send only the rest."
             )
             ctx.exit(stop.exit_code)
@@ -662,12 +660,12 @@ def _print_bluebook(book: BlueBook) -> None:
     if book.unmatched:
         click.echo(
             f"Not matched:   {_count(len(book.unmatched), 'entity matches', 'entities match')} "
-            "no State (left out; check the name): " + _listed(repr(n) for n in book.unmatched)
+            "no State (left out; check the name): " + _listed(book.unmatched)
         )
     if book.unknown_category:
         click.echo(
             "Left out:      of no known category (1 Member State, 2 observer State): "
-            + _listed(repr(n) for n in book.unknown_category)
+            + _listed(book.unknown_category)
         )
     if book.missing:
         click.echo(
@@ -676,8 +674,7 @@ def _print_bluebook(book: BlueBook) -> None:
         )
     if book.stray_staff:
         click.echo(
-            "Left out:      staff of missions not in its countries: "
-            + _listed(repr(n) for n in book.stray_staff)
+            "Left out:      staff of missions not in its countries: " + _listed(book.stray_staff)
         )
     for note in book.notes[:50]:
         click.echo(f"Note:          {note}")
@@ -685,11 +682,10 @@ def _print_bluebook(book: BlueBook) -> None:
         click.echo(f"Note:          and {len(book.notes) - 50} more")
 
 
-def _listed(items: Iterable[str], shown: int = 20) -> str:
-    """The first items, and how many more: a hostile file could name thousands."""
-    items = list(items)
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
+def _listed(names: Sequence[str], shown: int = 20) -> str:
+    """The first names, quoted, and how many more: a hostile file could name thousands."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(name) for name in names[:shown]) + more
 
 
 def _count(number: int, one: str, several: str) -> str:
@@ -777,9 +773,8 @@ def sink(host: str, port: int, folder: Path) -> None:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+        with suppress(KeyboardInterrupt):
+            stopped.wait()
     finally:
         controller.stop()
         click.echo(f"Stopped; {controller.handler.received} message(s) received.")
@@ -901,7 +896,7 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
         ask_password=ask,
     )
     _warn(result.warnings)
-    click.echo(f"Read {result.read} message{'s' if result.read != 1 else ''} from {result.source}.")
+    click.echo(f"Read {_count(result.read, 'message', 'messages')} from {result.source}.")
     if result.rows:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
         click.echo(f"Recorded:      {counts}")
