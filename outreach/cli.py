@@ -481,11 +481,10 @@ def _sending_progress(clock: Clock) -> Iterator[Callable[[str, int, int], None]]
         counts[status] += 1
         if clock.monotonic() - last >= 60:
             last = clock.monotonic()
-            tally = [f"{counts['sent']} sent"] + [
-                f"{n} {s}" for s, n in counts.items() if s != "sent"
-            ]
+            others = "".join(f", {n} {s}" for s, n in counts.items() if s != "sent")
             click.echo(
-                f"{clock.now():%H:%M} UTC: {done} of {total} done, {', '.join(tally)}", err=True
+                f"{clock.now():%H:%M} UTC: {done} of {total} done, {counts['sent']} sent{others}",
+                err=True,
             )
 
     yield note
