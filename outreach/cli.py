@@ -15,7 +15,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -74,17 +74,13 @@ class OutreachGroup(click.Group):
             ctx.exit(143)
 
 
-#: Commands that read no .env, for which its absence says nothing.
-_WITHOUT_ENV = ("demo", "sink")
-
-
 def _note_missing_env(ctx: click.Context) -> None:
     """Say so when run outside a campaign's folder: no settings file, and not the
     contacts or the templates either. Every setting is then its default, and "no
     such folder" alone would not tell why."""
     env_file = (ctx.obj or {}).get("env_file")
-    if env_file is None or env_file.exists() or ctx.invoked_subcommand in _WITHOUT_ENV:
-        return
+    if env_file is None or env_file.exists() or ctx.invoked_subcommand in ("demo", "sink"):
+        return  # demo and sink read no .env
     contacts = Path(os.environ.get("CONTACTS_FILE") or "contacts.csv")
     templates = Path(os.environ.get("TEMPLATES_DIR") or "templates")
     if contacts.is_file() and templates.is_dir():
@@ -100,20 +96,22 @@ def _ids(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
-def _settings(ctx: click.Context, **options: str) -> Settings:
-    """The settings, with what options of the command set (``FOLLOW_UP_OF=…``) winning."""
-    environ = {**os.environ, **options} if options else None
-    settings = load_settings(environ=environ, env_file=ctx.obj["env_file"])
-    for warning in settings.warnings:
+def _warn(warnings: Iterable[str]) -> None:
+    for warning in warnings:
         click.echo(f"Warning: {warning}", err=True)
+
+
+def _settings(ctx: click.Context, follow_up_of: str | None = None) -> Settings:
+    """The settings, with --follow-up-of winning over FOLLOW_UP_OF."""
+    environ = {**os.environ, "FOLLOW_UP_OF": follow_up_of} if follow_up_of else None
+    settings = load_settings(environ=environ, env_file=ctx.obj["env_file"])
+    _warn(settings.warnings)
     return settings
 
 
 def _campaign(ctx: click.Context, follow_up_of: str | None = None) -> Campaign:
-    settings = _settings(ctx, **({"FOLLOW_UP_OF": follow_up_of} if follow_up_of else {}))
-    campaign = Campaign.open(settings)
-    for warning in campaign.contacts.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+    campaign = Campaign.open(_settings(ctx, follow_up_of))
+    _warn(campaign.contacts.warnings)
     return campaign
 
 
@@ -228,13 +226,16 @@ def check(ctx: click.Context, spam_all: bool) -> None:
 
 def _print_held_back(campaign: Campaign, only: Sequence[str] = ()) -> None:
     """The missions the do-not-contact list holds back: they have no letter to look at."""
-    held = campaign.held_back(only)
+    held = [contact.id for contact in campaign.held_back(only)]
     if held:
-        ids = ", ".join(c.id for c in held[:10]) + (" …" if len(held) > 10 else "")
         click.echo(
             f"Held back: {len(held)} on the do-not-contact list "
-            f"({campaign.settings.do_not_contact_file}), no letter: {ids}"
+            f"({campaign.settings.do_not_contact_file}), no letter: {_first_ten(held)}"
         )
+
+
+def _first_ten(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:10]) + (" …" if len(ids) > 10 else "")
 
 
 def _server(settings: Settings) -> str:
@@ -339,23 +340,19 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         click.echo(f"Duration:      {duration}")
     click.echo(f"Already sent:  {len(plan.sent)}")
     if plan.failed:
-        click.echo(
-            f"Failed:        {len(plan.failed)} "
-            + (
-                "(sent again now to the addresses that refused it: --retry-failed)"
-                if plan.retry_failed
-                else "(not sent again unless --retry-failed)"
-            )
+        again = (
+            "sent again now to the addresses that refused it: --retry-failed"
+            if plan.retry_failed
+            else "not sent again unless --retry-failed"
         )
+        click.echo(f"Failed:        {len(plan.failed)} ({again})")
     if plan.ambiguous:
-        click.echo(
-            f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; "
-            + (
-                "sent again now: --resend-ambiguous)"
-                if plan.resend_ambiguous
-                else "not sent again unless --resend-ambiguous)"
-            )
+        again = (
+            "sent again now: --resend-ambiguous"
+            if plan.resend_ambiguous
+            else "not sent again unless --resend-ambiguous"
         )
+        click.echo(f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; {again})")
     if plan.refused_before:
         first = plan.refused_before[0]
         click.echo(
@@ -378,19 +375,15 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         click.echo(
             f"Held back:     {len(plan.do_not_contact)} on the do-not-contact list "
             f"({settings.do_not_contact_file}): "
-            + ", ".join(contact_id for contact_id, _ in plan.do_not_contact[:10])
-            + (" …" if len(plan.do_not_contact) > 10 else "")
+            + _first_ten([contact_id for contact_id, _ in plan.do_not_contact])
         )
     if plan.daily_room is not None and plan.resume_at is not None:
         click.echo(
             f"Daily limit:   only {plan.daily_room} may go today (SEND_DAILY_LIMIT="
             f"{settings.send_daily_limit}); the rest from {_local(plan.resume_at)}"
         )
-    rate = (
-        f"{settings.send_rate_per_minute:g} a minute"
-        if settings.send_rate_per_minute
-        else "no limit"
-    )
+    per_minute = settings.send_rate_per_minute
+    rate = f"{per_minute:g} a minute" if per_minute else "no limit"
     click.echo(f"SMTP server:   {_server(settings)}, {rate}")
     sender = (
         f"{settings.mail_from_name} <{settings.mail_from}>"
@@ -420,8 +413,7 @@ def _duration(plan: Plan, settings: Settings) -> str:
         rate += f", for the {going} that may go today"
     if seconds < 60:
         return f"under a minute {rate}"
-    minutes = math.ceil(seconds / 60)
-    hours, minutes = divmod(minutes, 60)
+    hours, minutes = divmod(math.ceil(seconds / 60), 60)
     spans = [_count(hours, "hour", "hours"), _count(minutes, "minute", "minutes")]
     return f"about {' '.join(s for s in spans if not s.startswith('0 '))} {rate}"
 
@@ -487,10 +479,9 @@ def _sending_progress(clock: Clock) -> Iterator[Callable[[str, int, int], None]]
         counts[status] += 1
         if clock.monotonic() - last >= 60:
             last = clock.monotonic()
-            others = ", ".join(f"{n} {s}" for s, n in counts.items() if s != "sent")
+            others = "".join(f", {n} {s}" for s, n in counts.items() if s != "sent")
             click.echo(
-                f"{clock.now():%H:%M} UTC: {done} of {total} done, {counts['sent']} sent"
-                + (f", {others}" if others else ""),
+                f"{clock.now():%H:%M} UTC: {done} of {total} done, {counts['sent']} sent{others}",
                 err=True,
             )
 
@@ -599,8 +590,7 @@ def send(
                 click.echo("Nothing sent.")
                 return
             plan = plan.allowing_repeats()
-        count = len(plan.to_send)
-        if not _confirmed(yes, f"Send {count} letter{'s' if count != 1 else ''} now?"):
+        if not _confirmed(yes, f"Send {_count(len(plan.to_send), 'letter', 'letters')} now?"):
             click.echo("Nothing sent.")
             return
         try:
@@ -608,9 +598,9 @@ def send(
                 outcome = campaign.send(plan, log, clock=clock, progress=progress_note, kept=kept)
         except Interrupted as stop:
             _print_outcome(stop.outcome, settings.send_log)
-            sent = stop.outcome.counts["sent"]
+            sent = _count(stop.outcome.counts["sent"], "letter", "letters")
             click.echo(
-                f"Stopped by {stop.how}: {sent} letter{'s' if sent != 1 else ''} sent this run, "
+                f"Stopped by {stop.how}: {sent} sent this run, "
                 f"{stop.outcome.owed} still owed. Run `make send` again to send only the rest."
             )
             ctx.exit(stop.exit_code)
@@ -667,12 +657,12 @@ def _print_bluebook(book: BlueBook) -> None:
     if book.unmatched:
         click.echo(
             f"Not matched:   {_count(len(book.unmatched), 'entity matches', 'entities match')} "
-            "no State (left out; check the name): " + _listed(repr(n) for n in book.unmatched)
+            "no State (left out; check the name): " + _listed(book.unmatched)
         )
     if book.unknown_category:
         click.echo(
             "Left out:      of no known category (1 Member State, 2 observer State): "
-            + _listed(repr(n) for n in book.unknown_category)
+            + _listed(book.unknown_category)
         )
     if book.missing:
         click.echo(
@@ -681,8 +671,7 @@ def _print_bluebook(book: BlueBook) -> None:
         )
     if book.stray_staff:
         click.echo(
-            "Left out:      staff of missions not in its countries: "
-            + _listed(repr(n) for n in book.stray_staff)
+            "Left out:      staff of missions not in its countries: " + _listed(book.stray_staff)
         )
     for note in book.notes[:50]:
         click.echo(f"Note:          {note}")
@@ -690,11 +679,10 @@ def _print_bluebook(book: BlueBook) -> None:
         click.echo(f"Note:          and {len(book.notes) - 50} more")
 
 
-def _listed(items: Iterable[str], shown: int = 20) -> str:
-    """The first items, and how many more: a hostile file could name thousands."""
-    items = list(items)
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
+def _listed(names: Sequence[str], shown: int = 20) -> str:
+    """The first names, quoted, and how many more: a hostile file could name thousands."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(name) for name in names[:shown]) + more
 
 
 def _count(number: int, one: str, several: str) -> str:
@@ -783,9 +771,8 @@ def sink(host: str, port: int, folder: Path) -> None:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+        with suppress(KeyboardInterrupt):
+            stopped.wait()
     finally:
         controller.stop()
         click.echo(f"Stopped; {controller.handler.received} message(s) received.")
@@ -906,9 +893,8 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
         clock=ctx.obj["clock"],
         ask_password=ask,
     )
-    for warning in result.warnings:
-        click.echo(f"Warning: {warning}", err=True)
-    click.echo(f"Read {result.read} message{'s' if result.read != 1 else ''} from {result.source}.")
+    _warn(result.warnings)
+    click.echo(f"Read {_count(result.read, 'message', 'messages')} from {result.source}.")
     if result.rows:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
         click.echo(f"Recorded:      {counts}")
@@ -971,12 +957,10 @@ def report_command(
         console = Console(file=buffer, width=120) if out else Console()
         console.print(to_renderables(made))
         text = buffer.getvalue()
-    elif format_ == "csv":
-        text = to_csv(made)
-    elif format_ == "json":
-        text = to_json(made)
-    else:
+    elif format_ == "html":
         text = to_html(made, datetime.now().astimezone())
+    else:
+        text = to_csv(made) if format_ == "csv" else to_json(made)
     if out is None:
         if text:
             click.echo(text, nl=False)

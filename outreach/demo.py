@@ -18,30 +18,12 @@ from outreach.errors import OutreachError
 from outreach.preview import PreviewResult
 from outreach.report import Report
 from outreach.sending import Outcome
-from outreach.settings import Settings, load_settings
+from outreach.settings import load_settings
 from outreach.sink import start_sink
 
 FOLDER = Path("out/demo")
 #: Marks a folder as the demo's own, so that the next demo may clear it.
 MARKER = ".outreach-demo"
-
-
-def demo_settings(port: int, folder: Path = FOLDER) -> Settings:
-    """The demo's settings: the shipped contacts and templates, a sink on loopback."""
-    return load_settings(
-        environ={
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(port),
-            "SMTP_SECURITY": "none",
-            "MAIL_FROM": "campaign@coalition.example",
-            "MAIL_FROM_NAME": "Coalition letter (demo)",
-            "CAMPAIGN": "demo",
-            "LOG_DIR": str(folder / "logs"),
-            "PREVIEW_DIR": str(folder / "preview"),
-            "SEND_RATE_PER_MINUTE": "0",
-        },
-        env_file=None,
-    )
 
 
 @dataclass(frozen=True)
@@ -75,17 +57,32 @@ def run_demo(
     progress: Progress = lambda stage, done, total: None,
 ) -> DemoResult:
     """Check, preview and send every letter to a sink on ``port``, then report."""
-    settings = demo_settings(port, folder)
+    # The shipped contacts and templates, a sink on loopback.
+    settings = load_settings(
+        environ={
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port),
+            "SMTP_SECURITY": "none",
+            "MAIL_FROM": "campaign@coalition.example",
+            "MAIL_FROM_NAME": "Coalition letter (demo)",
+            "CAMPAIGN": "demo",
+            "LOG_DIR": str(folder / "logs"),
+            "PREVIEW_DIR": str(folder / "preview"),
+            "SEND_RATE_PER_MINUTE": "0",
+        },
+        env_file=None,
+    )
     campaign = Campaign.open(settings)
     _fresh(folder)
     try:
         sink = start_sink("127.0.0.1", port, folder / "sink")
     except OutreachError as err:
         # The port is taken (an earlier demo, a sink still running): say how to pick another.
+        other = port + 1 if port < 65535 else 2526
         raise OutreachError(
             *(
-                f"{problem}; choose another port: make demo DEMO_PORT={_other(port)} "
-                f"(or outreach demo --port {_other(port)})"
+                f"{problem}; choose another port: make demo DEMO_PORT={other} "
+                f"(or outreach demo --port {other})"
                 for problem in err.problems
             )
         ) from err
@@ -97,8 +94,3 @@ def run_demo(
     finally:
         sink.stop()
     return DemoResult(folder, checked, previewed, outcome, report(settings))
-
-
-def _other(port: int) -> int:
-    """A port to suggest instead of ``port``."""
-    return port + 1 if port < 65535 else 2526

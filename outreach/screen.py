@@ -30,14 +30,6 @@ _LABEL = re.compile(r" *[A-Z][A-Za-z -]{0,24}: +(?=\S)")
 _NARROWEST = 30
 
 
-def hanging_indent(line: str) -> int:
-    """Where a broken line goes on: under its value, or a little in from where it starts."""
-    label = _LABEL.match(line)
-    if label is not None:
-        return label.end()
-    return len(line) - len(line.lstrip(" ")) + 2
-
-
 def fit(line: str, width: int) -> str:
     """``line`` broken between words into lines of at most ``width`` columns.
 
@@ -47,7 +39,10 @@ def fit(line: str, width: int) -> str:
     """
     if width < _NARROWEST or "\x1b" in line or "\r" in line or cell_len(line) <= width:
         return line
-    indent = " " * min(hanging_indent(line), width // 3)
+    # A broken line goes on under its value, or a little in from where it starts.
+    label = _LABEL.match(line)
+    hang = label.end() if label else len(line) - len(line.lstrip(" ")) + 2
+    indent = " " * min(hang, width // 3)
     lines: list[str] = []
     current = ""
     for space, word in re.findall(r"(\s*)(\S+)", line):
