@@ -200,6 +200,12 @@ def _header_length(data: bytes) -> int:
     return min(found) if found else len(data)
 
 
+def too_large(size: int) -> str:
+    """Why a message of ``size`` bytes is not read."""
+    cap = MAX_NOTICE_BYTES // (1024 * 1024)
+    return f"larger than {cap} MB ({size / 1024 / 1024:.0f} MB): not read"
+
+
 def parse(data: bytes) -> EmailMessage:
     """One message from its bytes, as the documented ``email`` API reads it.
 
@@ -208,10 +214,7 @@ def parse(data: bytes) -> EmailMessage:
     before parsing it.
     """
     if len(data) > MAX_NOTICE_BYTES:
-        raise Unreadable(
-            f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB "
-            f"({len(data) / 1024 / 1024:.0f} MB): not read"
-        )
+        raise Unreadable(too_large(len(data)))
     if _header_length(data) > MAX_HEADER_BYTES:
         raise Unreadable(f"headers longer than {MAX_HEADER_BYTES // 1024 // 1024} MB: not read")
     if len(_CONTAINER.findall(data)) > MAX_CONTAINERS:
