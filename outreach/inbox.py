@@ -179,25 +179,20 @@ def accepted_letters(ledger: Ledger) -> list[AcceptedLetter]:
     refused or left ambiguous was never accepted, and no bounce or answer
     can be about it.
     """
-    found = []
-    for letter in ledger.letters.values():
-        for address in sorted(letter.accepted):
-            accepted_at = min(
-                r.time for r in letter.rows if r.status == "sent" and address in r.addresses
-            )
-            found.append(
-                AcceptedLetter(
-                    letter.campaign,
-                    letter.contact_id,
-                    address,
-                    letter.message_id.lower(),
-                    accepted_at,
-                    letter.attempts,
-                    letter.subject,
-                    letter.follows,
-                )
-            )
-    return found
+    return [
+        AcceptedLetter(
+            letter.campaign,
+            letter.contact_id,
+            address,
+            letter.message_id.lower(),
+            min(r.time for r in letter.rows if r.status == "sent" and address in r.addresses),
+            letter.attempts,
+            letter.subject,
+            letter.follows,
+        )
+        for letter in ledger.letters.values()
+        for address in sorted(letter.accepted)
+    ]
 
 
 def unaccepted_letters(ledger: Ledger) -> dict[str, str]:

@@ -285,12 +285,9 @@ def _bounce_shaped(message: EmailMessage, base: Notice) -> bool:
     """
     if _text(message, "X-Failed-Recipients") or "X-MS-Exchange-Message-Is-Ndr" in message:
         return True
-    local = base.address.partition("@")[0]
     name = base.sender.partition("<")[0].strip().strip('"')
-    return_path = _addresses(_text(message, "Return-Path"))
-    if _MAILER.match(local) or (name and _MAILER.match(name)):
-        return True
-    if return_path and _MAILER.match(return_path[0].partition("@")[0]):
+    addresses = [base.address, *_addresses(_text(message, "Return-Path"))[:1]]
+    if _MAILER.match(name) or any(_MAILER.match(a.partition("@")[0]) for a in addresses):
         return True
     if _threaded(message) and _REPLY_PREFIX.match(base.subject):
         # A mission's answer to a letter whose subject has such words in it.
@@ -655,16 +652,12 @@ def _from(message: EmailMessage) -> tuple[str, str]:
 
 def _date(message: EmailMessage) -> datetime | None:
     try:
-        header = message.get("Date")
-        value = getattr(header, "datetime", None)
-    except _BAD_HEADER:
-        return None
-    if not isinstance(value, datetime):
-        return None
-    try:
+        value = getattr(message.get("Date"), "datetime", None)
+        if not isinstance(value, datetime):
+            return None
         moment = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    except (OverflowError, ValueError):
-        return None  # a date at the edge of what Python can hold: no date
+    except (*_BAD_HEADER, OverflowError):  # OverflowError: a date at the edge of what Python holds
+        return None
     return moment if 1990 <= moment.year < 9000 else None
 
 
