@@ -259,12 +259,8 @@ def _read(message: EmailMessage, threaded: tuple[str, ...], base: Notice, data: 
     if _bounce_shaped(message, base):
         return _read_by_detectors(message, threaded, base, data)
     if _LIST_SENDER.search(base.address):
-        return replace(
-            base,
-            kind="list",
-            refers_to=threaded,
-            problem="a mailing list's own notice (a rejection, a moderation), no mission's answer",
-        )
+        why = "a mailing list's own notice (a rejection, a moderation), no mission's answer"
+        return replace(base, kind="list", refers_to=threaded, problem=why)
     if not threaded and any(_text(message, h) for h in _LIST_HEADERS):
         return base  # a mailing list's message, about no letter
     kind = AUTO_REPLIED if automatic(message) else REPLIED
