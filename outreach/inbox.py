@@ -64,6 +64,7 @@ from outreach.notices import (
     clean,
     parse,
     read_bytes,
+    too_large,
 )
 from outreach.sendlog import (
     BOUNCED,
@@ -178,25 +179,20 @@ def accepted_letters(ledger: Ledger) -> list[AcceptedLetter]:
     refused or left ambiguous was never accepted, and no bounce or answer
     can be about it.
     """
-    found = []
-    for letter in ledger.letters.values():
-        for address in sorted(letter.accepted):
-            accepted_at = min(
-                r.time for r in letter.rows if r.status == "sent" and address in r.addresses
-            )
-            found.append(
-                AcceptedLetter(
-                    letter.campaign,
-                    letter.contact_id,
-                    address,
-                    letter.message_id.lower(),
-                    accepted_at,
-                    letter.attempts,
-                    letter.subject,
-                    letter.follows,
-                )
-            )
-    return found
+    return [
+        AcceptedLetter(
+            letter.campaign,
+            letter.contact_id,
+            address,
+            letter.message_id.lower(),
+            min(r.time for r in letter.rows if r.status == "sent" and address in r.addresses),
+            letter.attempts,
+            letter.subject,
+            letter.follows,
+        )
+        for letter in ledger.letters.values()
+        for address in sorted(letter.accepted)
+    ]
 
 
 def unaccepted_letters(ledger: Ledger) -> dict[str, str]:
@@ -259,14 +255,10 @@ def match_notice(
     if notice.refers_to and not named:
         return Unmatched("", notice, _unknown(notice, unaccepted))
     if notice.kind == "report":
-        targets: list[Target] = []
-        left: list[str] = []
-        for event in notice.events:
-            found = _bounce_target(event, by_id[named[0]] if named else letters, when, bool(named))
-            if isinstance(found, str):
-                left.append(found)
-            else:
-                targets.append(found)
+        candidates = by_id[named[0]] if named else letters
+        found = [_bounce_target(e, candidates, when, bool(named)) for e in notice.events]
+        targets = [t for t in found if isinstance(t, Target)]
+        left = [why for why in found if isinstance(why, str)]
         if notice.guessed:
             return _one_guess(notice, targets)
         if not targets:
@@ -456,9 +448,7 @@ def notice_time(notice: Notice, letter: AcceptedLetter, now: datetime) -> dateti
     forged header), gives way to the time it was read.
     """
     when = notice.date
-    if when is None or not letter.accepted_at <= when <= now:
-        return now
-    return when
+    return when if when is not None and letter.accepted_at <= when <= now else now
 
 
 def _key(row: LogRow) -> tuple[str, str, str, str, str]:
@@ -480,7 +470,8 @@ def read_files(path: Path) -> Iterator[Fetched]:
     """
     try:
         if path.is_dir():
-            folders = [path / "new", path / "cur"] if _is_maildir(path) else [path]
+            maildir = (path / "cur").is_dir() and (path / "new").is_dir()
+            folders = [path / "new", path / "cur"] if maildir else [path]
             for folder in folders:
                 for file in sorted(folder.iterdir()):
                     if folder == path and file.suffix.lower() != ".eml":
@@ -511,10 +502,6 @@ def read_files(path: Path) -> Iterator[Fetched]:
         raise InboxError(f"--from {path}: cannot be read ({err.strerror or err})") from err
     except mailbox.Error as err:
         raise InboxError(f"--from {path}: cannot be read as a mailbox ({err})") from err
-
-
-def _is_maildir(path: Path) -> bool:
-    return (path / "cur").is_dir() and (path / "new").is_dir()
 
 
 def _read_regular(file: Path, where: str) -> Fetched:
@@ -625,7 +612,11 @@ def unmatched_mail(log_dir: Path) -> list[dict[str, str]]:
 
 def _keep_unmatched(log_dir: Path, result: InboxResult, now: datetime) -> None:
     """Add this run's unmatched and unreadable messages to the file, the latest kept."""
-    before = unmatched_mail(log_dir)
+    unreadable = [
+        Unmatched(where, Notice("", "", date=now), why) for where, why in result.unreadable
+    ]
+    if not (listed := [*result.unmatched, *unreadable]):
+        return
     new = [
         {
             "date": (u.notice.date or now).isoformat(timespec="seconds"),
@@ -635,21 +626,9 @@ def _keep_unmatched(log_dir: Path, result: InboxResult, now: datetime) -> None:
             "where": clean(u.where),
             "notice": clean(u.notice.notice_id),
         }
-        for u in result.unmatched
-    ] + [
-        {
-            "date": now.isoformat(timespec="seconds"),
-            "sender": "",
-            "subject": "",
-            "why": clean(why),
-            "where": clean(where),
-            "notice": "",
-        }
-        for where, why in result.unreadable
+        for u in listed
     ]
-    if not new:
-        return
-    merged = {(m["notice"] or m["where"], m["why"]): m for m in [*before, *new]}
+    merged = {(m["notice"] or m["where"], m["why"]): m for m in [*unmatched_mail(log_dir), *new]}
     kept = list(merged.values())[-MAX_UNMATCHED:]
     text = json.dumps({"version": 1, "messages": kept}, indent=1, ensure_ascii=False)
     _write_atomically(log_dir / UNMATCHED_FILE, text + "\n")
@@ -662,16 +641,14 @@ def server_name(settings: Settings) -> str:
     return f"{settings.imap_host}:{settings.imap_port}"
 
 
-def connect(settings: Settings, deadline: float | None = None) -> IMAPClient:
+def connect(settings: Settings, deadline: float) -> IMAPClient:
     """A connection to IMAP_HOST, encrypted as IMAP_SECURITY says, certificate verified.
 
-    With ``deadline`` (a ``time.monotonic`` moment), the greeting and
-    STARTTLS must be over by then: a server that trickles its greeting a
+    The greeting and STARTTLS must be over by ``deadline`` (a
+    ``time.monotonic`` moment): a server that trickles its greeting a
     byte at a time, never silent long enough for SMTP_TIMEOUT, is left
     behind on a thread of its own, which ends with the process.
     """
-    if deadline is None:
-        return _connect(settings)
     outcome: queue.Queue[IMAPClient | BaseException] = queue.Queue(maxsize=1)
 
     def run() -> None:
@@ -778,17 +755,17 @@ def _sign_in(client: IMAPClient, settings: Settings, credentials: Credentials) -
                 client.oauth2_login(user, secret)
             elif credentials.mechanism == "oauthbearer":
                 client.oauthbearer_login(user, secret)
-            elif not (user + secret).isascii() and client.has_capability("AUTH=PLAIN"):
+            elif (user + secret).isascii():
+                client.login(user, secret)
+            elif client.has_capability("AUTH=PLAIN"):
                 # LOGIN carries ASCII only (imaplib encodes it so); PLAIN carries UTF-8.
                 client.plain_login(user, secret)
-            elif not (user + secret).isascii():
+            else:
                 raise InboxError(
                     f"{name} offers no AUTHENTICATE PLAIN, the only way a user name or "
                     "password with characters beyond ASCII can be sent; it cannot sign in "
                     f"IMAP_USERNAME={user}"
                 )
-            else:
-                client.login(user, secret)
             return
         except LoginError as err:
             said = credentials.scrub(str(err))
@@ -828,9 +805,7 @@ def _examine(client: IMAPClient, folder: str, settings: Settings) -> int:
         ) from err
     raw = selected.get(b"UIDVALIDITY") if isinstance(selected, dict) else None
     value = raw[0] if isinstance(raw, list) and raw else raw
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, bytes | str) and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         shown = "none" if raw is None else clean(str(raw))[:40]
@@ -920,7 +895,7 @@ def read_imap(
                 for uid in batch:
                     size = sizes.get(uid, {}).get(b"RFC822.SIZE")
                     if isinstance(size, int) and size > MAX_NOTICE_BYTES:
-                        handled(Fetched(f"{folder}, UID {uid}", b"", _too_large(size)))
+                        handled(Fetched(f"{folder}, UID {uid}", b"", too_large(size)))
                     else:
                         small.append(uid)
                 fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
@@ -941,7 +916,7 @@ def read_imap(
             if top and top != remembered:
                 positions.remember(account, folder, uidvalidity, top)
     except _HandlerFailed as failed:
-        raise failed.error from None
+        raise failed.args[0] from None
     except InboxError:
         if cut.is_set():
             raise _past_deadline(settings, during) from None
@@ -963,18 +938,7 @@ def read_imap(
 
 
 class _HandlerFailed(Exception):
-    """What recording a message raised: never taken for the server's misbehaviour."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _too_large(size: int) -> str:
-    return (
-        f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB ({size / 1024 / 1024:.0f} MB): "
-        "not read"
-    )
+    """What recording a message raised (``args[0]``): never taken for the server's misbehaviour."""
 
 
 def _refuse_large_literals(client: IMAPClient, settings: Settings) -> None:

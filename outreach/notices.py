@@ -130,11 +130,15 @@ _TEXT_ADDRESS = re.compile(r"[A-Za-z0-9][\w.+'%-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-
 _DELAY_WORDS = re.compile(r"(?i)delay|warning|will retry|not yet been delivered|temporar")
 #: The subject of Lotus Domino's out-of-office answers, which carry no header that says so.
 _DOMINO_AUTO = re.compile(r"(?i)^\s*AUTO:\s.*\bout of (the )?office")
+#: The status of a failure that gives no code of its own.
+_GENERIC_STATUS = {BOUNCED: "5.0.0", DELAYED: "4.0.0"}
 _NO_FAILURE = "a delivery report that says no letter failed or was delayed"
 #: A Message-ID in a returned original pasted as text, quoted or not.
 _PASTED_ID = re.compile(r"(?im)^[ \t>]*(?:x-original-)?message-id:[ \t]*(<[^<>\s]+>)")
 #: Text read of a notice's own parts, for pasted ids and status codes.
 _MAX_TEXT_READ = 256 * 1024
+#: What reading a malformed header through the ``email`` API can raise.
+_BAD_HEADER = (ValueError, IndexError, TypeError, AttributeError, HeaderParseError)
 
 # flufl.bounce logs a detector's exception with its traceback; what it cannot
 # read is read here as "no address found" instead.
@@ -196,6 +200,12 @@ def _header_length(data: bytes) -> int:
     return min(found) if found else len(data)
 
 
+def too_large(size: int) -> str:
+    """Why a message of ``size`` bytes is not read."""
+    cap = MAX_NOTICE_BYTES // (1024 * 1024)
+    return f"larger than {cap} MB ({size / 1024 / 1024:.0f} MB): not read"
+
+
 def parse(data: bytes) -> EmailMessage:
     """One message from its bytes, as the documented ``email`` API reads it.
 
@@ -204,10 +214,7 @@ def parse(data: bytes) -> EmailMessage:
     before parsing it.
     """
     if len(data) > MAX_NOTICE_BYTES:
-        raise Unreadable(
-            f"larger than {MAX_NOTICE_BYTES // (1024 * 1024)} MB "
-            f"({len(data) / 1024 / 1024:.0f} MB): not read"
-        )
+        raise Unreadable(too_large(len(data)))
     if _header_length(data) > MAX_HEADER_BYTES:
         raise Unreadable(f"headers longer than {MAX_HEADER_BYTES // 1024 // 1024} MB: not read")
     if len(_CONTAINER.findall(data)) > MAX_CONTAINERS:
@@ -233,19 +240,12 @@ def read_notice(message: EmailMessage, data: bytes = b"") -> Notice:
     else:
         digest = hashlib.sha256(data or _bytes_of(message)).hexdigest()[:32]
         notice_id = f"<{digest}.no-message-id@notice.invalid>"
-    sender = _sender(message)
-    subject = _clean(_text(message, "Subject"))
-    date = _date(message)
-    threaded = _threaded(message)
+    sender, address = _from(message)
+    subject = clean(_text(message, "Subject"))
     base = Notice(
-        notice_id,
-        "other",
-        sender=sender,
-        subject=subject,
-        date=date,
-        address=_sender_address(message),
+        notice_id, "other", sender=sender, subject=subject, date=_date(message), address=address
     )
-    notice = _read(message, threaded, base, data)
+    notice = _read(message, _threaded(message), base, data)
     # A notice forwarded whole (a bounce wrapped in a message of its own)
     # returns itself: its own id names no letter.
     return replace(notice, refers_to=tuple(i for i in notice.refers_to if i != notice_id))
@@ -255,24 +255,17 @@ def _read(message: EmailMessage, threaded: tuple[str, ...], base: Notice, data: 
     report = _find_report(message)
     if report is not None:
         notice = _read_report(report, threaded, base)
-        if notice.events:
-            return notice
-        return _read_by_detectors(message, threaded, notice, data)
+        return notice if notice.events else _read_by_detectors(message, threaded, notice, data)
     if _bounce_shaped(message, base):
-        return _read_by_detectors(message, threaded, replace(base, kind="report"), data)
-    date, sender, subject = base.date, base.sender, base.subject
+        return _read_by_detectors(message, threaded, base, data)
     if _LIST_SENDER.search(base.address):
-        return replace(
-            base,
-            kind="list",
-            refers_to=threaded,
-            problem="a mailing list's own notice (a rejection, a moderation), no mission's answer",
-        )
+        why = "a mailing list's own notice (a rejection, a moderation), no mission's answer"
+        return replace(base, kind="list", refers_to=threaded, problem=why)
     if not threaded and any(_text(message, h) for h in _LIST_HEADERS):
         return base  # a mailing list's message, about no letter
     kind = AUTO_REPLIED if automatic(message) else REPLIED
-    when = date.strftime("%Y-%m-%d %H:%M UTC") if date is not None else "undated"
-    text = _clean(f"{when}, from {sender or 'an unnamed sender'}, subject: {subject}")
+    when = base.date.strftime("%Y-%m-%d %H:%M UTC") if base.date is not None else "undated"
+    text = clean(f"{when}, from {base.sender or 'an unnamed sender'}, subject: {base.subject}")
     return replace(base, kind="answer", refers_to=threaded, events=(Event(kind, text=text),))
 
 
@@ -288,12 +281,9 @@ def _bounce_shaped(message: EmailMessage, base: Notice) -> bool:
     """
     if _text(message, "X-Failed-Recipients") or "X-MS-Exchange-Message-Is-Ndr" in message:
         return True
-    local = base.address.partition("@")[0]
     name = base.sender.partition("<")[0].strip().strip('"')
-    return_path = _addresses(_text(message, "Return-Path"))
-    if _MAILER.match(local) or (name and _MAILER.match(name)):
-        return True
-    if return_path and _MAILER.match(return_path[0].partition("@")[0]):
+    addresses = [base.address, *_addresses(_text(message, "Return-Path"))[:1]]
+    if _MAILER.match(name) or any(_MAILER.match(a.partition("@")[0]) for a in addresses):
         return True
     if _threaded(message) and _REPLY_PREFIX.match(base.subject):
         # A mission's answer to a letter whose subject has such words in it.
@@ -312,15 +302,15 @@ def _read_by_detectors(
     permanent failure and 4.0.0 for a temporary one.
     """
     text = _own_text(message)
-    originals = [p for p in _parts(message) if p.get_content_type() in _ORIGINAL]
     refers = _unique(
         [
             *base.refers_to,
-            *(i for p in originals for i in _original_ids(p)),
+            *_original_ids(message),
             *(i.lower() for i in _PASTED_ID.findall(text)),
             *threaded,
         ]
     )
+    base = replace(base, kind="report", refers_to=refers)
     permanent = list(_unique(_addresses(_text(message, "X-Failed-Recipients"))))
     temporary: list[str] = []
     if not permanent:
@@ -330,43 +320,35 @@ def _read_by_detectors(
             found_temporary, found_permanent = frozenset(), frozenset()
         permanent = sorted({a for a in map(_detected, found_permanent) if a})
         temporary = sorted({a for a in map(_detected, found_temporary) if a} - set(permanent))
-    events: list[Event] = []
     codes = ENHANCED_STATUS.findall(text)
-    for kind, addresses, fallback in (
-        (BOUNCED, permanent[:MAX_FAILED], "5.0.0"),
-        (DELAYED, temporary[:MAX_FAILED], "4.0.0"),
-    ):
-        said = f"the notice says: {base.subject}"
-        events.extend(_failure(kind, a, text, codes, fallback, said) for a in addresses)
+    said = f"the notice says: {base.subject}"
+    events = [_failure(BOUNCED, a, text, codes, said) for a in permanent[:MAX_FAILED]]
+    events += [_failure(DELAYED, a, text, codes, said) for a in temporary[:MAX_FAILED]]
     if events:
-        return replace(base, kind="report", refers_to=refers, events=tuple(events), problem="")
+        return replace(base, events=tuple(events), problem="")
     problem = base.problem or "a non-delivery notice in which no failed address can be read"
-    if problem == _NO_FAILURE:  # a report read whole: nothing to guess
-        return replace(base, kind="report", refers_to=refers, problem=problem)
-    kind, fallback = (DELAYED, "4.0.0") if _DELAY_WORDS.search(base.subject) else (BOUNCED, "5.0.0")
     named = [a for a in _unique(_text_addresses(text)) if not _mailer_address(a, base)]
-    if len(named) > MAX_GUESSED:  # a list of addresses, not a bounce of one letter
-        return replace(base, kind="report", refers_to=refers, problem=problem)
+    # A report read whole has nothing to guess; a list of addresses is no bounce of one letter.
+    if problem == _NO_FAILURE or len(named) > MAX_GUESSED:
+        return replace(base, problem=problem)
+    kind = DELAYED if _DELAY_WORDS.search(base.subject) else BOUNCED
     unread = f"named in the text of a notice in a shape not known here: {base.subject}"
-    guesses = tuple(_failure(kind, a, text, codes, fallback, unread) for a in named)
-    return replace(
-        base, kind="report", refers_to=refers, events=guesses, problem=problem, guessed=True
-    )
+    guesses = tuple(_failure(kind, a, text, codes, unread) for a in named)
+    return replace(base, events=guesses, problem=problem, guessed=True)
 
 
-def _failure(
-    kind: str, address: str, text: str, codes: list[str], fallback: str, otherwise: str
-) -> Event:
+def _failure(kind: str, address: str, text: str, codes: list[str], otherwise: str) -> Event:
     """A bounce or delay of ``address``: the line of ``text`` that names it, and its status.
 
     The status is the code written beside the address, when the notice
     gives each address its own; else the first of its kind in the text
-    (``codes``); else ``fallback``. ``otherwise`` stands for a missing line.
+    (``codes``); else 5.0.0 or 4.0.0. ``otherwise`` stands for a missing line.
     """
+    fallback = _GENERIC_STATUS[kind]
     status = next((c for c in codes if c[0] == fallback[0]), fallback)
     diagnostic = _diagnostic(text, address)
     own = next((c for c in ENHANCED_STATUS.findall(diagnostic) if c[0] == status[0]), "")
-    return Event(kind, (address,), own or status, _clean(diagnostic or otherwise))
+    return Event(kind, (address,), own or status, clean(diagnostic or otherwise))
 
 
 def _text_addresses(text: str) -> list[str]:
@@ -492,9 +474,9 @@ def automatic(message: Message) -> str:
         or "X-Google-Original-From" in message
         or "X-Autogenerated" in message
     ):
-        return f"an automatic reply's subject ({_clean(subject)[:40]}) from Outlook or Exchange"
+        return f"an automatic reply's subject ({clean(subject)[:40]}) from Outlook or Exchange"
     if _DOMINO_AUTO.match(subject):
-        return f"Lotus Domino's out-of-office subject ({_clean(subject)[:40]})"
+        return f"Lotus Domino's out-of-office subject ({clean(subject)[:40]})"
     return ""
 
 
@@ -516,9 +498,8 @@ def _find_report(message: EmailMessage) -> EmailMessage | None:
         if part.get_content_type() != "multipart/report":
             continue
         kind = str(part.get_param("report-type", "") or "").lower()
-        children = _parts(part)
         if kind in ("delivery-status", "global-delivery-status") or any(
-            c.get_content_type() in _DELIVERY_STATUS for c in children
+            c.get_content_type() in _DELIVERY_STATUS for c in _parts(part)
         ):
             return part
     return None
@@ -546,12 +527,11 @@ def _parts(message: Message) -> list[EmailMessage]:
 def _read_report(report: EmailMessage, threaded: tuple[str, ...], base: Notice) -> Notice:
     children = _parts(report)
     status_part = next((p for p in children if p.get_content_type() in _DELIVERY_STATUS), None)
-    originals = [p for p in children if p.get_content_type() in _ORIGINAL]
     blocks = _status_blocks(status_part) if status_part is not None else []
     per_message = blocks[0] if blocks else {}
     refers = _unique(
         [
-            *(i for p in originals for i in _original_ids(p)),
+            *_original_ids(report),
             *message_ids(per_message.get("x-original-message-id", "")),
             *threaded,
         ]
@@ -559,32 +539,21 @@ def _read_report(report: EmailMessage, threaded: tuple[str, ...], base: Notice) 
     events = []
     for block in blocks:
         action = block.get("action", "").strip().lower()
-        kind = (
-            BOUNCED
-            if action.startswith("failed")
-            else DELAYED
-            if action.startswith("delayed")
-            else ""
-        )
-        if not kind:
+        if not action.startswith(("failed", "delayed")):
             continue  # delivered, relayed, expanded: nothing to do
+        kind = BOUNCED if action.startswith("failed") else DELAYED
+        # Each field is "address-type; address" (RFC 3464), as "rfc822; a@b".
         recipients = _unique(
-            [
-                *_addresses(_after_type(block.get("original-recipient", ""))),
-                *_addresses(_after_type(block.get("final-recipient", ""))),
-            ]
+            a
+            for name in ("original-recipient", "final-recipient")
+            for a in _addresses(block.get(name, "").split(";", 1)[-1])
         )
         found = ENHANCED_STATUS.search(block.get("status", ""))
-        status = found.group(0) if found else ("5.0.0" if kind == BOUNCED else "4.0.0")
+        status = found.group(0) if found else _GENERIC_STATUS[kind]
         diagnostic = block.get("diagnostic-code", "") or f"Status: {block.get('status', '')}"
-        events.append(Event(kind, recipients, status, _clean(diagnostic)))
-    problem = ""
-    if not events:
-        problem = (
-            "a delivery report whose delivery-status part cannot be read"
-            if status_part is None or not blocks
-            else _NO_FAILURE
-        )
+        events.append(Event(kind, recipients, status, clean(diagnostic)))
+    unread = "a delivery report whose delivery-status part cannot be read"
+    problem = "" if events else _NO_FAILURE if blocks else unread
     return replace(base, kind="report", refers_to=refers, events=tuple(events), problem=problem)
 
 
@@ -592,11 +561,13 @@ def _status_blocks(part: EmailMessage) -> list[dict[str, str]]:
     """The field blocks of a delivery-status part, each as lower-case name: value."""
     payload = part.get_payload()
     if isinstance(payload, list):
-        texts = ["\n".join(f"{k}: {v}" for k, v in _items(block)) for block in payload]
+        texts = [
+            "\n".join(f"{k}: {v}" for k, v in b.raw_items())
+            for b in payload
+            if isinstance(b, Message)
+        ]
     else:
-        raw = part.get_payload(decode=True)
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-        texts = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
+        texts = re.split(r"\r?\n[ \t]*\r?\n", _body(part).strip())
     blocks = []
     for text in texts:
         fields = HeaderParser(policy=policy.compat32).parsestr(
@@ -610,26 +581,23 @@ def _status_blocks(part: EmailMessage) -> list[dict[str, str]]:
     return blocks
 
 
-def _items(block: object) -> Iterable[tuple[str, str]]:
-    if not isinstance(block, Message):
-        return []
-    return [(name, str(value)) for name, value in block.raw_items()]
+def _original_ids(message: EmailMessage) -> list[str]:
+    """The Message-IDs of the originals that ``message`` returns, whole or their headers only."""
+    found = []
+    for part in (p for p in _parts(message) if p.get_content_type() in _ORIGINAL):
+        payload = part.get_payload()
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            payload = payload[0]
+        else:
+            payload = HeaderParser(policy=policy.compat32).parsestr(_body(part).lstrip(), True)
+        found += message_ids(_text(payload, "Message-ID"))
+    return found
 
 
-def _original_ids(part: EmailMessage) -> list[str]:
-    """The Message-ID of the original that a notice returns, whole or its headers only."""
-    payload = part.get_payload()
-    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-        return message_ids(_text(payload[0], "Message-ID"))
+def _body(part: EmailMessage) -> str:
+    """A part's body as text (UTF-8), decoded from its transfer encoding."""
     raw = part.get_payload(decode=True)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-    headers = HeaderParser(policy=policy.compat32).parsestr(text.lstrip(), headersonly=True)
-    return message_ids(" ".join(str(headers.get("Message-ID", "")).split()))
-
-
-def _after_type(value: str) -> str:
-    """``rfc822; a@b`` (RFC 3464's address-type; address) as ``a@b``."""
-    return value.partition(";")[2] if ";" in value else value
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(part.get_payload())
 
 
 def _addresses(value: str) -> list[str]:
@@ -650,7 +618,7 @@ def _text(message: Message, name: str) -> str:
     """A header's value on one line ("" when absent), even a malformed one."""
     try:
         value = message.get(name)
-    except (ValueError, IndexError, TypeError, AttributeError, HeaderParseError):
+    except _BAD_HEADER:
         raw = next((v for k, v in message.raw_items() if k.lower() == name.lower()), "")
         return " ".join(str(raw).split())
     return "" if value is None else " ".join(str(value).split())
@@ -663,45 +631,30 @@ def _threaded(message: Message) -> tuple[str, ...]:
     return _unique([*replying, *reversed(references)])
 
 
-def _sender(message: EmailMessage) -> str:
+def _from(message: EmailMessage) -> tuple[str, str]:
+    """The sender as shown (name and address), and its bare address in lower case ("" if none)."""
     try:
-        header = message.get("From")
-        mailboxes = list(getattr(header, "addresses", ()))
-    except (ValueError, IndexError, TypeError, AttributeError, HeaderParseError):
-        mailboxes = []
-    if mailboxes:
-        first = mailboxes[0]
-        name, address = first.display_name, first.addr_spec
-        return _clean(f"{name} <{address}>" if name else address)
-    return _clean(_text(message, "From"))
+        first = next(iter(getattr(message.get("From"), "addresses", ())), None)
+    except _BAD_HEADER:
+        first = None
+    header = _text(message, "From")
+    name, address = (first.display_name, first.addr_spec) if first is not None else ("", header)
+    sender = clean(f"{name} <{address}>" if name else address)
+    if first is not None and "@" in address:
+        return sender, clean(address.lower())
+    found = _addresses(header)
+    return sender, found[0] if found else ""
 
 
 def _date(message: EmailMessage) -> datetime | None:
     try:
-        header = message.get("Date")
-        value = getattr(header, "datetime", None)
-    except (ValueError, IndexError, TypeError, AttributeError, HeaderParseError):
-        return None
-    if not isinstance(value, datetime):
-        return None
-    try:
+        value = getattr(message.get("Date"), "datetime", None)
+        if not isinstance(value, datetime):
+            return None
         moment = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    except (OverflowError, ValueError):
-        return None  # a date at the edge of what Python can hold: no date
+    except (*_BAD_HEADER, OverflowError):  # OverflowError: a date at the edge of what Python holds
+        return None
     return moment if 1990 <= moment.year < 9000 else None
-
-
-def _sender_address(message: EmailMessage) -> str:
-    """The bare address of From, in lower case ("" when it has none)."""
-    try:
-        header = message.get("From")
-        mailboxes = list(getattr(header, "addresses", ()))
-    except (ValueError, IndexError, TypeError, AttributeError, HeaderParseError):
-        mailboxes = []
-    if mailboxes and "@" in mailboxes[0].addr_spec:
-        return _clean(mailboxes[0].addr_spec.lower())
-    found = _addresses(_text(message, "From"))
-    return found[0] if found else ""
 
 
 def _bytes_of(message: EmailMessage) -> bytes:
@@ -713,16 +666,11 @@ def _bytes_of(message: EmailMessage) -> bytes:
 
 
 def clean(text: str) -> str:
-    """Mail's text as it may be shown or written: printable, on one line, not too long.
+    """Mail's text as it may be shown, or kept in the send log: printable, one line, not too long.
 
     Control characters (an escape sequence that retitles a terminal, a line
     break that starts a new row) become spaces.
     """
-    return _clean(text)
-
-
-def _clean(text: str) -> str:
-    """Text for one cell of the send log: printable, on one line, not too long."""
     printable = "".join(c if c.isprintable() else " " for c in text)
     flat = " ".join(printable.split())
     return flat if len(flat) <= MAX_TEXT else flat[: MAX_TEXT - 1] + "…"
