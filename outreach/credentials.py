@@ -40,12 +40,7 @@ def run_secret_command(setting: str, command: str) -> Secret:
     argv = shlex.split(command)
     program = argv[0] if argv else command
     try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            timeout=COMMAND_SECONDS,
-            check=False,
-        )
+        done = subprocess.run(argv, capture_output=True, timeout=COMMAND_SECONDS, check=False)
     except FileNotFoundError:
         raise SettingsError(f"{setting}: cannot run {program!r} (no such program)") from None
     except PermissionError:
