@@ -350,7 +350,11 @@ class Connection:
             if code != 235 and not fresh:
                 code, reply = self._token_login(smtp, wanted, fresh=True)
         elif "PLAIN" in offered or "LOGIN" in offered:
-            code, reply = self._password_login(smtp, offered)
+            user, password = credentials.username, credentials.secret().reveal()
+            if "PLAIN" in offered:
+                code, reply = self._auth(smtp, "PLAIN " + sasl_b64(f"\0{user}\0{password}"))
+            else:
+                code, reply = self._auth(smtp, "LOGIN " + sasl_b64(user), sasl_b64(password))
         else:
             raise DeliveryError(
                 f"{self.server.name} offers no password login (it offers: "
@@ -358,13 +362,6 @@ class Connection:
             )
         if code != 235:
             raise smtplib.SMTPAuthenticationError(code, reply)
-
-    def _password_login(self, smtp: smtplib.SMTP, offered: list[str]) -> tuple[int, bytes]:
-        credentials = self.server.credentials
-        user, password = credentials.username, credentials.secret().reveal()
-        if "PLAIN" in offered:
-            return self._auth(smtp, "PLAIN " + sasl_b64(f"\0{user}\0{password}"))
-        return self._auth(smtp, "LOGIN " + sasl_b64(user), then=sasl_b64(password))
 
     def _token_login(self, smtp: smtplib.SMTP, mechanism: str, *, fresh: bool) -> tuple[int, bytes]:
         """One try with a token; a refusal comes as a 334 with a JSON error, answered empty."""
