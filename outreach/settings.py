@@ -681,9 +681,8 @@ def require_for_reading(settings: Settings) -> None:
             "from (or read exported mail with --from PATH)"
         )
     if settings.imap_security == "none" and not is_loopback(host):
-        mailbox_name = settings.imap_username or "the mailbox"
         raise SettingsError(
-            f"IMAP_SECURITY=none would send the password of {mailbox_name} "
-            f"to {host} unencrypted; use ssl or starttls (none is only for a server on this "
-            "machine)"
+            "IMAP_SECURITY=none would send the password of "
+            f"{settings.imap_username or 'the mailbox'} to {host} unencrypted; use ssl or "
+            "starttls (none is only for a server on this machine)"
         )

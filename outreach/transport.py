@@ -103,11 +103,10 @@ def temporary_kind(reply: Reply) -> str:
     valid (``421 4.7.0 Access token expired``) asks for a reconnection now,
     with a fresh token.
     """
-    enhanced = reply.enhanced
     if 400 <= reply.code < 500 and _TOKEN_REFUSED.search(reply.text):
         # ``421 4.7.0 Access token expired`` is no throttle: a new token is enough.
         return RECONNECT
-    if enhanced.startswith("4.7."):
+    if reply.enhanced.startswith("4.7."):
         return THROTTLE
     if reply.code == 432:
         return BUSY
@@ -554,10 +553,10 @@ class Connection:
     def _refused_data(
         self, reply: Reply, accepted: tuple[str, ...], refused: dict[str, Reply]
     ) -> Attempt:
-        if reply.enhanced in SEND_AS_DENIED or provider_words(reply, "") is not None:
+        words = provider_words(reply, self.server.username)
+        if words is not None or reply.enhanced in SEND_AS_DENIED:
             # Every letter would be refused the same way: the run stops here.
             self._reset()
-            words = provider_words(reply, self.server.username)
             if words is not None:
                 raise StopRun(reply, f"{self.server.name} refused to send ({reply}); {words}")
             raise self._send_as_denied(reply, self._sender)
