@@ -188,11 +188,6 @@ def provider_words(reply: Reply, user: str) -> str | None:
     return None if words is None else words.format(user=user)
 
 
-def _reply_text(reply: bytes | str) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(text.split())
-
-
 def _dot_stuffed(msg: bytes) -> bytes:
     """The message as SMTP carries it: every line that starts with a dot gets
     another (RFC 5321, 4.5.2), and the last line ends in CRLF.
@@ -380,7 +375,7 @@ class Connection:
         """The error of a failed connection: DeliveryError (stop) or Unreachable (retry)."""
         server = self.server
         if isinstance(err, smtplib.SMTPAuthenticationError):
-            reply = Reply(err.smtp_code, server.credentials.scrub(_reply_text(err.smtp_error)))
+            reply = self._reply(err.smtp_code, err.smtp_error)
             words = provider_words(reply, server.username)
             secret = "the token" if server.credentials.uses_token else "SMTP_PASSWORD"
             return DeliveryError(
@@ -403,7 +398,7 @@ class Connection:
         if isinstance(err, socket.gaierror):
             return DeliveryError(f"cannot find the SMTP server SMTP_HOST={server.host} ({err})")
         if isinstance(err, smtplib.SMTPResponseException):
-            reply = Reply(err.smtp_code, server.credentials.scrub(_reply_text(err.smtp_error)))
+            reply = self._reply(err.smtp_code, err.smtp_error)
             if 400 <= err.smtp_code < 500:
                 return Unreachable(reply, temporary_kind(reply))
             return DeliveryError(f"{server.name} refused the connection ({reply})")
@@ -465,6 +460,11 @@ class Connection:
             self._drop()
             raise
 
+    def _reply(self, code: int, text: bytes | str) -> Reply:
+        """A server's reply on one line, every secret of the sign-in blotted out."""
+        plain = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        return Reply(code, self.server.credentials.scrub(" ".join(plain.split())))
+
     def _lost(self, err: BaseException) -> Reply:
         if isinstance(err, _TimedOut | TimeoutError):
             return Reply(0, f"{self.server.name} did not answer within {self.server.timeout:g} s")
@@ -480,16 +480,15 @@ class Connection:
         refused: dict[str, Reply],
         phase: list[str],
     ) -> Attempt:
-        scrub = self.server.credentials.scrub
         self._sender = letter.sender
         code, text = self._timed(lambda: smtp.mail(letter.sender))
-        reply = Reply(code, scrub(_reply_text(text)))
+        reply = self._reply(code, text)
         if code != 250:
             return self._sender_refused(reply, letter.sender)
         begin()
         for recipient in recipients:
             code, text = self._timed(functools.partial(smtp.rcpt, recipient))
-            answer = Reply(code, scrub(_reply_text(text)))
+            answer = self._reply(code, text)
             if code in (250, 251):
                 accepted.append(recipient)
             elif code == 421 or not answer.is_valid:
@@ -503,13 +502,13 @@ class Connection:
             first = min(refused.values(), key=lambda r: r.code)
             return Attempt((), refused, "", first)
         code, text = self._timed(lambda: smtp.docmd("DATA"))
-        reply = Reply(code, scrub(_reply_text(text)))
+        reply = self._reply(code, text)
         if code != 354:
             return self._refused_data(reply, tuple(accepted), refused)
         self._upload(smtp, _dot_stuffed(letter.data) + b".\r\n")
         phase.append("dot")
         code, text = self._timed(smtp.getreply)
-        reply = Reply(code, scrub(_reply_text(text)))
+        reply = self._reply(code, text)
         if 200 <= code < 300:
             return Attempt(tuple(accepted), refused, "sent", reply)
         if 400 <= code < 600:
