@@ -40,12 +40,7 @@ def run_secret_command(setting: str, command: str) -> Secret:
     argv = shlex.split(command)
     program = argv[0] if argv else command
     try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            timeout=COMMAND_SECONDS,
-            check=False,
-        )
+        done = subprocess.run(argv, capture_output=True, timeout=COMMAND_SECONDS, check=False)
     except FileNotFoundError:
         raise SettingsError(f"{setting}: cannot run {program!r} (no such program)") from None
     except PermissionError:
@@ -61,8 +56,7 @@ def run_secret_command(setting: str, command: str) -> Secret:
             f"{setting}: {program!r} exited with status {done.returncode} "
             "(run it yourself to see why; its output is not shown, it may hold the secret)"
         )
-    lines = done.stdout.decode("utf-8", "replace").splitlines()
-    first = lines[0].strip() if lines else ""
+    first = (done.stdout.decode("utf-8", "replace").splitlines() or [""])[0].strip()
     if not first:
         raise SettingsError(f"{setting}: {program!r} printed nothing")
     return Secret(first)

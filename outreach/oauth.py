@@ -16,13 +16,14 @@ nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import ssl
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,24 +102,16 @@ def login(
     path = token_cache_path()
     cache, _ = _load(path)  # a damaged file is simply replaced by this sign-in
     app = _application(settings, cache)
-    try:
+    with _asking(settings):
         flow = app.initiate_device_flow(scopes=_scopes(scopes))
-    except _UNREACHABLE as err:
-        raise _unreachable(settings, err) from err
-    except ValueError as err:  # an answer that is not JSON
-        raise _not_a_sign_in_service(settings) from err
     if "user_code" not in flow:
         raise _refused(settings, "refused to start a sign-in", flow)
     message = flow.get("message") or (
         f"Open {flow.get('verification_uri')} and enter the code {flow['user_code']}"
     )
     show(_printable(str(message)))
-    try:
+    with _asking(settings):
         result = app.acquire_token_by_device_flow(flow)
-    except _UNREACHABLE as err:
-        raise _unreachable(settings, err) from err
-    except ValueError as err:
-        raise _not_a_sign_in_service(settings) from err
     if "error" in result:
         raise _device_flow_error(settings, result)
     claims = result.get("id_token_claims") or {}
@@ -151,14 +144,10 @@ def access_token(
         raise SignInError(f"nobody has signed in with Microsoft on this computer: {_for(settings)}")
     app = _application(settings, cache)
     account = _account(settings, app)
-    try:
+    with _asking(settings):
         result = app.acquire_token_silent_with_error(
             _scopes(scopes), account=account, force_refresh=fresh
         )
-    except _UNREACHABLE as err:
-        raise _unreachable(settings, err) from err
-    except ValueError as err:
-        raise _not_a_sign_in_service(settings) from err
     name = account["username"]
     if not result:  # msal found no refresh token for the account
         raise SignInError(f"the sign-in of {name} on this computer is incomplete: {_for(settings)}")
@@ -213,33 +202,33 @@ def _authority(settings: Settings) -> str:
 def _application(settings: Settings, cache: Any) -> Any:
     """msal's application for these settings; msal reads the tenant's configuration here."""
     authority = _authority(settings)
-    try:
-        return msal.PublicClientApplication(
-            settings.oauth_client_id,
-            authority=authority,
-            token_cache=cache,
-            timeout=TIMEOUT,
-            # Before using an authority it does not know (a national cloud, a
-            # test server), msal would ask login.microsoftonline.com whether it
-            # is genuine ("instance discovery"). OAUTH_AUTHORITY is the user's
-            # own choice, so the documented instance_discovery=False turns that
-            # off: msal then talks to OAUTH_AUTHORITY and nowhere else.
-            instance_discovery=False,
-        )
-    except _UNREACHABLE as err:
-        raise _unreachable(settings, err) from err
-    except ValueError as err:  # the tenant's configuration was refused (4xx) or unreadable
-        raise SettingsError(
-            f"the sign-in service at {settings.oauth_authority} has no sign-in for "
-            f"OAUTH_TENANT={settings.oauth_tenant}: give your organisation's Microsoft 365 "
-            "domain (coalition.org) or its tenant ID, and change OAUTH_AUTHORITY only for a "
-            "national cloud"
-        ) from err
+    with _asking(settings):
+        try:
+            return msal.PublicClientApplication(
+                settings.oauth_client_id,
+                authority=authority,
+                token_cache=cache,
+                timeout=TIMEOUT,
+                # Before using an authority it does not know (a national cloud, a
+                # test server), msal would ask login.microsoftonline.com whether it
+                # is genuine ("instance discovery"). OAUTH_AUTHORITY is the user's
+                # own choice, so the documented instance_discovery=False turns that
+                # off: msal then talks to OAUTH_AUTHORITY and nowhere else.
+                instance_discovery=False,
+            )
+        except ValueError as err:  # the tenant's configuration was refused (4xx) or unreadable
+            raise SettingsError(
+                f"the sign-in service at {settings.oauth_authority} has no sign-in for "
+                f"OAUTH_TENANT={settings.oauth_tenant}: give your organisation's Microsoft 365 "
+                "domain (coalition.org) or its tenant ID, and change OAUTH_AUTHORITY only for a "
+                "national cloud"
+            ) from err
 
 
 def _account(settings: Settings, app: Any) -> Any:
     """The account to send as: SMTP_USERNAME's (in any case), or the only one signed in."""
-    names = ", ".join(sorted(str(a["username"]) for a in app.get_accounts()))
+    accounts = app.get_accounts()
+    names = ", ".join(sorted(str(a["username"]) for a in accounts))
     wanted = settings.smtp_username
     if wanted:
         matching = app.get_accounts(username=wanted)
@@ -250,7 +239,6 @@ def _account(settings: Settings, app: Any) -> Any:
             f"SMTP_USERNAME={wanted} has not signed in with Microsoft on this computer"
             f"{signed_in}: {_LOGIN} and sign in as {wanted}"
         )
-    accounts = app.get_accounts()
     if len(accounts) == 1:
         return accounts[0]
     if not accounts:
@@ -372,11 +360,21 @@ def _describe(answer: dict[str, Any]) -> str:
     return f"{sentence}; {error}" if sentence and sentence != error else error
 
 
-def _unreachable(settings: Settings, err: BaseException) -> SignInError:
-    return SignInError(
-        f"cannot reach the sign-in service at {settings.oauth_authority} (OAUTH_AUTHORITY): "
-        f"{_why(err)}"
-    )
+@contextlib.contextmanager
+def _asking(settings: Settings) -> Iterator[None]:
+    """A call to the sign-in service, whose failure is told in one line."""
+    try:
+        yield
+    except _UNREACHABLE as err:
+        raise SignInError(
+            f"cannot reach the sign-in service at {settings.oauth_authority} (OAUTH_AUTHORITY): "
+            f"{_why(err)}"
+        ) from err
+    except ValueError as err:  # an answer that is not JSON
+        raise SignInError(
+            f"the sign-in service at {settings.oauth_authority} (OAUTH_AUTHORITY) answered with "
+            "something that is not a sign-in answer (a network login page?); try again later"
+        ) from err
 
 
 def _why(err: BaseException) -> str:
@@ -405,13 +403,6 @@ def _why(err: BaseException) -> str:
         pending.extend(c for c in (cause.__cause__, cause.__context__) if c is not None)
         pending.extend(a for a in cause.args if isinstance(a, BaseException))
     return f"the connection failed; {again}"
-
-
-def _not_a_sign_in_service(settings: Settings) -> SignInError:
-    return SignInError(
-        f"the sign-in service at {settings.oauth_authority} (OAUTH_AUTHORITY) answered with "
-        "something that is not a sign-in answer (a network login page?); try again later"
-    )
 
 
 def _printable(text: str) -> str:

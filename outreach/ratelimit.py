@@ -88,12 +88,9 @@ class RateLimiter:
         if self.per_minute == self.limit or now - self._throttled_at < QUIET_SECONDS:
             return
         doubled = self.per_minute * 2
-        if self.limit and doubled >= self.limit:
-            self.per_minute = self.limit
-        elif not self.limit and doubled >= self._unlimited_again_at:
-            self.per_minute = 0.0
-        else:
-            self.per_minute = doubled
+        # With no limit, the rate comes back to none once it reaches what the run went at.
+        ceiling = self.limit or self._unlimited_again_at
+        self.per_minute = doubled if doubled < ceiling else self.limit
         self._throttled_at = now
 
 

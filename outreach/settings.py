@@ -66,27 +66,17 @@ DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 PLACEHOLDER_SENDER = "mail-from-not-set@sender.invalid"
 PLACEHOLDER_SENDER_NAME = "MAIL_FROM is not set"
 
-#: Every number a setting holds: its bounds, whether whole, and why the upper bound.
-BOUNDS: dict[str, tuple[float, float, bool, str]] = {
-    "SMTP_TIMEOUT": (1, 600, False, "a server silent for ten minutes is down"),
-    "IMAP_DEADLINE": (0.1, 3600, False, "an hour reads any mailbox that can be read"),
-    "MAX_MESSAGE_MB": (
-        1,
-        100,
-        False,
-        "Gmail refuses more than 25 MB, Microsoft 365 more than 35 MB",
-    ),
-    "SEND_RETRY_WAIT_SECONDS": (0, 3600, False, "at most an hour"),
-    "SEND_RETRY_MAX_WAIT_SECONDS": (0, 3600, False, "at most an hour; for longer, run again later"),
-    "SEND_MAX_ATTEMPTS": (1, 20, True, "a letter refused 20 times will not go by trying more"),
-    "SEND_RATE_PER_MINUTE": (
-        0,
-        6000,
-        False,
-        "0 for no limit; no provider takes more than 100 a second",
-    ),
-    "SEND_DAILY_LIMIT": (0, 1_000_000, True, "0 for no limit"),
-    "DNS_TIMEOUT": (0.1, 30, False, "a check before sending must never hold the send up for long"),
+#: Every number a setting holds: its bounds, and why the upper bound.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "SMTP_TIMEOUT": (1, 600, "a server silent for ten minutes is down"),
+    "IMAP_DEADLINE": (0.1, 3600, "an hour reads any mailbox that can be read"),
+    "MAX_MESSAGE_MB": (1, 100, "Gmail refuses more than 25 MB, Microsoft 365 more than 35 MB"),
+    "SEND_RETRY_WAIT_SECONDS": (0, 3600, "at most an hour"),
+    "SEND_RETRY_MAX_WAIT_SECONDS": (0, 3600, "at most an hour; for longer, run again later"),
+    "SEND_MAX_ATTEMPTS": (1, 20, "a letter refused 20 times will not go by trying more"),
+    "SEND_RATE_PER_MINUTE": (0, 6000, "0 for no limit; no provider takes more than 100 a second"),
+    "SEND_DAILY_LIMIT": (0, 1_000_000, "0 for no limit"),
+    "DNS_TIMEOUT": (0.1, 30, "a check before sending must never hold the send up for long"),
 }
 
 #: Every setting outreach reads, with its default ("" = unset).
@@ -256,9 +246,7 @@ class Settings:
 
     @property
     def sender_name(self) -> str:
-        if not self.mail_from:
-            return PLACEHOLDER_SENDER_NAME
-        return self.mail_from_name
+        return self.mail_from_name if self.mail_from else PLACEHOLDER_SENDER_NAME
 
     @property
     def send_log(self) -> Path:
@@ -430,9 +418,10 @@ class _Reader:
             self.problems.append(f"{name}={raw!r} is not valid: {what}")
             return fallback
 
-    def bounded(self, name: str) -> float:
-        """A number within the bounds BOUNDS gives it, whose reason the error says."""
-        minimum, maximum, integer, why = BOUNDS[name]
+    def bounded(self, name: str, *, integer: bool = False) -> float:
+        """A number (a whole one if ``integer``) within the bounds BOUNDS gives it, whose
+        reason the error says."""
+        minimum, maximum, why = BOUNDS[name]
 
         def parse(raw: str) -> float:
             value = float(int(raw)) if integer else float(raw)
@@ -452,19 +441,19 @@ def _port(raw: str) -> int:
     return port
 
 
-def _with_preset(values: dict[str, str], problems: list[str]) -> tuple[dict[str, str], list[str]]:
-    """``values`` with SMTP_PROVIDER's preset filled in wherever a setting is not given."""
-    provider = values.get("SMTP_PROVIDER", "").strip().lower()
-    if not provider:
-        return values, []
-    if provider not in PRESETS:
-        problems.append(
+def _with_preset(read: _Reader) -> tuple[str, ...]:
+    """SMTP_PROVIDER's preset filled in wherever a setting is not given; what it filled in."""
+    provider = read.text("SMTP_PROVIDER").lower()
+    if provider and provider not in PRESETS:
+        read.problems.append(
             f"SMTP_PROVIDER={provider!r} is not valid: expected one of {', '.join(PROVIDERS)}, "
             "or nothing"
         )
-        return values, []
-    filled = {k: v for k, v in PRESETS[provider].items() if not values.get(k, "").strip()}
-    return {**values, **filled}, [f"{k}={v}" for k, v in filled.items()]
+    filled = {
+        k: v for k, v in PRESETS.get(provider, {}).items() if not read.values.get(k, "").strip()
+    }
+    read.values = {**read.values, **filled}
+    return tuple(f"{k}={v}" for k, v in filled.items())
 
 
 def _command(read: _Reader, name: str) -> str:
@@ -501,10 +490,8 @@ def _security_and_port(
 
 
 def _ca_file(read: _Reader, name: str) -> Path | None:
-    if not read.text(name):
-        return None
-    path = Path(read.text(name))
-    if not path.is_file():
+    path = Path(read.text(name)) if read.text(name) else None
+    if path is not None and not path.is_file():
         read.problems.append(f"{name}={str(path)!r}: no such file")
     return path
 
@@ -555,11 +542,8 @@ def load_settings(
     """Settings from ``env_file`` overlaid by the real environment, validated."""
     file_values = read_env_file(env_file) if env_file is not None else {}
     env = os.environ if environ is None else environ
-    given = {**file_values, **{k: v for k, v in env.items() if k in KNOWN_SETTINGS}}
-    problems: list[str] = []
-    values, preset = _with_preset(given, problems)
-    read = _Reader(values)
-    read.problems.extend(problems)
+    read = _Reader({**file_values, **{k: v for k, v in env.items() if k in KNOWN_SETTINGS}})
+    preset = _with_preset(read)
 
     warnings = tuple(
         f"{env_file}: {key} is not a setting outreach knows ({_guess(key)})"
@@ -583,7 +567,6 @@ def load_settings(
                 addresses[name] = validate_address(raw)
             except AddressError as err:
                 read.problems.append(f"{name}={raw!r} is not a valid address: {err}")
-    from_name = read.text("MAIL_FROM_NAME")
     for name in ("MAIL_FROM_NAME", "CAMPAIGN", "LETTER_DATE", "FOLLOW_UP_OF"):
         reason = unsafe_header_reason(read.text(name))
         if reason:
@@ -604,14 +587,13 @@ def load_settings(
         read.problems.append(f"SMTP_AUTH={auth} needs SMTP_USERNAME: the mailbox to sign in as")
 
     imap_security, imap_port = _security_and_port(read, "IMAP", IMAP_DEFAULT_PORTS)
-    folders = tuple(split_list(read.text("IMAP_FOLDERS")))
 
     settings = Settings(
         smtp_host=read.text("SMTP_HOST"),
         smtp_port=port,
         smtp_security=security,
         smtp_username=username,
-        smtp_password=Secret(values.get("SMTP_PASSWORD", "")),
+        smtp_password=Secret(read.values.get("SMTP_PASSWORD", "")),
         smtp_timeout=read.bounded("SMTP_TIMEOUT"),
         smtp_ca_file=_ca_file(read, "SMTP_CA_FILE"),
         smtp_auth=auth,
@@ -628,14 +610,16 @@ def load_settings(
         imap_security=imap_security,
         imap_ca_file=_ca_file(read, "IMAP_CA_FILE"),
         imap_username=read.text("IMAP_USERNAME") or username,
-        imap_password=Secret(values.get("IMAP_PASSWORD", "") or values.get("SMTP_PASSWORD", "")),
+        imap_password=Secret(
+            read.values.get("IMAP_PASSWORD", "") or read.values.get("SMTP_PASSWORD", "")
+        ),
         imap_token_command=_command(read, "IMAP_TOKEN_COMMAND") or token_command,
         imap_password_command=_command(read, "IMAP_PASSWORD_COMMAND") or password_command,
-        imap_folders=folders or ("INBOX",),
+        imap_folders=tuple(split_list(read.text("IMAP_FOLDERS"))) or ("INBOX",),
         imap_deadline=read.bounded("IMAP_DEADLINE"),
-        preset=tuple(preset),
+        preset=preset,
         mail_from=addresses.get("MAIL_FROM", ""),
-        mail_from_name=from_name,
+        mail_from_name=read.text("MAIL_FROM_NAME"),
         mail_reply_to=addresses.get("MAIL_REPLY_TO", ""),
         campaign=read.text("CAMPAIGN") or "default",
         follow_up_of=read.text("FOLLOW_UP_OF"),
@@ -650,9 +634,9 @@ def load_settings(
         do_not_contact_required=bool(read.text("DO_NOT_CONTACT_FILE")),
         send_retry_wait_seconds=read.bounded("SEND_RETRY_WAIT_SECONDS"),
         send_retry_max_wait_seconds=read.bounded("SEND_RETRY_MAX_WAIT_SECONDS"),
-        send_max_attempts=int(read.bounded("SEND_MAX_ATTEMPTS")),
+        send_max_attempts=int(read.bounded("SEND_MAX_ATTEMPTS", integer=True)),
         send_rate_per_minute=read.bounded("SEND_RATE_PER_MINUTE"),
-        send_daily_limit=int(read.bounded("SEND_DAILY_LIMIT")),
+        send_daily_limit=int(read.bounded("SEND_DAILY_LIMIT", integer=True)),
         dns_servers=_dns_servers(read),
         dns_timeout=read.bounded("DNS_TIMEOUT"),
         dkim_selectors=_dkim_selectors(read),
@@ -697,9 +681,8 @@ def require_for_reading(settings: Settings) -> None:
             "from (or read exported mail with --from PATH)"
         )
     if settings.imap_security == "none" and not is_loopback(host):
-        mailbox_name = settings.imap_username or "the mailbox"
         raise SettingsError(
-            f"IMAP_SECURITY=none would send the password of {mailbox_name} "
-            f"to {host} unencrypted; use ssl or starttls (none is only for a server on this "
-            "machine)"
+            "IMAP_SECURITY=none would send the password of "
+            f"{settings.imap_username or 'the mailbox'} to {host} unencrypted; use ssl or "
+            "starttls (none is only for a server on this machine)"
         )

@@ -103,11 +103,10 @@ def temporary_kind(reply: Reply) -> str:
     valid (``421 4.7.0 Access token expired``) asks for a reconnection now,
     with a fresh token.
     """
-    enhanced = reply.enhanced
     if 400 <= reply.code < 500 and _TOKEN_REFUSED.search(reply.text):
         # ``421 4.7.0 Access token expired`` is no throttle: a new token is enough.
         return RECONNECT
-    if enhanced.startswith("4.7."):
+    if reply.enhanced.startswith("4.7."):
         return THROTTLE
     if reply.code == 432:
         return BUSY
@@ -164,62 +163,29 @@ class Server:
     def username(self) -> str:
         return self.credentials.username if self.credentials.mechanism else ""
 
-    def scrub(self, text: str) -> str:
-        """``text`` with every password and token used, plain or as AUTH sends it,
-        blotted out: a server that echoes what it was sent must not put them
-        into an error message or the send log."""
-        return self.credentials.scrub(text)
 
-
-#: What a provider's refusal means, and what to do: (code, enhanced status, words).
-PROVIDER_REPLIES = (
-    (
-        535,
-        "5.7.139",
-        "SMTP AUTH is turned off for this mailbox or tenant: an administrator turns on "
-        "Authenticated SMTP for {user} (Microsoft 365 admin center: Users, the mailbox, "
-        "Mail, Manage email apps)",
-    ),
-    (
-        550,
-        "5.7.30",
-        "basic authentication (a password) is switched off for sending: use SMTP_AUTH=xoauth2 "
-        "and run `outreach login`, or set SMTP_TOKEN_COMMAND",
-    ),
-    (
-        535,
-        "5.7.3",
-        "the server did not accept the credentials of {user}: check SMTP_USERNAME and the "
-        "password or token",
-    ),
-    (
-        534,
-        "5.7.9",
-        "Google wants an app password for {user} (Google Account, Security, App passwords), "
-        "or SMTP_AUTH=xoauth2 with SMTP_TOKEN_COMMAND",
-    ),
-    (
-        535,
-        "5.7.8",
-        "the user name and password of {user} were not accepted: check SMTP_USERNAME and "
-        "SMTP_PASSWORD (with 2-Step Verification, an app password)",
-    ),
-)
+#: What a provider's refusal means, and what to do, by (code, enhanced status).
+PROVIDER_REPLIES = {
+    (535, "5.7.139"): "SMTP AUTH is turned off for this mailbox or tenant: an administrator "
+    "turns on Authenticated SMTP for {user} (Microsoft 365 admin center: Users, the mailbox, "
+    "Mail, Manage email apps)",
+    (550, "5.7.30"): "basic authentication (a password) is switched off for sending: use "
+    "SMTP_AUTH=xoauth2 and run `outreach login`, or set SMTP_TOKEN_COMMAND",
+    (535, "5.7.3"): "the server did not accept the credentials of {user}: check SMTP_USERNAME "
+    "and the password or token",
+    (534, "5.7.9"): "Google wants an app password for {user} (Google Account, Security, App "
+    "passwords), or SMTP_AUTH=xoauth2 with SMTP_TOKEN_COMMAND",
+    (535, "5.7.8"): "the user name and password of {user} were not accepted: check "
+    "SMTP_USERNAME and SMTP_PASSWORD (with 2-Step Verification, an app password)",
+}
 #: Microsoft's words for a sender the account may not send as (at MAIL or after the data).
 SEND_AS_DENIED = ("5.2.252", "5.7.60")
 
 
 def provider_words(reply: Reply, user: str) -> str | None:
     """What a provider's sign-in refusal means, in words, or None."""
-    for code, enhanced, words in PROVIDER_REPLIES:
-        if reply.code == code and reply.enhanced == enhanced:
-            return words.format(user=user)
-    return None
-
-
-def _reply_text(reply: bytes | str) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(text.split())
+    words = PROVIDER_REPLIES.get((reply.code, reply.enhanced))
+    return None if words is None else words.format(user=user)
 
 
 def _dot_stuffed(msg: bytes) -> bytes:
@@ -325,12 +291,15 @@ class Connection:
             smtp: smtplib.SMTP
             if server.security == "ssl":
                 smtp = _SessionSSL(
-                    server.host, server.port, timeout=server.timeout, context=context, watch=self
+                    server.host, server.port, watch=self, timeout=server.timeout, context=context
                 )
             else:
-                smtp = _Session(server.host, server.port, timeout=server.timeout, watch=self)
+                smtp = _Session(server.host, server.port, watch=self, timeout=server.timeout)
             self._smtp = smtp
-            _small_send_buffer(smtp.sock)
+            if smtp.sock is not None:
+                # A small send buffer: what is handed over is soon on its way to the server.
+                with contextlib.suppress(OSError):
+                    smtp.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             self._timed(smtp.ehlo_or_helo_if_needed)
             if server.security == "starttls":
                 if not smtp.has_extn("starttls"):
@@ -375,7 +344,11 @@ class Connection:
             if code != 235 and not fresh:
                 code, reply = self._token_login(smtp, wanted, fresh=True)
         elif "PLAIN" in offered or "LOGIN" in offered:
-            code, reply = self._password_login(smtp, offered)
+            user, password = credentials.username, credentials.secret().reveal()
+            if "PLAIN" in offered:
+                code, reply = self._auth(smtp, "PLAIN " + sasl_b64(f"\0{user}\0{password}"))
+            else:
+                code, reply = self._auth(smtp, "LOGIN " + sasl_b64(user), sasl_b64(password))
         else:
             raise DeliveryError(
                 f"{self.server.name} offers no password login (it offers: "
@@ -384,34 +357,25 @@ class Connection:
         if code != 235:
             raise smtplib.SMTPAuthenticationError(code, reply)
 
-    def _password_login(self, smtp: smtplib.SMTP, offered: list[str]) -> tuple[int, bytes]:
-        credentials = self.server.credentials
-        user, password = credentials.username, credentials.secret().reveal()
-        if "PLAIN" in offered:
-            return self._timed(
-                lambda: smtp.docmd("AUTH", "PLAIN " + sasl_b64(f"\0{user}\0{password}"))
-            )
-        code, reply = self._timed(lambda: smtp.docmd("AUTH", "LOGIN " + sasl_b64(user)))
-        if code == 334:
-            code, reply = self._timed(lambda: smtp.docmd(sasl_b64(password)))
-        return code, reply
-
     def _token_login(self, smtp: smtplib.SMTP, mechanism: str, *, fresh: bool) -> tuple[int, bytes]:
         """One try with a token; a refusal comes as a 334 with a JSON error, answered empty."""
         credentials = self.server.credentials
         token = credentials.secret(fresh=fresh).reveal()
         make = xoauth2 if mechanism == "XOAUTH2" else oauthbearer
-        response = sasl_b64(make(credentials.username, token))
-        code, reply = self._timed(lambda: smtp.docmd("AUTH", f"{mechanism} {response}"))
-        if code == 334:
-            code, reply = self._timed(lambda: smtp.docmd(""))
+        return self._auth(smtp, f"{mechanism} {sasl_b64(make(credentials.username, token))}", "")
+
+    def _auth(self, smtp: smtplib.SMTP, command: str, then: str | None = None) -> tuple[int, bytes]:
+        """AUTH ``command``; a 334 (the server asks more) is answered with ``then``, if given."""
+        code, reply = self._timed(lambda: smtp.docmd("AUTH", command))
+        if code == 334 and then is not None:
+            code, reply = self._timed(lambda: smtp.docmd(then))
         return code, reply
 
     def _connect_error(self, err: Exception) -> Exception:
         """The error of a failed connection: DeliveryError (stop) or Unreachable (retry)."""
         server = self.server
         if isinstance(err, smtplib.SMTPAuthenticationError):
-            reply = Reply(err.smtp_code, server.scrub(_reply_text(err.smtp_error)))
+            reply = self._reply(err.smtp_code, err.smtp_error)
             words = provider_words(reply, server.username)
             secret = "the token" if server.credentials.uses_token else "SMTP_PASSWORD"
             return DeliveryError(
@@ -434,16 +398,14 @@ class Connection:
         if isinstance(err, socket.gaierror):
             return DeliveryError(f"cannot find the SMTP server SMTP_HOST={server.host} ({err})")
         if isinstance(err, smtplib.SMTPResponseException):
-            reply = Reply(err.smtp_code, server.scrub(_reply_text(err.smtp_error)))
+            reply = self._reply(err.smtp_code, err.smtp_error)
             if 400 <= err.smtp_code < 500:
                 return Unreachable(reply, temporary_kind(reply))
             return DeliveryError(f"{server.name} refused the connection ({reply})")
         if isinstance(err, ConnectionRefusedError):
             return Unreachable(Reply(0, f"{server.name} refused the connection"), FAULT)
         if isinstance(err, _TimedOut | TimeoutError):
-            return Unreachable(
-                Reply(0, f"{server.name} did not answer within {server.timeout:g} s"), FAULT
-            )
+            return Unreachable(self._lost(err), FAULT)
         if isinstance(err, smtplib.SMTPServerDisconnected | OSError):
             return Unreachable(Reply(0, f"lost the connection to {server.name} ({err})"), FAULT)
         return err  # a bug: keep its traceback
@@ -498,6 +460,11 @@ class Connection:
             self._drop()
             raise
 
+    def _reply(self, code: int, text: bytes | str) -> Reply:
+        """A server's reply on one line, every secret of the sign-in blotted out."""
+        plain = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        return Reply(code, self.server.credentials.scrub(" ".join(plain.split())))
+
     def _lost(self, err: BaseException) -> Reply:
         if isinstance(err, _TimedOut | TimeoutError):
             return Reply(0, f"{self.server.name} did not answer within {self.server.timeout:g} s")
@@ -513,16 +480,15 @@ class Connection:
         refused: dict[str, Reply],
         phase: list[str],
     ) -> Attempt:
-        scrub = self.server.scrub
         self._sender = letter.sender
         code, text = self._timed(lambda: smtp.mail(letter.sender))
-        reply = Reply(code, scrub(_reply_text(text)))
+        reply = self._reply(code, text)
         if code != 250:
             return self._sender_refused(reply, letter.sender)
         begin()
         for recipient in recipients:
             code, text = self._timed(functools.partial(smtp.rcpt, recipient))
-            answer = Reply(code, scrub(_reply_text(text)))
+            answer = self._reply(code, text)
             if code in (250, 251):
                 accepted.append(recipient)
             elif code == 421 or not answer.is_valid:
@@ -536,13 +502,13 @@ class Connection:
             first = min(refused.values(), key=lambda r: r.code)
             return Attempt((), refused, "", first)
         code, text = self._timed(lambda: smtp.docmd("DATA"))
-        reply = Reply(code, scrub(_reply_text(text)))
+        reply = self._reply(code, text)
         if code != 354:
             return self._refused_data(reply, tuple(accepted), refused)
         self._upload(smtp, _dot_stuffed(letter.data) + b".\r\n")
         phase.append("dot")
         code, text = self._timed(smtp.getreply)
-        reply = Reply(code, scrub(_reply_text(text)))
+        reply = self._reply(code, text)
         if 200 <= code < 300:
             return Attempt(tuple(accepted), refused, "sent", reply)
         if 400 <= code < 600:
@@ -586,22 +552,17 @@ class Connection:
     def _refused_data(
         self, reply: Reply, accepted: tuple[str, ...], refused: dict[str, Reply]
     ) -> Attempt:
-        if reply.enhanced in SEND_AS_DENIED or provider_words(reply, "") is not None:
+        words = provider_words(reply, self.server.username)
+        if words is not None or reply.enhanced in SEND_AS_DENIED:
             # Every letter would be refused the same way: the run stops here.
             self._reset()
-            words = provider_words(reply, self.server.username)
             if words is not None:
                 raise StopRun(reply, f"{self.server.name} refused to send ({reply}); {words}")
             raise self._send_as_denied(reply, self._sender)
         if 500 <= reply.code < 600:
             self._reset()
             return Attempt(accepted, refused, "failed", reply)
-        kind = self._kind(reply)
-        if kind in (FAULT, RECONNECT):
-            self._drop()
-        else:
-            self._reset()
-        return Attempt(accepted, refused, "retry", reply, kind)
+        return self._retry(reply, accepted, refused)
 
     def _sender_refused(self, reply: Reply, sender: str) -> Attempt:
         words = provider_words(reply, self.server.username)
@@ -618,12 +579,16 @@ class Connection:
             raise DeliveryError(
                 f"{self.server.name} refused the sender MAIL_FROM={sender} ({reply})"
             )
+        return self._retry(reply, (), {})
+
+    def _retry(self, reply: Reply, accepted: tuple[str, ...], refused: dict[str, Reply]) -> Attempt:
+        """A refusal for now: a lost or refused session is hung up, any other is reset."""
         kind = self._kind(reply)
         if kind in (FAULT, RECONNECT):
             self._drop()
         else:
             self._reset()
-        return Attempt((), {}, "retry", reply, kind)
+        return Attempt(accepted, refused, "retry", reply, kind)
 
     def _reset(self) -> None:
         smtp = self._smtp
@@ -638,9 +603,9 @@ class Connection:
 class _Session(smtplib.SMTP):
     """smtplib's SMTP, its greeting read under the connection's deadline."""
 
-    def __init__(self, host: str, port: int, *, timeout: float, watch: Connection) -> None:
+    def __init__(self, host: str, port: int, *, watch: Connection, **options: Any) -> None:
         self.watch = watch
-        super().__init__(host, port, timeout=timeout)
+        super().__init__(host, port, **options)
 
     def connect(
         self, host: str = "localhost", port: int = 0, source_address: Any = None
@@ -649,27 +614,8 @@ class _Session(smtplib.SMTP):
             return super().connect(host, port, source_address)
 
 
-class _SessionSSL(smtplib.SMTP_SSL):
+class _SessionSSL(_Session, smtplib.SMTP_SSL):
     """smtplib's SMTP_SSL, its handshake and greeting read under the connection's deadline."""
-
-    def __init__(
-        self, host: str, port: int, *, timeout: float, context: ssl.SSLContext, watch: Connection
-    ) -> None:
-        self.watch = watch
-        super().__init__(host, port, timeout=timeout, context=context)
-
-    def connect(
-        self, host: str = "localhost", port: int = 0, source_address: Any = None
-    ) -> tuple[int, bytes]:
-        with self.watch.deadline(self):
-            return super().connect(host, port, source_address)
-
-
-def _small_send_buffer(sock: socket.socket | None) -> None:
-    """A send buffer of SEND_BUFFER: what is handed over is soon on its way to the server."""
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 class Unreachable(Exception):
