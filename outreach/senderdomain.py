@@ -51,11 +51,6 @@ PROVIDER_HOSTS = {
     "smtp.gmail.com": "google",
     "smtp-relay.gmail.com": "google",
 }
-#: The domain each provider signs with when DKIM is not turned on for the customer's own.
-PROVIDER_SIGNS_AS = {
-    "microsoft365": "its own domain, yourorganisation.onmicrosoft.com",
-    "google": "its own domain, yourorganisation.gappssmtp.com",
-}
 _ASK = "ask your domain's administrator to"
 _SHOWN = 90
 
@@ -117,12 +112,11 @@ class DomainCheck:
 
 @dataclass(frozen=True)
 class _Answer:
-    """What one query found: the records' text, the name the CNAMEs led to, whether it exists."""
+    """One query's records as text, the name CNAMEs led to ("" if none), whether it exists."""
 
-    records: tuple[str, ...] = ()
-    canonical: str = ""
-    exists: bool = True
-    via_cname: bool = False
+    records: tuple[str, ...]
+    target: str
+    exists: bool
 
 
 class _Dns:
@@ -160,6 +154,7 @@ class _Dns:
                 f"{self.where} answered too slowly (more than {BUDGET_TIMEOUTS * self.timeout:g} s "
                 "in all)"
             )
+        records: tuple[str, ...] = ()
         try:
             answer = self.resolver.resolve(
                 name,
@@ -169,12 +164,7 @@ class _Dns:
                 raise_on_no_answer=False,
             )
         except dns.resolver.NXDOMAIN as err:
-            canonical = err.canonical_name.to_text(omit_final_dot=True)
-            return _Answer(
-                canonical=canonical,
-                exists=False,
-                via_cname=canonical.lower() != name.lower().rstrip("."),
-            )
+            canonical, exists = err.canonical_name, False
         except dns.exception.Timeout as err:
             raise _NotChecked(
                 f"no answer from {self.where} within {self.timeout:g} s "
@@ -186,12 +176,12 @@ class _Dns:
             ) from err
         except dns.exception.DNSException as err:
             raise _NotChecked(f"{self.where} gave no usable answer for {name} ({err})") from err
-        canonical = answer.canonical_name.to_text(omit_final_dot=True)
-        return _Answer(
-            records=tuple(_text(rdata) for rdata in answer.rrset or ()),
-            canonical=canonical,
-            via_cname=canonical.lower() != name.lower().rstrip("."),
-        )
+        else:
+            records = tuple(_text(rdata) for rdata in answer.rrset or ())
+            canonical, exists = answer.canonical_name, True
+        target = canonical.to_text(omit_final_dot=True)
+        via_cname = target.lower() != name.lower().rstrip(".")
+        return _Answer(records, target if via_cname else "", exists)
 
     def txt(self, name: str, version: re.Pattern[str]) -> list[str]:
         """The TXT records of ``name`` that begin with ``version`` (SPF's, DMARC's)."""
@@ -461,12 +451,11 @@ def _key(asker: _Dns, domain: str, selector: str) -> _Key:
     name = f"{selector}._domainkey.{domain}"
     answer = asker.ask(name, "TXT")
     keys = [r for r in answer.records if re.search(r"(?:^|;)\s*p\s*=", r)]
-    target = answer.canonical if answer.via_cname else ""
     if keys:
         value = re.search(r"(?:^|;)\s*p\s*=\s*([^;]*)", keys[0])
         revoked = value is not None and not value.group(1).strip()
-        return _Key(selector, "revoked" if revoked else "key", target)
-    return _Key(selector, "dangling" if target else "missing", target)
+        return _Key(selector, "revoked" if revoked else "key", answer.target)
+    return _Key(selector, "dangling" if answer.target else "missing", answer.target)
 
 
 def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) -> Finding:
@@ -509,9 +498,9 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
         return Finding(
             PROBLEM,
             "DKIM",
-            f"not turned on for {domain} ({first}): Microsoft 365 signs the letters as "
-            f"{PROVIDER_SIGNS_AS['microsoft365']}, which does not align with the From address, "
-            "and a receiver with a strict DMARC policy quarantines them; "
+            f"not turned on for {domain} ({first}): Microsoft 365 signs the letters as its own "
+            "domain, yourorganisation.onmicrosoft.com, which does not align with the From "
+            "address, and a receiver with a strict DMARC policy quarantines them; "
             f"{_ASK} publish the CNAME records selector1._domainkey and selector2._domainkey "
             "the Microsoft Defender portal shows (Email authentication settings, DKIM) and "
             f"turn on signing for {domain} there",
@@ -537,11 +526,12 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
         return Finding(
             PROBLEM,
             "DKIM",
-            f"not turned on for {domain} (no key at {where}): Google signs the letters as "
-            f"{PROVIDER_SIGNS_AS['google']}, which does not align with the From address, and "
-            f"a receiver with a strict DMARC policy quarantines them; {_ASK} generate the DKIM "
-            "record in the Google Admin console (Apps, Google Workspace, Gmail, Authenticate "
-            "email), publish it as TXT google._domainkey, then press Start authentication",
+            f"not turned on for {domain} (no key at {where}): Google signs the letters as its "
+            "own domain, yourorganisation.gappssmtp.com, which does not align with the From "
+            f"address, and a receiver with a strict DMARC policy quarantines them; {_ASK} generate "
+            "the DKIM record in the Google Admin console (Apps, Google Workspace, Gmail, "
+            "Authenticate email), publish it as TXT google._domainkey, then press Start "
+            "authentication",
         )
     how = f"the CNAME record leads to {bad.target}, which holds no key" if bad.target else "no key"
     return Finding(
