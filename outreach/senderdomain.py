@@ -323,7 +323,6 @@ class _SpfWalk:
             if name in ("include", "a", "mx", "ptr", "exists"):
                 self.lookups += 1
             if name == "include" and value:
-                self.includes.append(value.lower())
                 self._follow(value)
             elif name == "a":
                 self.hosts.append((value.partition("/")[0] or domain).lower())
@@ -334,10 +333,11 @@ class _SpfWalk:
                     self.errors.append(f"{term} is not a valid address range")
         if redirect and not self.over:
             self.lookups += 1
-            self.includes.append(redirect.lower())
             self._follow(redirect)
 
     def _follow(self, target: str) -> None:
+        """Walk the record an include: or redirect= names, counted as included."""
+        self.includes.append(target.lower())
         if "%" in target or target.lower() in self.seen or self.over:
             return  # a macro needs the letter's own sender to expand
         records = self.asker.txt(target, SPF_VERSION)
@@ -352,8 +352,8 @@ class _SpfWalk:
 def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> Finding:
     records = asker.txt(domain, SPF_VERSION)
     service = PROVIDER_NAMES.get(provider, "your SMTP server")
+    include = PROVIDER_SPF.get(provider)
     if not records:
-        include = PROVIDER_SPF.get(provider)
         what = f'"v=spf1 include:{include} -all"' if include else "one naming your SMTP server"
         return Finding(
             PROBLEM,
@@ -369,46 +369,36 @@ def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> Finding:
             f"(permerror) and then fail every letter's SPF; {_ASK} merge them into one TXT "
             "record beginning v=spf1",
         )
-    record = records[0]
+    shown = repr(_shown(records[0]))
     walk = _SpfWalk(asker)
-    walk.walk(domain, record)
+    walk.walk(domain, records[0])
     if walk.over:
         return Finding(
             PROBLEM,
             "SPF",
-            f"{_shown(record)!r} needs more than {SPF_LOOKUP_LIMIT} DNS lookups, so receivers "
+            f"{shown} needs more than {SPF_LOOKUP_LIMIT} DNS lookups, so receivers "
             f"stop (permerror) and no letter passes SPF; {_ASK} shorten it (drop includes of "
             "services no longer used, or list their addresses)",
         )
     if walk.errors:
-        return Finding(
-            PROBLEM,
-            "SPF",
-            f"{_shown(record)!r}: {walk.errors[0]}; {_ASK} correct the SPF record",
-        )
+        return Finding(PROBLEM, "SPF", f"{shown}: {walk.errors[0]}; {_ASK} correct the SPF record")
     counted = f"{walk.lookups} of {SPF_LOOKUP_LIMIT} DNS lookups"
-    include = PROVIDER_SPF.get(provider)
-    if include:
-        if include in walk.includes:
-            return Finding(
-                OK,
-                "SPF",
-                f"{_shown(record)!r} lets {service} send for {domain} ({counted})",
-            )
-        return Finding(
-            PROBLEM,
-            "SPF",
-            f"{_shown(record)!r} does not include {include}, so receivers will not accept "
-            f"that {service} sends for {domain}; {_ASK} add include:{include} to the SPF record",
-        )
-    return _spf_for_server(asker, domain, record, walk, smtp_host, counted)
+    if not include:
+        return _spf_for_server(asker, domain, shown, walk, smtp_host, counted)
+    if include in walk.includes:
+        return Finding(OK, "SPF", f"{shown} lets {service} send for {domain} ({counted})")
+    return Finding(
+        PROBLEM,
+        "SPF",
+        f"{shown} does not include {include}, so receivers will not accept "
+        f"that {service} sends for {domain}; {_ASK} add include:{include} to the SPF record",
+    )
 
 
 def _spf_for_server(
-    asker: _Dns, domain: str, record: str, walk: _SpfWalk, smtp_host: str, counted: str
+    asker: _Dns, domain: str, shown: str, walk: _SpfWalk, smtp_host: str, counted: str
 ) -> Finding:
     """Whether the record names SMTP_HOST's domain or covers one of its addresses."""
-    shown = repr(_shown(record))
     if not smtp_host or is_loopback(smtp_host) or is_reserved_domain(smtp_host):
         return Finding(OK, "SPF", f"{shown} ({counted}); SMTP_HOST is not a server to judge it by")
     host = smtp_host.lower().rstrip(".")
