@@ -52,6 +52,8 @@ PROVIDER_HOSTS = {
     "smtp-relay.gmail.com": "google",
 }
 _ASK = "ask your domain's administrator to"
+#: What a check says of its record: a level and what to do.
+_Said = tuple[str, str]
 _SHOWN = 90
 
 
@@ -63,8 +65,8 @@ class _NotChecked(Exception):
 class Finding:
     """One record's verdict: ``ok``, ``warning`` or ``problem``, and what to do."""
 
-    level: str
     record: str
+    level: str
     text: str
 
     def line(self) -> str:
@@ -245,22 +247,21 @@ def check_sender_domain(settings: Settings) -> DomainCheck:
 def _findings(asker: _Dns, domain: str, settings: Settings) -> Iterable[Finding]:
     provider = provider_of(settings)
     answer = asker.ask(domain, "MX")
-    yield _mx(domain, answer)
+    yield Finding("MX", *_mx(domain, answer))
     if not answer.exists:
         return  # no SPF, DKIM or DMARC record can be found under a name that is not there
-    yield _spf(asker, domain, provider, settings.smtp_host)
-    yield _dkim(asker, domain, provider, settings.dkim_selectors)
-    yield _dmarc(asker, domain)
+    yield Finding("SPF", *_spf(asker, domain, provider, settings.smtp_host))
+    yield Finding("DKIM", *_dkim(asker, domain, provider, settings.dkim_selectors))
+    yield Finding("DMARC", *_dmarc(asker, domain))
 
 
 # -- MX ------------------------------------------------------------------------------------
 
 
-def _mx(domain: str, answer: _Answer) -> Finding:
+def _mx(domain: str, answer: _Answer) -> _Said:
     if not answer.exists:
-        return Finding(
+        return (
             PROBLEM,
-            "MX",
             f"{domain} does not exist in DNS: receivers refuse mail from it; check MAIL_FROM",
         )
     hosts = sorted(
@@ -269,22 +270,20 @@ def _mx(domain: str, answer: _Answer) -> Finding:
         if pref.isdigit()
     )
     if not hosts:
-        return Finding(
+        return (
             PROBLEM,
-            "MX",
             f"{domain} has no MX record, so replies and bounces to MAIL_FROM cannot arrive, "
             f"and many receivers refuse mail from a domain that takes none; {_ASK} publish "
             "the MX record of your mail provider",
         )
     if [host for _, host in hosts] == [""]:
-        return Finding(
+        return (
             PROBLEM,
-            "MX",
             f"{domain} says it takes no mail at all (a null MX record), and receivers refuse "
             f"mail from such a domain; send from another address, or {_ASK} publish an MX record",
         )
     more = f" (and {len(hosts) - 1} more)" if len(hosts) > 1 else ""
-    return Finding(OK, "MX", f"mail for {domain} goes to {hosts[0][1]}{more}")
+    return (OK, f"mail for {domain} goes to {hosts[0][1]}{more}")
 
 
 # -- SPF -----------------------------------------------------------------------------------
@@ -349,22 +348,20 @@ class _SpfWalk:
         self.walk(target.lower(), records[0])
 
 
-def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> Finding:
+def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> _Said:
     records = asker.txt(domain, SPF_VERSION)
     service = PROVIDER_NAMES.get(provider, "your SMTP server")
     include = PROVIDER_SPF.get(provider)
     if not records:
         what = f'"v=spf1 include:{include} -all"' if include else "one naming your SMTP server"
-        return Finding(
+        return (
             PROBLEM,
-            "SPF",
             f"{domain} has no SPF record, so receivers cannot tell that {service} may send for "
             f"it; {_ASK} publish a TXT record on {domain}: {what}",
         )
     if len(records) > 1:
-        return Finding(
+        return (
             PROBLEM,
-            "SPF",
             f"{domain} has {len(records)} SPF records, which receivers treat as an error "
             f"(permerror) and then fail every letter's SPF; {_ASK} merge them into one TXT "
             "record beginning v=spf1",
@@ -373,23 +370,21 @@ def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> Finding:
     walk = _SpfWalk(asker)
     walk.walk(domain, records[0])
     if walk.over:
-        return Finding(
+        return (
             PROBLEM,
-            "SPF",
             f"{shown} needs more than {SPF_LOOKUP_LIMIT} DNS lookups, so receivers "
             f"stop (permerror) and no letter passes SPF; {_ASK} shorten it (drop includes of "
             "services no longer used, or list their addresses)",
         )
     if walk.errors:
-        return Finding(PROBLEM, "SPF", f"{shown}: {walk.errors[0]}; {_ASK} correct the SPF record")
+        return (PROBLEM, f"{shown}: {walk.errors[0]}; {_ASK} correct the SPF record")
     counted = f"{walk.lookups} of {SPF_LOOKUP_LIMIT} DNS lookups"
     if not include:
         return _spf_for_server(asker, domain, shown, walk, smtp_host, counted)
     if include in walk.includes:
-        return Finding(OK, "SPF", f"{shown} lets {service} send for {domain} ({counted})")
-    return Finding(
+        return (OK, f"{shown} lets {service} send for {domain} ({counted})")
+    return (
         PROBLEM,
-        "SPF",
         f"{shown} does not include {include}, so receivers will not accept "
         f"that {service} sends for {domain}; {_ASK} add include:{include} to the SPF record",
     )
@@ -397,15 +392,15 @@ def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> Finding:
 
 def _spf_for_server(
     asker: _Dns, domain: str, shown: str, walk: _SpfWalk, smtp_host: str, counted: str
-) -> Finding:
+) -> _Said:
     """Whether the record names SMTP_HOST's domain or covers one of its addresses."""
     if not smtp_host or is_loopback(smtp_host) or is_reserved_domain(smtp_host):
-        return Finding(OK, "SPF", f"{shown} ({counted}); SMTP_HOST is not a server to judge it by")
+        return (OK, f"{shown} ({counted}); SMTP_HOST is not a server to judge it by")
     host = smtp_host.lower().rstrip(".")
     base = ".".join(host.split(".")[-2:])
     named = [n for n in (*walk.includes, *walk.hosts) if n == base or n.endswith("." + base)]
     if named:
-        return Finding(OK, "SPF", f"{shown} names {named[0]}, the domain of SMTP_HOST ({counted})")
+        return (OK, f"{shown} names {named[0]}, the domain of SMTP_HOST ({counted})")
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
@@ -414,13 +409,12 @@ def _spf_for_server(
         for address in addresses:
             if address.version == network.version and address in network:
                 which = "" if str(address) == host else f" ({address})"
-                return Finding(OK, "SPF", f"{shown} covers SMTP_HOST {host}{which} ({counted})")
+                return (OK, f"{shown} covers SMTP_HOST {host}{which} ({counted})")
     for name in walk.hosts:
         if set(asker.addresses(name)) & set(addresses):
-            return Finding(OK, "SPF", f"{shown} covers SMTP_HOST {host} by a:{name} ({counted})")
-    return Finding(
+            return (OK, f"{shown} covers SMTP_HOST {host} by a:{name} ({counted})")
+    return (
         WARNING,
-        "SPF",
         f"{shown} does not name SMTP_HOST {host} or its addresses, so receivers may not "
         f"accept that it sends for {domain}; {_ASK} add your SMTP server's SPF include "
         "(your provider's documentation names it)",
@@ -448,12 +442,11 @@ def _key(asker: _Dns, domain: str, selector: str) -> _Key:
     return _Key(selector, "dangling" if answer.target else "missing", answer.target)
 
 
-def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) -> Finding:
+def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) -> _Said:
     selectors = configured or PROVIDER_SELECTORS.get(provider, ())
     if not selectors:
-        return Finding(
+        return (
             WARNING,
-            "DKIM",
             "not checked: set DKIM_SELECTOR to the selector your SMTP server signs with "
             "(ask your provider, or read the s= of the DKIM-Signature of a letter it sent)",
         )
@@ -464,16 +457,14 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
     if provider == "microsoft365" and not configured:
         if len(good) == len(keys):
             target = good[0].target or "a key of its own"
-            return Finding(
+            return (
                 OK,
-                "DKIM",
                 f"{names} lead to Microsoft 365's keys ({target}): letters are signed as {domain}",
             )
         if good:
             missing = next(k for k in keys if k.state != "key")
-            return Finding(
+            return (
                 WARNING,
-                "DKIM",
                 f"{missing.selector}._domainkey.{domain} leads to no key: Microsoft 365 "
                 f"switches to it when it rotates its keys, and letters then fail DKIM; {_ASK} "
                 "publish both CNAME records the Microsoft Defender portal shows (Email "
@@ -485,9 +476,8 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
             if published
             else f"no CNAME record at {names}"
         )
-        return Finding(
+        return (
             PROBLEM,
-            "DKIM",
             f"not turned on for {domain} ({first}): Microsoft 365 signs the letters as its own "
             "domain, yourorganisation.onmicrosoft.com, which does not align with the From "
             "address, and a receiver with a strict DMARC policy quarantines them; "
@@ -497,25 +487,22 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
         )
     if good and len(good) == len(keys):
         via = f" (through {good[0].target})" if good[0].target else ""
-        return Finding(
+        return (
             OK,
-            "DKIM",
             f"{names} hold{'s' if len(keys) == 1 else ''} a key{via}: "
             f"letters signed by {service} are signed as {domain}",
         )
     bad = next(k for k in keys if k.state != "key")
     where = f"{bad.selector}._domainkey.{domain}"
     if bad.state == "revoked":
-        return Finding(
+        return (
             PROBLEM,
-            "DKIM",
             f"the key at {where} is revoked (p= is empty), so letters signed with it fail "
             f"DKIM; {_ASK} publish the current key, or set DKIM_SELECTOR to the one in use",
         )
     if provider == "google" and not configured:
-        return Finding(
+        return (
             PROBLEM,
-            "DKIM",
             f"not turned on for {domain} (no key at {where}): Google signs the letters as its "
             "own domain, yourorganisation.gappssmtp.com, which does not align with the From "
             f"address, and a receiver with a strict DMARC policy quarantines them; {_ASK} generate "
@@ -524,9 +511,8 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
             "authentication",
         )
     how = f"the CNAME record leads to {bad.target}, which holds no key" if bad.target else "no key"
-    return Finding(
+    return (
         PROBLEM,
-        "DKIM",
         f"{where}: {how}, so letters are not signed as {domain} and a receiver with a strict "
         f"DMARC policy quarantines them; {_ASK} turn DKIM on for {domain} with {service} and "
         "publish its key (or set DKIM_SELECTOR to the selector in use)",
@@ -536,16 +522,15 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
 # -- DMARC ---------------------------------------------------------------------------------
 
 
-def _dmarc(asker: _Dns, domain: str) -> Finding:
+def _dmarc(asker: _Dns, domain: str) -> _Said:
     # A subdomain without a record of its own takes its organisation's (RFC 7489 6.6.3).
     for place in dict.fromkeys((domain, organisational_domain(domain))):
         records = asker.txt(f"_dmarc.{place}", DMARC_VERSION)
         if records:
             break
     else:
-        return Finding(
+        return (
             WARNING,
-            "DMARC",
             f"{domain} has no DMARC record: each receiver judges a letter that fails SPF or "
             "DKIM by its own rules, and Gmail, Yahoo and Microsoft ask senders for one; "
             f'{_ASK} publish a TXT record on _dmarc.{domain}: "v=DMARC1; p=none; '
@@ -553,9 +538,8 @@ def _dmarc(asker: _Dns, domain: str) -> Finding:
         )
     where = f"_dmarc.{place}"
     if len(records) > 1:
-        return Finding(
+        return (
             PROBLEM,
-            "DMARC",
             f"{where} holds {len(records)} DMARC records, so receivers ignore them all; "
             f"{_ASK} keep one",
         )
@@ -570,11 +554,10 @@ def _dmarc(asker: _Dns, domain: str) -> Finding:
         "reject": "a letter that fails both SPF and DKIM alignment is refused",
     }.get(policy.lower())
     if meaning is None:
-        return Finding(
+        return (
             PROBLEM,
-            "DMARC",
             f"{where} {_shown(records[0])!r} has no valid policy (p=none, quarantine or "
             f"reject), so receivers ignore it; {_ASK} correct it",
         )
     inherited = f" (from {where})" if place != domain else ""
-    return Finding(OK, "DMARC", f"policy {policy.lower()}{inherited}: {meaning}")
+    return (OK, f"policy {policy.lower()}{inherited}: {meaning}")
