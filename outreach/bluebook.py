@@ -550,11 +550,9 @@ def merge(book: BlueBook, path: Path) -> Merge:
     header, rows, style = _existing(path)
     before = (list(header), [dict(r) for r in rows])
     header = header + [c for c in COLUMNS if c not in header]
-    for row in rows:
-        for name in header:
-            row.setdefault(name, "")
     by_key: dict[str, dict[str, str]] = {}
     for row in rows:
+        row.update({name: "" for name in header if name not in row})
         by_key.setdefault(contact_key(row["id"]), row)
     changes: list[Change] = []
     removed: set[int] = set()

@@ -103,10 +103,10 @@ class DomainCheck:
             records = ", ".join(f.record for f in self.findings)
             return f"{self.domain}: {records} in order"
         parts = []
-        for level, word in ((PROBLEM, "problem"), (WARNING, "warning")):
+        for level in (PROBLEM, WARNING):
             named = [f.record for f in self.findings if f.level == level]
             if named:
-                parts.append(f"{word}{'s' if len(named) > 1 else ''} with {', '.join(named)}")
+                parts.append(f"{level}{'s' if len(named) > 1 else ''} with {', '.join(named)}")
         return (
             f"{self.domain}: {'; '.join(parts)} (`make check` says what to ask your administrator)"
         )
@@ -190,14 +190,8 @@ class _Dns:
         return [r for r in self.ask(name, "TXT").records if version.match(r.strip())]
 
     def addresses(self, name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-        found = []
-        for rdtype in ("A", "AAAA"):
-            for record in self.ask(name, rdtype).records:
-                try:
-                    found.append(ipaddress.ip_address(record))
-                except ValueError:
-                    continue
-        return found
+        """The A and AAAA records of ``name`` (dnspython has checked that each is an address)."""
+        return [ipaddress.ip_address(r) for t in ("A", "AAAA") for r in self.ask(name, t).records]
 
 
 def _text(rdata: object) -> str:

@@ -48,12 +48,8 @@ OK, WARNING, PROBLEM = "ok", "warning", "problem"
 SCL_SPAM = 5
 #: Microsoft's bulk complaint level from which its default policy files a letter as bulk.
 BCL_BULK = 7
-_SFV_SPAM = {
-    "SPM": "spam",
-    "SKS": "marked spam by a rule",
-    "SKB": "blocked sender",
-    "BLK": "blocked",
-}
+#: Microsoft's SFV for spam, marked spam by a rule, a blocked sender, blocked.
+_SFV_SPAM = {"SPM", "SKS", "SKB", "BLK"}
 _CAT_SPAM = {"SPM", "HSPM", "PHSH", "HPHSH", "SPOOF", "GIMP", "UIMP", "DIMP", "MALW"}
 _LONGEST = 120
 
