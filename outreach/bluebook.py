@@ -632,14 +632,11 @@ def _update_head(row: dict[str, str], mission: Mission, changes: list[Change]) -
         return
     row["title"], row["representative"], row["function"] = new
     if head is None:
-        changes.append(
-            Change("representative", row["id"], f"none listed any more (was {old[1] or old[0]})")
-        )
+        text = f"none listed any more (was {old[1] or old[0]})"
     else:
         was = f" (was {' '.join(p for p in old[:2] if p)})" if old[1] else ""
-        changes.append(
-            Change("representative", row["id"], f"{head.title} {head.name}, {head.function}{was}")
-        )
+        text = f"{head.title} {head.name}, {head.function}{was}"
+    changes.append(Change("representative", row["id"], text))
 
 
 def _existing(path: Path) -> tuple[list[str], list[dict[str, str]], tuple[str, bool, str]]:

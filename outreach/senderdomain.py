@@ -426,13 +426,10 @@ class _Key:
 
 
 def _key(asker: _Dns, domain: str, selector: str) -> _Key:
-    name = f"{selector}._domainkey.{domain}"
-    answer = asker.ask(name, "TXT")
-    keys = [r for r in answer.records if re.search(r"(?:^|;)\s*p\s*=", r)]
+    answer = asker.ask(f"{selector}._domainkey.{domain}", "TXT")
+    keys = [m[1] for r in answer.records if (m := re.search(r"(?:^|;)\s*p\s*=\s*([^;]*)", r))]
     if keys:
-        value = re.search(r"(?:^|;)\s*p\s*=\s*([^;]*)", keys[0])
-        revoked = value is not None and not value.group(1).strip()
-        return _Key(selector, "revoked" if revoked else "key", answer.target)
+        return _Key(selector, "key" if keys[0].strip() else "revoked", answer.target)
     return _Key(selector, "dangling" if answer.target else "missing", answer.target)
 
 
@@ -464,12 +461,10 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
                 "publish both CNAME records the Microsoft Defender portal shows (Email "
                 "authentication settings, DKIM)",
             )
-        published = any(k.state == "dangling" for k in keys)
-        first = (
-            f"the CNAME records {names} are published but lead to no key"
-            if published
-            else f"no CNAME record at {names}"
-        )
+        if any(k.state == "dangling" for k in keys):
+            first = f"the CNAME records {names} are published but lead to no key"
+        else:
+            first = f"no CNAME record at {names}"
         return (
             PROBLEM,
             f"not turned on for {domain} ({first}): Microsoft 365 signs the letters as its own "
