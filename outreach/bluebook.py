@@ -205,8 +205,7 @@ class Merge:
         out = io.StringIO()
         writer = csv.writer(out, delimiter=self.delimiter, lineterminator=self.newline)
         writer.writerow(self.header)
-        for row in self.rows:
-            writer.writerow([row.get(name, "") for name in self.header])
+        writer.writerows([row.get(name, "") for name in self.header] for row in self.rows)
         return ("\ufeff" if self.bom else "") + out.getvalue()
 
     def write(self) -> None:
@@ -225,13 +224,8 @@ class Merge:
             try:
                 load_contacts(written)
             except ContactsError as err:
-                raise ContactsError(
-                    *(
-                        p.replace(str(written), f"{self.path} (as merged)")
-                        + "; nothing was changed"
-                        for p in err.problems
-                    )
-                ) from err
+                merged = (p.replace(str(written), f"{self.path} (as merged)") for p in err.problems)
+                raise ContactsError(*(p + "; nothing was changed" for p in merged)) from err
 
         mode = target.stat().st_mode & 0o777 if target.exists() else 0o600
         try:
@@ -249,10 +243,7 @@ class Merge:
 def all_states() -> tuple[State, ...]:
     """The 193 Member States and 2 observer States, in the UN's order."""
     text = resources.files("outreach").joinpath("assets", "states.csv").read_text("utf-8")
-    return tuple(
-        State(row["id"], row["country"], row["status"], row["name_in_text"])
-        for row in csv.DictReader(io.StringIO(text))
-    )
+    return tuple(State(**row) for row in csv.DictReader(io.StringIO(text)))
 
 
 def name_key(text: str) -> str:
@@ -605,8 +596,7 @@ def merge(book: BlueBook, path: Path) -> Merge:
             what = f"placeholder {row['email']} removed" if placeholder else "row kept"
             changes.append(Change("gone", row["id"], f"not in the Blue Book; {what}"))
     rows = [r for r in rows if id(r) not in removed]
-    delimiter, bom, newline = style
-    return Merge(path, header, rows, changes, delimiter, bom, newline, before)
+    return Merge(path, header, rows, changes, *style, before)
 
 
 def _update_addresses(row: dict[str, str], mission: Mission, changes: list[Change]) -> None:
