@@ -358,8 +358,9 @@ def _load(path: Path) -> dict[str, Any]:
     except (RecursionError, ValueError) as err:
         raise BlueBookError(f"{path}: not JSON that can be read ({type(err).__name__})") from err
     if not isinstance(data, dict):
+        kind = {list: "list", str: "text", int: "number", float: "number"}.get(type(data), "value")
         raise BlueBookError(
-            f"{path}: JSON, but not the Blue Book's data.json: it holds a {_kind(data)}, "
+            f"{path}: JSON, but not the Blue Book's data.json: it holds a {kind}, "
             "not an object with 'countries' and 'bluebooks'"
         )
     for key in ("countries", "bluebooks"):
@@ -379,10 +380,6 @@ def _too_large(path: Path) -> BlueBookError:
         f"{path}: larger than the {MAX_FILE_BYTES // 1024 // 1024} MB the Blue Book's "
         "data.json could be (it is a few MB); not read. Is it the right file?"
     )
-
-
-def _kind(value: object) -> str:
-    return {list: "list", str: "text", int: "number", float: "number"}.get(type(value), "value")
 
 
 def read_bluebook(path: Path) -> BlueBook:

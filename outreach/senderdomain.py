@@ -212,11 +212,6 @@ def _shown(record: str) -> str:
     return record if len(record) <= _SHOWN else record[: _SHOWN - 1] + "…"
 
 
-def provider_of(settings: Settings) -> str:
-    """SMTP_PROVIDER, or the provider SMTP_HOST belongs to; "" for any other server."""
-    return settings.smtp_provider or PROVIDER_HOSTS.get(settings.smtp_host.lower().rstrip("."), "")
-
-
 def check_sender_domain(settings: Settings) -> DomainCheck:
     """MAIL_FROM's domain as receivers will judge it: MX, SPF, DKIM, DMARC, one line each.
 
@@ -239,7 +234,9 @@ def check_sender_domain(settings: Settings) -> DomainCheck:
 
 
 def _findings(asker: _Dns, domain: str, settings: Settings) -> Iterable[Finding]:
-    provider = provider_of(settings)
+    # SMTP_PROVIDER, or the provider SMTP_HOST belongs to; "" for any other server.
+    host = settings.smtp_host.lower().rstrip(".")
+    provider = settings.smtp_provider or PROVIDER_HOSTS.get(host, "")
     answer = asker.ask(domain, "MX")
     yield Finding("MX", *_mx(domain, answer))
     if not answer.exists:
