@@ -514,8 +514,7 @@ def honorific(title: str, ambassador: bool) -> str:
     text = " ".join(title.split())
     excellency = bool(_HE.match(text))
     rest = _HE.sub("", text).strip(" .") if excellency else text.strip()
-    plain = rest.rstrip(".").casefold()
-    rest = _HONORIFICS.get(plain, rest)
+    rest = _HONORIFICS.get(rest.rstrip(".").casefold(), rest)
     prefix = "H.E." if excellency or ambassador else ""
     return " ".join(p for p in (prefix, rest) if p)
 
