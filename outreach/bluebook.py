@@ -29,15 +29,15 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from outreach.addresses import AddressError, is_placeholder, split_list, validate_address
-from outreach.contacts import DELIMITERS, load_contacts, read_table
 from outreach.contacts import MAX_FILE_BYTES as MAX_CONTACTS_BYTES
+from outreach.contacts import _delimiter, load_contacts, read_table
 from outreach.errors import ContactsError, OutreachError
 from outreach.files import write_atomically
 from outreach.sendlog import contact_key
@@ -205,8 +205,7 @@ class Merge:
         out = io.StringIO()
         writer = csv.writer(out, delimiter=self.delimiter, lineterminator=self.newline)
         writer.writerow(self.header)
-        for row in self.rows:
-            writer.writerow([row.get(name, "") for name in self.header])
+        writer.writerows([row.get(name, "") for name in self.header] for row in self.rows)
         return ("\ufeff" if self.bom else "") + out.getvalue()
 
     def write(self) -> None:
@@ -225,13 +224,8 @@ class Merge:
             try:
                 load_contacts(written)
             except ContactsError as err:
-                raise ContactsError(
-                    *(
-                        p.replace(str(written), f"{self.path} (as merged)")
-                        + "; nothing was changed"
-                        for p in err.problems
-                    )
-                ) from err
+                merged = (p.replace(str(written), f"{self.path} (as merged)") for p in err.problems)
+                raise ContactsError(*(p + "; nothing was changed" for p in merged)) from err
 
         mode = target.stat().st_mode & 0o777 if target.exists() else 0o600
         try:
@@ -249,10 +243,7 @@ class Merge:
 def all_states() -> tuple[State, ...]:
     """The 193 Member States and 2 observer States, in the UN's order."""
     text = resources.files("outreach").joinpath("assets", "states.csv").read_text("utf-8")
-    return tuple(
-        State(row["id"], row["country"], row["status"], row["name_in_text"])
-        for row in csv.DictReader(io.StringIO(text))
-    )
+    return tuple(State(**row) for row in csv.DictReader(io.StringIO(text)))
 
 
 def name_key(text: str) -> str:
@@ -367,8 +358,9 @@ def _load(path: Path) -> dict[str, Any]:
     except (RecursionError, ValueError) as err:
         raise BlueBookError(f"{path}: not JSON that can be read ({type(err).__name__})") from err
     if not isinstance(data, dict):
+        kind = {list: "list", str: "text", int: "number", float: "number"}.get(type(data), "value")
         raise BlueBookError(
-            f"{path}: JSON, but not the Blue Book's data.json: it holds a {_kind(data)}, "
+            f"{path}: JSON, but not the Blue Book's data.json: it holds a {kind}, "
             "not an object with 'countries' and 'bluebooks'"
         )
     for key in ("countries", "bluebooks"):
@@ -388,10 +380,6 @@ def _too_large(path: Path) -> BlueBookError:
         f"{path}: larger than the {MAX_FILE_BYTES // 1024 // 1024} MB the Blue Book's "
         "data.json could be (it is a few MB); not read. Is it the right file?"
     )
-
-
-def _kind(value: object) -> str:
-    return {list: "list", str: "text", int: "number", float: "number"}.get(type(value), "value")
 
 
 def read_bluebook(path: Path) -> BlueBook:
@@ -448,13 +436,9 @@ def read_bluebook(path: Path) -> BlueBook:
         elif mission and key not in every_entity and mission not in book.stray_staff:
             book.stray_staff.append(mission)
     for key, state in entities.items():
-        found_mission = book.missions[state.id]
-        head = _head(staff.get(key, []), found_mission.status)
-        book.missions[state.id] = Mission(
-            state, found_mission.entity, found_mission.emails, head, found_mission.status
-        )
-    order = [s.id for s in all_states()]
-    book.missions = dict(sorted(book.missions.items(), key=lambda item: order.index(item[0])))
+        entry = book.missions[state.id]
+        book.missions[state.id] = replace(entry, head=_head(staff.get(key, []), entry.status))
+    book.missions = {s.id: book.missions[s.id] for s in all_states() if s.id in book.missions}
     return book
 
 
@@ -499,18 +483,17 @@ def _head(staff: list[dict[str, Any]], status: str) -> Head | None:
 
     Inactive staff are former staff: never addressed.
     """
+    ambassadors = (PERMANENT_REPRESENTATIVE, PERMANENT_OBSERVER)
     heads: list[Head] = []
     for person in staff:
         if _text(person.get("BB_Status")).casefold() != "active":
             continue
         role = _role(_text(person.get("BB_Function")), status)
         name = _person_name(person)
-        if role is None or not name:
-            continue
-        ambassador = role in (PERMANENT_REPRESENTATIVE, PERMANENT_OBSERVER)
-        heads.append(Head(name, honorific(_text(person.get("BB_Title")), ambassador), role))
-    heads.sort(key=lambda h: h.function not in (PERMANENT_REPRESENTATIVE, PERMANENT_OBSERVER))
-    return heads[0] if heads else None
+        if role is not None and name:
+            title = honorific(_text(person.get("BB_Title")), role in ambassadors)
+            heads.append(Head(name, title, role))
+    return min(heads, key=lambda h: h.function not in ambassadors, default=None)
 
 
 def _person_name(person: Mapping[str, Any]) -> str:
@@ -531,8 +514,7 @@ def honorific(title: str, ambassador: bool) -> str:
     text = " ".join(title.split())
     excellency = bool(_HE.match(text))
     rest = _HE.sub("", text).strip(" .") if excellency else text.strip()
-    plain = rest.rstrip(".").casefold()
-    rest = _HONORIFICS.get(plain, rest)
+    rest = _HONORIFICS.get(rest.rstrip(".").casefold(), rest)
     prefix = "H.E." if excellency or ambassador else ""
     return " ".join(p for p in (prefix, rest) if p)
 
@@ -555,34 +537,33 @@ def merge(book: BlueBook, path: Path) -> Merge:
     header, rows, style = _existing(path)
     before = (list(header), [dict(r) for r in rows])
     header = header + [c for c in COLUMNS if c not in header]
-    for row in rows:
-        for name in header:
-            row.setdefault(name, "")
     by_key: dict[str, dict[str, str]] = {}
     for row in rows:
+        row.update({name: "" for name in header if name not in row})
         by_key.setdefault(contact_key(row["id"]), row)
     changes: list[Change] = []
     removed: set[int] = set()
 
     for mission in book.missions.values():
         state = mission.state
+        given = {
+            "country": state.country,
+            "mission": state.mission,
+            "status": mission.status,
+            "name_in_text": state.name_in_text,
+        }
         existing = by_key.get(contact_key(state.id))
         if existing is None:
             if not mission.emails:
                 changes.append(Change("no-address", state.id, "not added: no letter can go to it"))
                 continue
-            new = dict.fromkeys(header, "")
-            new.update(
-                id=state.id,
-                country=state.country,
-                mission=state.mission,
-                status=mission.status,
-                name_in_text=state.name_in_text,
-            )
+            new = {**dict.fromkeys(header, ""), "id": state.id, **given}
             _update_head(new, mission, [])
             _update_addresses(new, mission, [])
             rows.append(new)
-            changes.append(Change("added", state.id, f"{new['email']}{_head_text(new)}"))
+            head = mission.head
+            said = f", {head.title} {head.name}, {head.function}" if head else ""
+            changes.append(Change("added", state.id, f"{new['email']}{said}"))
             continue
         row = existing
         if not mission.emails and is_placeholder(row["email"] or "@x.example"):
@@ -596,13 +577,7 @@ def merge(book: BlueBook, path: Path) -> Merge:
         _update_addresses(row, mission, changes)
         _update_head(row, mission, changes)
         filled = [n for n in FILLED_WHEN_EMPTY if not row[n]]
-        for name in filled:
-            row[name] = {
-                "country": state.country,
-                "mission": state.mission,
-                "status": mission.status,
-                "name_in_text": state.name_in_text,
-            }[name]
+        row.update((name, given[name]) for name in filled)
         if filled:
             changes.append(Change("filled", state.id, ", ".join(filled)))
 
@@ -611,20 +586,13 @@ def merge(book: BlueBook, path: Path) -> Merge:
     for row in rows:
         key = contact_key(row["id"])
         if key in known and key not in listed and id(row) not in removed:
-            if is_placeholder(row["email"] or "@x.example"):
+            placeholder = is_placeholder(row["email"] or "@x.example")
+            if placeholder:
                 removed.add(id(row))
-                changes.append(
-                    Change(
-                        "gone",
-                        row["id"],
-                        f"not in the Blue Book; placeholder {row['email']} removed",
-                    )
-                )
-            else:
-                changes.append(Change("gone", row["id"], "not in the Blue Book; row kept"))
+            what = f"placeholder {row['email']} removed" if placeholder else "row kept"
+            changes.append(Change("gone", row["id"], f"not in the Blue Book; {what}"))
     rows = [r for r in rows if id(r) not in removed]
-    delimiter, bom, newline = style
-    return Merge(path, header, rows, changes, delimiter, bom, newline, before)
+    return Merge(path, header, rows, changes, *style, before)
 
 
 def _update_addresses(row: dict[str, str], mission: Mission, changes: list[Change]) -> None:
@@ -650,20 +618,11 @@ def _update_head(row: dict[str, str], mission: Mission, changes: list[Change]) -
         return
     row["title"], row["representative"], row["function"] = new
     if head is None:
-        changes.append(
-            Change("representative", row["id"], f"none listed any more (was {old[1] or old[0]})")
-        )
+        text = f"none listed any more (was {old[1] or old[0]})"
     else:
         was = f" (was {' '.join(p for p in old[:2] if p)})" if old[1] else ""
-        changes.append(
-            Change("representative", row["id"], f"{head.title} {head.name}, {head.function}{was}")
-        )
-
-
-def _head_text(row: Mapping[str, str]) -> str:
-    if not row["representative"]:
-        return ""
-    return f", {row['title']} {row['representative']}, {row['function']}"
+        text = f"{head.title} {head.name}, {head.function}{was}"
+    changes.append(Change("representative", row["id"], text))
 
 
 def _existing(path: Path) -> tuple[list[str], list[dict[str, str]], tuple[str, bool, str]]:
@@ -672,19 +631,12 @@ def _existing(path: Path) -> tuple[list[str], list[dict[str, str]], tuple[str, b
     A file that does not exist yet, or holds nothing, is a new file; any other
     file is read as every command reads it (its size capped, its errors named).
     """
-    new: tuple[list[str], list[dict[str, str]], tuple[str, bool, str]] = (
-        [],
-        [],
-        (",", False, "\n"),
-    )
-    if not path.exists():
-        return new
-    if (
+    if not path.exists() or (
         path.is_file()
         and path.stat().st_size <= MAX_CONTACTS_BYTES
         and not path.read_bytes().strip(b"\xef\xbb\xbf \r\n\t")
     ):
-        return new
+        return [], [], (",", False, "\n")
     frame, _ = read_table(path)
     header = [str(c) for c in frame.columns if c != "_line"]
     rows = [
@@ -692,19 +644,10 @@ def _existing(path: Path) -> tuple[list[str], list[dict[str, str]], tuple[str, b
         for record in frame.to_dict("records")
     ]
     raw = path.read_bytes()
-    first_line = raw.decode("utf-8", "replace").split("\n", 1)[0]
-    counts = {d: first_line.count(d) for d in DELIMITERS}
-    delimiter = max(DELIMITERS, key=lambda d: counts[d]) if any(counts.values()) else ","
+    text = raw.decode("utf-8", "replace")
     # UTF-8 is written; a file that was not UTF-8 (Windows-1252 from an older
-    # Excel) gets the byte-order mark by which Excel knows UTF-8.
-    bom = raw.startswith(b"\xef\xbb\xbf") or not _is_utf8(raw)
+    # Excel; its bytes do not survive the decoding above) gets the byte-order
+    # mark by which Excel knows UTF-8.
+    bom = raw.startswith(b"\xef\xbb\xbf") or text.encode("utf-8") != raw
     newline = "\r\n" if b"\r\n" in raw else "\n"
-    return header, rows, (delimiter, bom, newline)
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    return header, rows, (_delimiter(text.split("\n", 1)[0]), bom, newline)

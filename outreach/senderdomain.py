@@ -51,12 +51,9 @@ PROVIDER_HOSTS = {
     "smtp.gmail.com": "google",
     "smtp-relay.gmail.com": "google",
 }
-#: The domain each provider signs with when DKIM is not turned on for the customer's own.
-PROVIDER_SIGNS_AS = {
-    "microsoft365": "its own domain, yourorganisation.onmicrosoft.com",
-    "google": "its own domain, yourorganisation.gappssmtp.com",
-}
 _ASK = "ask your domain's administrator to"
+#: What a check says of its record: a level and what to do.
+_Said = tuple[str, str]
 _SHOWN = 90
 
 
@@ -68,8 +65,8 @@ class _NotChecked(Exception):
 class Finding:
     """One record's verdict: ``ok``, ``warning`` or ``problem``, and what to do."""
 
-    level: str
     record: str
+    level: str
     text: str
 
     def line(self) -> str:
@@ -106,10 +103,10 @@ class DomainCheck:
             records = ", ".join(f.record for f in self.findings)
             return f"{self.domain}: {records} in order"
         parts = []
-        for level, word in ((PROBLEM, "problem"), (WARNING, "warning")):
+        for level in (PROBLEM, WARNING):
             named = [f.record for f in self.findings if f.level == level]
             if named:
-                parts.append(f"{word}{'s' if len(named) > 1 else ''} with {', '.join(named)}")
+                parts.append(f"{level}{'s' if len(named) > 1 else ''} with {', '.join(named)}")
         return (
             f"{self.domain}: {'; '.join(parts)} (`make check` says what to ask your administrator)"
         )
@@ -117,12 +114,11 @@ class DomainCheck:
 
 @dataclass(frozen=True)
 class _Answer:
-    """What one query found: the records' text, the name the CNAMEs led to, whether it exists."""
+    """One query's records as text, the name CNAMEs led to ("" if none), whether it exists."""
 
-    records: tuple[str, ...] = ()
-    canonical: str = ""
-    exists: bool = True
-    via_cname: bool = False
+    records: tuple[str, ...]
+    target: str
+    exists: bool
 
 
 class _Dns:
@@ -160,6 +156,7 @@ class _Dns:
                 f"{self.where} answered too slowly (more than {BUDGET_TIMEOUTS * self.timeout:g} s "
                 "in all)"
             )
+        records: tuple[str, ...] = ()
         try:
             answer = self.resolver.resolve(
                 name,
@@ -169,12 +166,7 @@ class _Dns:
                 raise_on_no_answer=False,
             )
         except dns.resolver.NXDOMAIN as err:
-            canonical = err.canonical_name.to_text(omit_final_dot=True)
-            return _Answer(
-                canonical=canonical,
-                exists=False,
-                via_cname=canonical.lower() != name.lower().rstrip("."),
-            )
+            canonical, exists = err.canonical_name, False
         except dns.exception.Timeout as err:
             raise _NotChecked(
                 f"no answer from {self.where} within {self.timeout:g} s "
@@ -186,26 +178,20 @@ class _Dns:
             ) from err
         except dns.exception.DNSException as err:
             raise _NotChecked(f"{self.where} gave no usable answer for {name} ({err})") from err
-        canonical = answer.canonical_name.to_text(omit_final_dot=True)
-        return _Answer(
-            records=tuple(_text(rdata) for rdata in answer.rrset or ()),
-            canonical=canonical,
-            via_cname=canonical.lower() != name.lower().rstrip("."),
-        )
+        else:
+            records = tuple(_text(rdata) for rdata in answer.rrset or ())
+            canonical, exists = answer.canonical_name, True
+        target = canonical.to_text(omit_final_dot=True)
+        via_cname = target.lower() != name.lower().rstrip(".")
+        return _Answer(records, target if via_cname else "", exists)
 
     def txt(self, name: str, version: re.Pattern[str]) -> list[str]:
         """The TXT records of ``name`` that begin with ``version`` (SPF's, DMARC's)."""
         return [r for r in self.ask(name, "TXT").records if version.match(r.strip())]
 
     def addresses(self, name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-        found = []
-        for rdtype in ("A", "AAAA"):
-            for record in self.ask(name, rdtype).records:
-                try:
-                    found.append(ipaddress.ip_address(record))
-                except ValueError:
-                    continue
-        return found
+        """The A and AAAA records of ``name`` (dnspython has checked that each is an address)."""
+        return [ipaddress.ip_address(r) for t in ("A", "AAAA") for r in self.ask(name, t).records]
 
 
 def _text(rdata: object) -> str:
@@ -224,11 +210,6 @@ DMARC_VERSION = re.compile(r"v\s*=\s*DMARC1\s*(?:;|$)", re.IGNORECASE)
 def _shown(record: str) -> str:
     record = "".join(c if c.isprintable() else "?" for c in record)
     return record if len(record) <= _SHOWN else record[: _SHOWN - 1] + "…"
-
-
-def provider_of(settings: Settings) -> str:
-    """SMTP_PROVIDER, or the provider SMTP_HOST belongs to; "" for any other server."""
-    return settings.smtp_provider or PROVIDER_HOSTS.get(settings.smtp_host.lower().rstrip("."), "")
 
 
 def check_sender_domain(settings: Settings) -> DomainCheck:
@@ -253,24 +234,25 @@ def check_sender_domain(settings: Settings) -> DomainCheck:
 
 
 def _findings(asker: _Dns, domain: str, settings: Settings) -> Iterable[Finding]:
-    provider = provider_of(settings)
+    # SMTP_PROVIDER, or the provider SMTP_HOST belongs to; "" for any other server.
+    host = settings.smtp_host.lower().rstrip(".")
+    provider = settings.smtp_provider or PROVIDER_HOSTS.get(host, "")
     answer = asker.ask(domain, "MX")
-    yield _mx(domain, answer)
+    yield Finding("MX", *_mx(domain, answer))
     if not answer.exists:
         return  # no SPF, DKIM or DMARC record can be found under a name that is not there
-    yield _spf(asker, domain, provider, settings.smtp_host)
-    yield _dkim(asker, domain, provider, settings.dkim_selectors)
-    yield _dmarc(asker, domain)
+    yield Finding("SPF", *_spf(asker, domain, provider, settings.smtp_host))
+    yield Finding("DKIM", *_dkim(asker, domain, provider, settings.dkim_selectors))
+    yield Finding("DMARC", *_dmarc(asker, domain))
 
 
 # -- MX ------------------------------------------------------------------------------------
 
 
-def _mx(domain: str, answer: _Answer) -> Finding:
+def _mx(domain: str, answer: _Answer) -> _Said:
     if not answer.exists:
-        return Finding(
+        return (
             PROBLEM,
-            "MX",
             f"{domain} does not exist in DNS: receivers refuse mail from it; check MAIL_FROM",
         )
     hosts = sorted(
@@ -279,22 +261,20 @@ def _mx(domain: str, answer: _Answer) -> Finding:
         if pref.isdigit()
     )
     if not hosts:
-        return Finding(
+        return (
             PROBLEM,
-            "MX",
             f"{domain} has no MX record, so replies and bounces to MAIL_FROM cannot arrive, "
             f"and many receivers refuse mail from a domain that takes none; {_ASK} publish "
             "the MX record of your mail provider",
         )
     if [host for _, host in hosts] == [""]:
-        return Finding(
+        return (
             PROBLEM,
-            "MX",
             f"{domain} says it takes no mail at all (a null MX record), and receivers refuse "
             f"mail from such a domain; send from another address, or {_ASK} publish an MX record",
         )
     more = f" (and {len(hosts) - 1} more)" if len(hosts) > 1 else ""
-    return Finding(OK, "MX", f"mail for {domain} goes to {hosts[0][1]}{more}")
+    return (OK, f"mail for {domain} goes to {hosts[0][1]}{more}")
 
 
 # -- SPF -----------------------------------------------------------------------------------
@@ -333,7 +313,6 @@ class _SpfWalk:
             if name in ("include", "a", "mx", "ptr", "exists"):
                 self.lookups += 1
             if name == "include" and value:
-                self.includes.append(value.lower())
                 self._follow(value)
             elif name == "a":
                 self.hosts.append((value.partition("/")[0] or domain).lower())
@@ -344,10 +323,11 @@ class _SpfWalk:
                     self.errors.append(f"{term} is not a valid address range")
         if redirect and not self.over:
             self.lookups += 1
-            self.includes.append(redirect.lower())
             self._follow(redirect)
 
     def _follow(self, target: str) -> None:
+        """Walk the record an include: or redirect= names, counted as included."""
+        self.includes.append(target.lower())
         if "%" in target or target.lower() in self.seen or self.over:
             return  # a macro needs the letter's own sender to expand
         records = self.asker.txt(target, SPF_VERSION)
@@ -359,73 +339,59 @@ class _SpfWalk:
         self.walk(target.lower(), records[0])
 
 
-def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> Finding:
+def _spf(asker: _Dns, domain: str, provider: str, smtp_host: str) -> _Said:
     records = asker.txt(domain, SPF_VERSION)
     service = PROVIDER_NAMES.get(provider, "your SMTP server")
+    include = PROVIDER_SPF.get(provider)
     if not records:
-        include = PROVIDER_SPF.get(provider)
         what = f'"v=spf1 include:{include} -all"' if include else "one naming your SMTP server"
-        return Finding(
+        return (
             PROBLEM,
-            "SPF",
             f"{domain} has no SPF record, so receivers cannot tell that {service} may send for "
             f"it; {_ASK} publish a TXT record on {domain}: {what}",
         )
     if len(records) > 1:
-        return Finding(
+        return (
             PROBLEM,
-            "SPF",
             f"{domain} has {len(records)} SPF records, which receivers treat as an error "
             f"(permerror) and then fail every letter's SPF; {_ASK} merge them into one TXT "
             "record beginning v=spf1",
         )
-    record = records[0]
+    shown = repr(_shown(records[0]))
     walk = _SpfWalk(asker)
-    walk.walk(domain, record)
+    walk.walk(domain, records[0])
     if walk.over:
-        return Finding(
+        return (
             PROBLEM,
-            "SPF",
-            f"{_shown(record)!r} needs more than {SPF_LOOKUP_LIMIT} DNS lookups, so receivers "
+            f"{shown} needs more than {SPF_LOOKUP_LIMIT} DNS lookups, so receivers "
             f"stop (permerror) and no letter passes SPF; {_ASK} shorten it (drop includes of "
             "services no longer used, or list their addresses)",
         )
     if walk.errors:
-        return Finding(
-            PROBLEM,
-            "SPF",
-            f"{_shown(record)!r}: {walk.errors[0]}; {_ASK} correct the SPF record",
-        )
+        return (PROBLEM, f"{shown}: {walk.errors[0]}; {_ASK} correct the SPF record")
     counted = f"{walk.lookups} of {SPF_LOOKUP_LIMIT} DNS lookups"
-    include = PROVIDER_SPF.get(provider)
-    if include:
-        if include in walk.includes:
-            return Finding(
-                OK,
-                "SPF",
-                f"{_shown(record)!r} lets {service} send for {domain} ({counted})",
-            )
-        return Finding(
-            PROBLEM,
-            "SPF",
-            f"{_shown(record)!r} does not include {include}, so receivers will not accept "
-            f"that {service} sends for {domain}; {_ASK} add include:{include} to the SPF record",
-        )
-    return _spf_for_server(asker, domain, record, walk, smtp_host, counted)
+    if not include:
+        return _spf_for_server(asker, domain, shown, walk, smtp_host, counted)
+    if include in walk.includes:
+        return (OK, f"{shown} lets {service} send for {domain} ({counted})")
+    return (
+        PROBLEM,
+        f"{shown} does not include {include}, so receivers will not accept "
+        f"that {service} sends for {domain}; {_ASK} add include:{include} to the SPF record",
+    )
 
 
 def _spf_for_server(
-    asker: _Dns, domain: str, record: str, walk: _SpfWalk, smtp_host: str, counted: str
-) -> Finding:
+    asker: _Dns, domain: str, shown: str, walk: _SpfWalk, smtp_host: str, counted: str
+) -> _Said:
     """Whether the record names SMTP_HOST's domain or covers one of its addresses."""
-    shown = repr(_shown(record))
     if not smtp_host or is_loopback(smtp_host) or is_reserved_domain(smtp_host):
-        return Finding(OK, "SPF", f"{shown} ({counted}); SMTP_HOST is not a server to judge it by")
+        return (OK, f"{shown} ({counted}); SMTP_HOST is not a server to judge it by")
     host = smtp_host.lower().rstrip(".")
     base = ".".join(host.split(".")[-2:])
     named = [n for n in (*walk.includes, *walk.hosts) if n == base or n.endswith("." + base)]
     if named:
-        return Finding(OK, "SPF", f"{shown} names {named[0]}, the domain of SMTP_HOST ({counted})")
+        return (OK, f"{shown} names {named[0]}, the domain of SMTP_HOST ({counted})")
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
@@ -434,13 +400,12 @@ def _spf_for_server(
         for address in addresses:
             if address.version == network.version and address in network:
                 which = "" if str(address) == host else f" ({address})"
-                return Finding(OK, "SPF", f"{shown} covers SMTP_HOST {host}{which} ({counted})")
+                return (OK, f"{shown} covers SMTP_HOST {host}{which} ({counted})")
     for name in walk.hosts:
         if set(asker.addresses(name)) & set(addresses):
-            return Finding(OK, "SPF", f"{shown} covers SMTP_HOST {host} by a:{name} ({counted})")
-    return Finding(
+            return (OK, f"{shown} covers SMTP_HOST {host} by a:{name} ({counted})")
+    return (
         WARNING,
-        "SPF",
         f"{shown} does not name SMTP_HOST {host} or its addresses, so receivers may not "
         f"accept that it sends for {domain}; {_ASK} add your SMTP server's SPF include "
         "(your provider's documentation names it)",
@@ -458,23 +423,18 @@ class _Key:
 
 
 def _key(asker: _Dns, domain: str, selector: str) -> _Key:
-    name = f"{selector}._domainkey.{domain}"
-    answer = asker.ask(name, "TXT")
-    keys = [r for r in answer.records if re.search(r"(?:^|;)\s*p\s*=", r)]
-    target = answer.canonical if answer.via_cname else ""
+    answer = asker.ask(f"{selector}._domainkey.{domain}", "TXT")
+    keys = [m[1] for r in answer.records if (m := re.search(r"(?:^|;)\s*p\s*=\s*([^;]*)", r))]
     if keys:
-        value = re.search(r"(?:^|;)\s*p\s*=\s*([^;]*)", keys[0])
-        revoked = value is not None and not value.group(1).strip()
-        return _Key(selector, "revoked" if revoked else "key", target)
-    return _Key(selector, "dangling" if target else "missing", target)
+        return _Key(selector, "key" if keys[0].strip() else "revoked", answer.target)
+    return _Key(selector, "dangling" if answer.target else "missing", answer.target)
 
 
-def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) -> Finding:
+def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) -> _Said:
     selectors = configured or PROVIDER_SELECTORS.get(provider, ())
     if not selectors:
-        return Finding(
+        return (
             WARNING,
-            "DKIM",
             "not checked: set DKIM_SELECTOR to the selector your SMTP server signs with "
             "(ask your provider, or read the s= of the DKIM-Signature of a letter it sent)",
         )
@@ -485,68 +445,60 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
     if provider == "microsoft365" and not configured:
         if len(good) == len(keys):
             target = good[0].target or "a key of its own"
-            return Finding(
+            return (
                 OK,
-                "DKIM",
                 f"{names} lead to Microsoft 365's keys ({target}): letters are signed as {domain}",
             )
         if good:
             missing = next(k for k in keys if k.state != "key")
-            return Finding(
+            return (
                 WARNING,
-                "DKIM",
                 f"{missing.selector}._domainkey.{domain} leads to no key: Microsoft 365 "
                 f"switches to it when it rotates its keys, and letters then fail DKIM; {_ASK} "
                 "publish both CNAME records the Microsoft Defender portal shows (Email "
                 "authentication settings, DKIM)",
             )
-        published = any(k.state == "dangling" for k in keys)
-        first = (
-            f"the CNAME records {names} are published but lead to no key"
-            if published
-            else f"no CNAME record at {names}"
-        )
-        return Finding(
+        if any(k.state == "dangling" for k in keys):
+            first = f"the CNAME records {names} are published but lead to no key"
+        else:
+            first = f"no CNAME record at {names}"
+        return (
             PROBLEM,
-            "DKIM",
-            f"not turned on for {domain} ({first}): Microsoft 365 signs the letters as "
-            f"{PROVIDER_SIGNS_AS['microsoft365']}, which does not align with the From address, "
-            "and a receiver with a strict DMARC policy quarantines them; "
+            f"not turned on for {domain} ({first}): Microsoft 365 signs the letters as its own "
+            "domain, yourorganisation.onmicrosoft.com, which does not align with the From "
+            "address, and a receiver with a strict DMARC policy quarantines them; "
             f"{_ASK} publish the CNAME records selector1._domainkey and selector2._domainkey "
             "the Microsoft Defender portal shows (Email authentication settings, DKIM) and "
             f"turn on signing for {domain} there",
         )
     if good and len(good) == len(keys):
         via = f" (through {good[0].target})" if good[0].target else ""
-        return Finding(
+        return (
             OK,
-            "DKIM",
             f"{names} hold{'s' if len(keys) == 1 else ''} a key{via}: "
             f"letters signed by {service} are signed as {domain}",
         )
     bad = next(k for k in keys if k.state != "key")
     where = f"{bad.selector}._domainkey.{domain}"
     if bad.state == "revoked":
-        return Finding(
+        return (
             PROBLEM,
-            "DKIM",
             f"the key at {where} is revoked (p= is empty), so letters signed with it fail "
             f"DKIM; {_ASK} publish the current key, or set DKIM_SELECTOR to the one in use",
         )
     if provider == "google" and not configured:
-        return Finding(
+        return (
             PROBLEM,
-            "DKIM",
-            f"not turned on for {domain} (no key at {where}): Google signs the letters as "
-            f"{PROVIDER_SIGNS_AS['google']}, which does not align with the From address, and "
-            f"a receiver with a strict DMARC policy quarantines them; {_ASK} generate the DKIM "
-            "record in the Google Admin console (Apps, Google Workspace, Gmail, Authenticate "
-            "email), publish it as TXT google._domainkey, then press Start authentication",
+            f"not turned on for {domain} (no key at {where}): Google signs the letters as its "
+            "own domain, yourorganisation.gappssmtp.com, which does not align with the From "
+            f"address, and a receiver with a strict DMARC policy quarantines them; {_ASK} generate "
+            "the DKIM record in the Google Admin console (Apps, Google Workspace, Gmail, "
+            "Authenticate email), publish it as TXT google._domainkey, then press Start "
+            "authentication",
         )
     how = f"the CNAME record leads to {bad.target}, which holds no key" if bad.target else "no key"
-    return Finding(
+    return (
         PROBLEM,
-        "DKIM",
         f"{where}: {how}, so letters are not signed as {domain} and a receiver with a strict "
         f"DMARC policy quarantines them; {_ASK} turn DKIM on for {domain} with {service} and "
         "publish its key (or set DKIM_SELECTOR to the selector in use)",
@@ -556,16 +508,15 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
 # -- DMARC ---------------------------------------------------------------------------------
 
 
-def _dmarc(asker: _Dns, domain: str) -> Finding:
+def _dmarc(asker: _Dns, domain: str) -> _Said:
     # A subdomain without a record of its own takes its organisation's (RFC 7489 6.6.3).
     for place in dict.fromkeys((domain, organisational_domain(domain))):
         records = asker.txt(f"_dmarc.{place}", DMARC_VERSION)
         if records:
             break
     else:
-        return Finding(
+        return (
             WARNING,
-            "DMARC",
             f"{domain} has no DMARC record: each receiver judges a letter that fails SPF or "
             "DKIM by its own rules, and Gmail, Yahoo and Microsoft ask senders for one; "
             f'{_ASK} publish a TXT record on _dmarc.{domain}: "v=DMARC1; p=none; '
@@ -573,9 +524,8 @@ def _dmarc(asker: _Dns, domain: str) -> Finding:
         )
     where = f"_dmarc.{place}"
     if len(records) > 1:
-        return Finding(
+        return (
             PROBLEM,
-            "DMARC",
             f"{where} holds {len(records)} DMARC records, so receivers ignore them all; "
             f"{_ASK} keep one",
         )
@@ -590,11 +540,10 @@ def _dmarc(asker: _Dns, domain: str) -> Finding:
         "reject": "a letter that fails both SPF and DKIM alignment is refused",
     }.get(policy.lower())
     if meaning is None:
-        return Finding(
+        return (
             PROBLEM,
-            "DMARC",
             f"{where} {_shown(records[0])!r} has no valid policy (p=none, quarantine or "
             f"reject), so receivers ignore it; {_ASK} correct it",
         )
     inherited = f" (from {where})" if place != domain else ""
-    return Finding(OK, "DMARC", f"policy {policy.lower()}{inherited}: {meaning}")
+    return (OK, f"policy {policy.lower()}{inherited}: {meaning}")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC
 from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
@@ -48,12 +48,8 @@ OK, WARNING, PROBLEM = "ok", "warning", "problem"
 SCL_SPAM = 5
 #: Microsoft's bulk complaint level from which its default policy files a letter as bulk.
 BCL_BULK = 7
-_SFV_SPAM = {
-    "SPM": "spam",
-    "SKS": "marked spam by a rule",
-    "SKB": "blocked sender",
-    "BLK": "blocked",
-}
+#: Microsoft's SFV for spam, marked spam by a rule, a blocked sender, blocked.
+_SFV_SPAM = {"SPM", "SKS", "SKB", "BLK"}
 _CAT_SPAM = {"SPM", "HSPM", "PHSH", "HPHSH", "SPOOF", "GIMP", "UIMP", "DIMP", "MALW"}
 _LONGEST = 120
 
@@ -142,10 +138,7 @@ class Verdict:
         return ""
 
     def to_data(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["dkim"] = [list(pair) for pair in self.dkim]
-        data["level"] = self.level
-        return data
+        return {**asdict(self), "level": self.level}  # its tuples are JSON's lists
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Verdict:
@@ -271,7 +264,7 @@ def read_verdict(message: EmailMessage, message_id: str) -> Verdict:
     try:
         header = _authentication_results(message)
     except authres.AuthResError:
-        return Verdict(**{**asdict(base), "unreadable": True})
+        return replace(base, unreadable=True)
     if header is None:
         return base
     spf, spf_domain, dmarc = "", "", ""
@@ -289,18 +282,15 @@ def read_verdict(message: EmailMessage, message_id: str) -> Verdict:
         elif method == "dmarc" and not dmarc:
             dmarc = outcome
     judged_by = str(header.authserv_id)
-    return Verdict(
-        **{
-            **asdict(base),
-            "judged_by": "" if judged_by == "unnamed.invalid" else _clean(judged_by, 60),
-            "found": True,
-            "spf": spf,
-            "spf_domain": spf_domain,
-            "dkim": tuple(dkim),
-            "dkim_aligned": any(r == "pass" and aligned(d, from_domain) for r, d in dkim),
-            "dmarc": dmarc,
-            "spam": base.spam,
-        }
+    return replace(
+        base,
+        judged_by="" if judged_by == "unnamed.invalid" else _clean(judged_by, 60),
+        found=True,
+        spf=spf,
+        spf_domain=spf_domain,
+        dkim=tuple(dkim),
+        dkim_aligned=any(r == "pass" and aligned(d, from_domain) for r, d in dkim),
+        dmarc=dmarc,
     )
 
 
@@ -322,9 +312,9 @@ def record_verdict(log_dir: Path, verdicts: list[Verdict]) -> Verdict | None:
     The latest is the test letter sent last: reading an older one again
     later does not replace the verdict on a newer one.
     """
-    if not verdicts:
-        return latest(log_dir)
     kept = latest(log_dir)
+    if not verdicts:
+        return kept
     newest = max(verdicts, key=lambda v: v.sent)
     if kept is not None and kept.sent > newest.sent:
         return kept
