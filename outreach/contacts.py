@@ -149,9 +149,8 @@ def _position(text: str, offset: int) -> tuple[int, int]:
 
 def _delimiter(header_line: str) -> str:
     """The separator a spreadsheet used, judged from the header line."""
-    counts = {d: header_line.count(d) for d in DELIMITERS}
-    best = max(DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    best = max(DELIMITERS, key=header_line.count)
+    return best if best in header_line else ","
 
 
 def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -162,18 +161,15 @@ def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[
     """
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     start = 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            reason = str(err)
-            if "unexpected end of data" in reason or "EOF" in reason:
-                reason = 'a quoted field starts here and is never closed (a missing ")'
-            raise ContactsError(f"{path}, line {start}: {reason}") from err
-        yield start, row
-        start = reader.line_num + 1
+    try:
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as err:
+        reason = str(err)
+        if "unexpected end of data" in reason or "EOF" in reason:
+            reason = 'a quoted field starts here and is never closed (a missing ")'
+        raise ContactsError(f"{path}, line {start}: {reason}") from err
 
 
 def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
