@@ -39,8 +39,6 @@ LINK_SCHEMES = ("https", "mailto")
 HTML_LIMIT_BYTES = 100 * 1024
 #: RFC 5322's recommended line length; inboxes cut longer subjects short.
 SUBJECT_LIMIT = 78
-#: SpamAssassin's default spam line; the shipped letter aims at 1.0 or less.
-SPAM_LINE = 5.0
 INSTALL_SPAMASSASSIN = (
     "SpamAssassin is not installed, so the letters have no spam score; "
     "install it with: sudo apt-get install spamassassin"
@@ -53,13 +51,7 @@ class SpamCheckError(OutreachError):
     """SpamAssassin is installed but did not give a score."""
 
 
-@dataclass(frozen=True)
-class _HtmlFacts:
-    links: list[str]
-    images_without_alt: list[str]
-
-
-def _html_facts(html: str) -> _HtmlFacts:
+def _html_facts(html: str) -> tuple[list[str], list[str]]:
     """The links and the images without ``alt`` of an HTML part, in one parse.
 
     lxml, which premailer already uses, parses a letter in a fraction of a
@@ -68,7 +60,7 @@ def _html_facts(html: str) -> _HtmlFacts:
     links: list[str] = []
     images: list[str] = []
     if not html.strip():
-        return _HtmlFacts(links, images)
+        return links, images
     root = lxml.html.document_fromstring(html)
     for element in root.iter("a", "area", "img"):
         if element.tag == "img":
@@ -78,16 +70,17 @@ def _html_facts(html: str) -> _HtmlFacts:
                 links.append(element.get("src").strip())
         elif element.get("href"):
             links.append(element.get("href").strip())
-    return _HtmlFacts(links, images)
+    return links, images
 
 
-def links_of(rendered: Rendered, facts: _HtmlFacts | None = None) -> list[str]:
+def links_of(rendered: Rendered, html_links: list[str] | None = None) -> list[str]:
     """Every distinct link of a letter, HTML part first, in order of appearance.
 
     Links in the text part count too: mail clients make them clickable.
     """
-    facts = facts or _html_facts(rendered.html)
-    found = facts.links + [u.rstrip(".,;:!?") for u in _text_links(rendered.text)]
+    if html_links is None:
+        html_links = _html_facts(rendered.html)[0]
+    found = html_links + [u.rstrip(".,;:!?") for u in _text_links(rendered.text)]
     return list(dict.fromkeys(link for link in found if link and not link.startswith("#")))
 
 
@@ -143,15 +136,15 @@ def letter_findings(
             f"the HTML part is {size / 1024:.0f} KB: Gmail clips messages over 102 KB and "
             "hides the rest (the signatories) behind a link"
         )
-    facts = _html_facts(rendered.html)
-    links = links_of(rendered, facts)
+    html_links, images_without_alt = _html_facts(rendered.html)
+    links = links_of(rendered, html_links)
     for link in links:
         if _scheme(link) not in LINK_SCHEMES:
             warnings.append(
                 f"link {link!r} is not https: or mailto: (mail filters distrust it, "
                 "and it may not open)"
             )
-    for source in facts.images_without_alt:
+    for source in images_without_alt:
         warnings.append(f"image {source!r} has no alt text (screen readers and blocked images)")
     wanted = language or (contact.language if contact is not None else "")
     if wanted and wanted != rendered.language:
@@ -182,10 +175,6 @@ class SpamScore:
     score: float
     required: float
     rules: tuple[SpamRule, ...]
-
-    @property
-    def is_spam(self) -> bool:
-        return self.score >= self.required
 
     def rules_text(self) -> str:
         scoring = [r for r in self.rules if r.points != 0] or list(self.rules)
@@ -243,30 +232,17 @@ class SpamChecker:
     Bayes is off because an untrained database only adds noise.
     """
 
-    def __init__(
-        self,
-        executable: str,
-        *,
-        workers: int | None = None,
-    ) -> None:
+    OPTIONS = ("--local", "--test-mode", "--mbox", "--cf=use_bayes 0", "--cf=bayes_auto_learn 0")
+
+    def __init__(self, executable: str) -> None:
         self.executable = executable
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.workers = max(1, min(4, os.cpu_count() or 1))
 
     @classmethod
     def find(cls) -> SpamChecker | None:
         """The installed SpamAssassin, or None when it is not installed."""
         found = shutil.which("spamassassin")
         return cls(found) if found else None
-
-    def command(self) -> list[str]:
-        return [
-            self.executable,
-            "--local",
-            "--test-mode",
-            "--mbox",
-            "--cf=use_bayes 0",
-            "--cf=bayes_auto_learn 0",
-        ]
 
     def score(
         self, letters: Sequence[Letter], progress: Callable[[int], None] = lambda done: None
@@ -291,10 +267,9 @@ class SpamChecker:
     def _run(self, letters: Sequence[Letter]) -> list[SpamScore]:
         """One SpamAssassin process scoring ``letters``, given to it as one mbox."""
         mbox = b"".join(_mbox_entry(number, letter) for number, letter in enumerate(letters))
+        command = [self.executable, *self.OPTIONS]
         try:
-            done = subprocess.run(
-                self.command(), input=mbox, capture_output=True, timeout=600, check=False
-            )
+            done = subprocess.run(command, input=mbox, capture_output=True, timeout=600)
         except OSError as err:
             raise SpamCheckError(f"{self.executable}: cannot be run ({err.strerror})") from err
         except subprocess.TimeoutExpired as err:
@@ -385,8 +360,7 @@ class CheckResult:
                 alike.setdefault((score.score, score.rules_text()), []).append(score.contact_id)
             for (points, rules), ids in alike.items():
                 flag = "  SPAM" if points >= worst.required else ""
-                who = ", ".join(ids) if len(ids) <= 3 else f"{len(ids)} letters ({ids[0]} …)"
-                lines.append(f"           {who}: {points:.1f}{flag} ({rules})")
+                lines.append(f"           {_who(ids)}: {points:.1f}{flag} ({rules})")
         if self.spam_note:
             lines.append(f"Spam:      {self.spam_note}")
         return lines
@@ -398,15 +372,14 @@ class CheckResult:
             return ["Files:     none attached"]
         lines = []
         for number, ((name, size), ids) in enumerate(sorted(self.files.items())):
-            who = (
-                "every letter"
-                if len(ids) == self.letters
-                else ", ".join(ids)
-                if len(ids) <= 3
-                else f"{len(ids)} letters ({ids[0]} …)"
-            )
+            who = "every letter" if len(ids) == self.letters else _who(ids)
             lines.append(f"{'Files:' if number == 0 else '':<11}{name} ({_size(size)}): {who}")
         return lines
+
+
+def _who(ids: list[str]) -> str:
+    """The letters' ids, or for more than three their count and the first."""
+    return ", ".join(ids) if len(ids) <= 3 else f"{len(ids)} letters ({ids[0]} …)"
 
 
 def _size(size: int) -> str:
