@@ -63,13 +63,11 @@ def _html_facts(html: str) -> tuple[list[str], list[str]]:
         return links, images
     root = lxml.html.document_fromstring(html)
     for element in root.iter("a", "area", "img"):
-        if element.tag == "img":
-            if element.get("alt") is None:
-                images.append(element.get("src") or "(no src)")
-            if element.get("src"):
-                links.append(element.get("src").strip())
-        elif element.get("href"):
-            links.append(element.get("href").strip())
+        link = element.get("src" if element.tag == "img" else "href")
+        if element.tag == "img" and element.get("alt") is None:
+            images.append(link or "(no src)")
+        if link:
+            links.append(link.strip())
     return links, images
 
 
@@ -80,16 +78,13 @@ def links_of(rendered: Rendered, html_links: list[str] | None = None) -> list[st
     """
     if html_links is None:
         html_links = _html_facts(rendered.html)[0]
-    found = html_links + [u.rstrip(".,;:!?") for u in _text_links(rendered.text)]
-    return list(dict.fromkeys(link for link in found if link and not link.startswith("#")))
-
-
-def _text_links(text: str) -> list[str]:
+    found = list(html_links)
+    text = rendered.text
     # The pattern tries every word of the letter; most letters hold no link
     # at all, which two plain searches tell far sooner.
-    if "://" not in text and "mailto:" not in text.lower():
-        return []
-    return _TEXT_URL.findall(text)
+    if "://" in text or "mailto:" in text.lower():
+        found += [u.rstrip(".,;:!?") for u in _TEXT_URL.findall(text)]
+    return list(dict.fromkeys(link for link in found if link and not link.startswith("#")))
 
 
 def _scheme(link: str) -> str:
