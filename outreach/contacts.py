@@ -214,7 +214,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
                 " (a stray separator, or a value that needs quotes?)"
             )
             continue
-        rows.append([*values, str(line)])
+        rows.append([*(value.strip() for value in values), str(line)])
     header, rows = _without_empty_unnamed_columns(path, header, rows, problems)
     if problems:
         raise ContactsError(*problems)
@@ -224,10 +224,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
     # never read contacts (report, --help) and the worker processes need not pay.
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=[*header, "_line"], dtype="string")
-    columns = [c for c in frame.columns if c != "_line"]
-    frame[columns] = frame[columns].apply(lambda column: column.str.strip())
-    return frame, warnings
+    return pd.DataFrame(rows, columns=[*header, "_line"], dtype="string"), warnings
 
 
 def _without_empty_unnamed_columns(
