@@ -317,19 +317,28 @@ def load_contacts(path: Path) -> ContactList:
             row_problems.append(
                 f"{at}, {where['language']}: {language!r} is not a language code like en or fr"
             )
+        # Each mailbox once, in the first place it appears (email before cc),
+        # compared without regard to case: ``a@x`` and ``A@x`` are one
+        # recipient, and would otherwise get the letter twice.
         addresses: dict[str, tuple[str, ...]] = {}
+        seen: set[str] = set()
+        repeated: dict[str, None] = {}
         for name in ("email", "cc"):
-            cell = fields.get(name, "")
             found = []
-            for text in split_list(cell):
+            for text in split_list(fields.get(name, "")):
                 try:
-                    found.append(validate_address(text))
+                    address = validate_address(text)
                 except AddressError as err:
                     row_problems.append(
                         f"{at}, {where[name]}: {text!r} is not a valid address: {err}"
                     )
+                    continue
+                if address.lower() in seen:
+                    repeated[address] = None
+                else:
+                    seen.add(address.lower())
+                    found.append(address)
             addresses[name] = tuple(found)
-        addresses, repeated = _once_each(addresses)
         if repeated:
             warnings.append(
                 f"{at}: {', '.join(repeated)} written more than once; each address gets one letter"
@@ -369,29 +378,6 @@ def load_contacts(path: Path) -> ContactList:
     # Columns that are merely optional (a Cc, a salutation) are not named.
     defaulted = tuple(name for name in _NAMED_DEFAULTS if name not in columns)
     return ContactList(path, tuple(contacts), tuple(warnings), defaulted)
-
-
-def _once_each(
-    addresses: dict[str, tuple[str, ...]],
-) -> tuple[dict[str, tuple[str, ...]], list[str]]:
-    """Each mailbox once, in the first place it appears (email before cc).
-
-    Mailboxes are compared without regard to case: ``a@x`` and ``A@x`` are
-    one recipient, and would otherwise get the letter twice.
-    """
-    seen: set[str] = set()
-    repeated: list[str] = []
-    kept: dict[str, tuple[str, ...]] = {}
-    for column in ("email", "cc"):
-        unique = []
-        for address in addresses[column]:
-            if address.lower() in seen:
-                repeated.append(address)
-            else:
-                seen.add(address.lower())
-                unique.append(address)
-        kept[column] = tuple(unique)
-    return kept, list(dict.fromkeys(repeated))
 
 
 def _duplicate_ids(path: Path, frame: pd.DataFrame, where: str) -> list[str]:
