@@ -336,7 +336,13 @@ class CheckResult:
                 lines.append(f"           {n} × {warning}")
         else:
             lines.append("Warnings:  none")
-        lines.extend(self._file_lines())
+        # Each attached file with its size and who gets it: what a letter carries
+        # is seen before it goes, not only the words.
+        for number, ((name, size), ids) in enumerate(sorted(self.files.items())):
+            who = "every letter" if len(ids) == self.letters else _who(ids)
+            lines.append(f"{'Files:' if number == 0 else '':<11}{name} ({_size(size)}): {who}")
+        if not self.files:
+            lines.append("Files:     none attached")
         if self.links:
             lines.append(f"Links:     {len(self.links)} distinct")
             for link, n in sorted(self.links.items()):
@@ -358,17 +364,6 @@ class CheckResult:
                 lines.append(f"           {_who(ids)}: {points:.1f}{flag} ({rules})")
         if self.spam_note:
             lines.append(f"Spam:      {self.spam_note}")
-        return lines
-
-    def _file_lines(self) -> list[str]:
-        """Each attached file with its size and who gets it: what a letter carries is
-        seen before it goes, not only the words."""
-        if not self.files:
-            return ["Files:     none attached"]
-        lines = []
-        for number, ((name, size), ids) in enumerate(sorted(self.files.items())):
-            who = "every letter" if len(ids) == self.letters else _who(ids)
-            lines.append(f"{'Files:' if number == 0 else '':<11}{name} ({_size(size)}): {who}")
         return lines
 
 
