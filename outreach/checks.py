@@ -92,22 +92,18 @@ def _scheme(link: str) -> str:
     return head.lower() if colon and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", head) else ""
 
 
-def letter_warnings(
-    rendered: Rendered, letter: Letter, contact: Contact | None = None, language: str = ""
-) -> list[str]:
+def letter_warnings(rendered: Rendered, letter: Letter, contact: Contact) -> list[str]:
     """What is wrong with a letter that rendered, one line each, worst first."""
-    return letter_findings(rendered, letter, contact, language)[0]
+    return letter_findings(rendered, letter, contact)[0]
 
 
 def letter_findings(
-    rendered: Rendered, letter: Letter, contact: Contact | None = None, language: str = ""
+    rendered: Rendered, letter: Letter, contact: Contact
 ) -> tuple[list[str], list[str]]:
     """A letter's warnings (see ``letter_warnings``) and its links, from one parse.
 
     None of these stop a send: the letter is readable. They are what a
     careful reader would otherwise have to spot by eye in 195 previews.
-    ``language`` is the language the letter was meant to be in (the
-    contact's), when it may differ from the one it was written in.
     """
     warnings: list[str] = []
     for leftover in (rendered.subject, rendered.text, rendered.html):
@@ -141,7 +137,7 @@ def letter_findings(
             )
     for source in images_without_alt:
         warnings.append(f"image {source!r} has no alt text (screen readers and blocked images)")
-    wanted = language or (contact.language if contact is not None else "")
+    wanted = contact.language
     if wanted and wanted != rendered.language:
         warnings.append(
             f"in {rendered.language!r}, not in the contact's language {wanted!r}: "
