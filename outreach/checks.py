@@ -310,10 +310,6 @@ class CheckResult:
     #: Each file the letters carry, (name, size in bytes), and the letters that carry it.
     files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
-    @property
-    def warning_count(self) -> int:
-        return sum(len(w) for w in self.warnings.values())
-
     def summary_lines(self) -> list[str]:
         """The findings as lines for a terminal, most important first."""
         lines = []
@@ -325,7 +321,7 @@ class CheckResult:
         counted = Counter(w for ws in self.warnings.values() for w in ws)
         if counted:
             lines.append(
-                f"Warnings:  {self.warning_count} in {len(self.warnings)} letters"
+                f"Warnings:  {counted.total()} in {len(self.warnings)} letters"
                 " (outreach preview shows them per letter)"
             )
             for warning, n in counted.most_common():
