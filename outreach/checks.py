@@ -39,8 +39,6 @@ LINK_SCHEMES = ("https", "mailto")
 HTML_LIMIT_BYTES = 100 * 1024
 #: RFC 5322's recommended line length; inboxes cut longer subjects short.
 SUBJECT_LIMIT = 78
-#: SpamAssassin's default spam line; the shipped letter aims at 1.0 or less.
-SPAM_LINE = 5.0
 INSTALL_SPAMASSASSIN = (
     "SpamAssassin is not installed, so the letters have no spam score; "
     "install it with: sudo apt-get install spamassassin"
@@ -53,13 +51,7 @@ class SpamCheckError(OutreachError):
     """SpamAssassin is installed but did not give a score."""
 
 
-@dataclass(frozen=True)
-class _HtmlFacts:
-    links: list[str]
-    images_without_alt: list[str]
-
-
-def _html_facts(html: str) -> _HtmlFacts:
+def _html_facts(html: str) -> tuple[list[str], list[str]]:
     """The links and the images without ``alt`` of an HTML part, in one parse.
 
     lxml, which premailer already uses, parses a letter in a fraction of a
@@ -68,35 +60,31 @@ def _html_facts(html: str) -> _HtmlFacts:
     links: list[str] = []
     images: list[str] = []
     if not html.strip():
-        return _HtmlFacts(links, images)
+        return links, images
     root = lxml.html.document_fromstring(html)
     for element in root.iter("a", "area", "img"):
-        if element.tag == "img":
-            if element.get("alt") is None:
-                images.append(element.get("src") or "(no src)")
-            if element.get("src"):
-                links.append(element.get("src").strip())
-        elif element.get("href"):
-            links.append(element.get("href").strip())
-    return _HtmlFacts(links, images)
+        link = element.get("src" if element.tag == "img" else "href")
+        if element.tag == "img" and element.get("alt") is None:
+            images.append(link or "(no src)")
+        if link:
+            links.append(link.strip())
+    return links, images
 
 
-def links_of(rendered: Rendered, facts: _HtmlFacts | None = None) -> list[str]:
+def links_of(rendered: Rendered, html_links: list[str] | None = None) -> list[str]:
     """Every distinct link of a letter, HTML part first, in order of appearance.
 
     Links in the text part count too: mail clients make them clickable.
     """
-    facts = facts or _html_facts(rendered.html)
-    found = facts.links + [u.rstrip(".,;:!?") for u in _text_links(rendered.text)]
-    return list(dict.fromkeys(link for link in found if link and not link.startswith("#")))
-
-
-def _text_links(text: str) -> list[str]:
+    if html_links is None:
+        html_links = _html_facts(rendered.html)[0]
+    found = list(html_links)
+    text = rendered.text
     # The pattern tries every word of the letter; most letters hold no link
     # at all, which two plain searches tell far sooner.
-    if "://" not in text and "mailto:" not in text.lower():
-        return []
-    return _TEXT_URL.findall(text)
+    if "://" in text or "mailto:" in text.lower():
+        found += [u.rstrip(".,;:!?") for u in _TEXT_URL.findall(text)]
+    return list(dict.fromkeys(link for link in found if link and not link.startswith("#")))
 
 
 def _scheme(link: str) -> str:
@@ -104,22 +92,18 @@ def _scheme(link: str) -> str:
     return head.lower() if colon and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", head) else ""
 
 
-def letter_warnings(
-    rendered: Rendered, letter: Letter, contact: Contact | None = None, language: str = ""
-) -> list[str]:
+def letter_warnings(rendered: Rendered, letter: Letter, contact: Contact) -> list[str]:
     """What is wrong with a letter that rendered, one line each, worst first."""
-    return letter_findings(rendered, letter, contact, language)[0]
+    return letter_findings(rendered, letter, contact)[0]
 
 
 def letter_findings(
-    rendered: Rendered, letter: Letter, contact: Contact | None = None, language: str = ""
+    rendered: Rendered, letter: Letter, contact: Contact
 ) -> tuple[list[str], list[str]]:
     """A letter's warnings (see ``letter_warnings``) and its links, from one parse.
 
     None of these stop a send: the letter is readable. They are what a
     careful reader would otherwise have to spot by eye in 195 previews.
-    ``language`` is the language the letter was meant to be in (the
-    contact's), when it may differ from the one it was written in.
     """
     warnings: list[str] = []
     for leftover in (rendered.subject, rendered.text, rendered.html):
@@ -143,17 +127,17 @@ def letter_findings(
             f"the HTML part is {size / 1024:.0f} KB: Gmail clips messages over 102 KB and "
             "hides the rest (the signatories) behind a link"
         )
-    facts = _html_facts(rendered.html)
-    links = links_of(rendered, facts)
+    html_links, images_without_alt = _html_facts(rendered.html)
+    links = links_of(rendered, html_links)
     for link in links:
         if _scheme(link) not in LINK_SCHEMES:
             warnings.append(
                 f"link {link!r} is not https: or mailto: (mail filters distrust it, "
                 "and it may not open)"
             )
-    for source in facts.images_without_alt:
+    for source in images_without_alt:
         warnings.append(f"image {source!r} has no alt text (screen readers and blocked images)")
-    wanted = language or (contact.language if contact is not None else "")
+    wanted = contact.language
     if wanted and wanted != rendered.language:
         warnings.append(
             f"in {rendered.language!r}, not in the contact's language {wanted!r}: "
@@ -182,10 +166,6 @@ class SpamScore:
     score: float
     required: float
     rules: tuple[SpamRule, ...]
-
-    @property
-    def is_spam(self) -> bool:
-        return self.score >= self.required
 
     def rules_text(self) -> str:
         scoring = [r for r in self.rules if r.points != 0] or list(self.rules)
@@ -243,30 +223,17 @@ class SpamChecker:
     Bayes is off because an untrained database only adds noise.
     """
 
-    def __init__(
-        self,
-        executable: str,
-        *,
-        workers: int | None = None,
-    ) -> None:
+    OPTIONS = ("--local", "--test-mode", "--mbox", "--cf=use_bayes 0", "--cf=bayes_auto_learn 0")
+
+    def __init__(self, executable: str) -> None:
         self.executable = executable
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.workers = max(1, min(4, os.cpu_count() or 1))
 
     @classmethod
     def find(cls) -> SpamChecker | None:
         """The installed SpamAssassin, or None when it is not installed."""
         found = shutil.which("spamassassin")
         return cls(found) if found else None
-
-    def command(self) -> list[str]:
-        return [
-            self.executable,
-            "--local",
-            "--test-mode",
-            "--mbox",
-            "--cf=use_bayes 0",
-            "--cf=bayes_auto_learn 0",
-        ]
 
     def score(
         self, letters: Sequence[Letter], progress: Callable[[int], None] = lambda done: None
@@ -291,10 +258,9 @@ class SpamChecker:
     def _run(self, letters: Sequence[Letter]) -> list[SpamScore]:
         """One SpamAssassin process scoring ``letters``, given to it as one mbox."""
         mbox = b"".join(_mbox_entry(number, letter) for number, letter in enumerate(letters))
+        command = [self.executable, *self.OPTIONS]
         try:
-            done = subprocess.run(
-                self.command(), input=mbox, capture_output=True, timeout=600, check=False
-            )
+            done = subprocess.run(command, input=mbox, capture_output=True, timeout=600)
         except OSError as err:
             raise SpamCheckError(f"{self.executable}: cannot be run ({err.strerror})") from err
         except subprocess.TimeoutExpired as err:
@@ -344,10 +310,6 @@ class CheckResult:
     #: Each file the letters carry, (name, size in bytes), and the letters that carry it.
     files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
-    @property
-    def warning_count(self) -> int:
-        return sum(len(w) for w in self.warnings.values())
-
     def summary_lines(self) -> list[str]:
         """The findings as lines for a terminal, most important first."""
         lines = []
@@ -359,14 +321,20 @@ class CheckResult:
         counted = Counter(w for ws in self.warnings.values() for w in ws)
         if counted:
             lines.append(
-                f"Warnings:  {self.warning_count} in {len(self.warnings)} letters"
+                f"Warnings:  {counted.total()} in {len(self.warnings)} letters"
                 " (outreach preview shows them per letter)"
             )
             for warning, n in counted.most_common():
                 lines.append(f"           {n} × {warning}")
         else:
             lines.append("Warnings:  none")
-        lines.extend(self._file_lines())
+        # Each attached file with its size and who gets it: what a letter carries
+        # is seen before it goes, not only the words.
+        for number, ((name, size), ids) in enumerate(sorted(self.files.items())):
+            who = "every letter" if len(ids) == self.letters else _who(ids)
+            lines.append(f"{'Files:' if number == 0 else '':<11}{name} ({_size(size)}): {who}")
+        if not self.files:
+            lines.append("Files:     none attached")
         if self.links:
             lines.append(f"Links:     {len(self.links)} distinct")
             for link, n in sorted(self.links.items()):
@@ -385,28 +353,15 @@ class CheckResult:
                 alike.setdefault((score.score, score.rules_text()), []).append(score.contact_id)
             for (points, rules), ids in alike.items():
                 flag = "  SPAM" if points >= worst.required else ""
-                who = ", ".join(ids) if len(ids) <= 3 else f"{len(ids)} letters ({ids[0]} …)"
-                lines.append(f"           {who}: {points:.1f}{flag} ({rules})")
+                lines.append(f"           {_who(ids)}: {points:.1f}{flag} ({rules})")
         if self.spam_note:
             lines.append(f"Spam:      {self.spam_note}")
         return lines
 
-    def _file_lines(self) -> list[str]:
-        """Each attached file with its size and who gets it: what a letter carries is
-        seen before it goes, not only the words."""
-        if not self.files:
-            return ["Files:     none attached"]
-        lines = []
-        for number, ((name, size), ids) in enumerate(sorted(self.files.items())):
-            who = (
-                "every letter"
-                if len(ids) == self.letters
-                else ", ".join(ids)
-                if len(ids) <= 3
-                else f"{len(ids)} letters ({ids[0]} …)"
-            )
-            lines.append(f"{'Files:' if number == 0 else '':<11}{name} ({_size(size)}): {who}")
-        return lines
+
+def _who(ids: list[str]) -> str:
+    """The letters' ids, or for more than three their count and the first."""
+    return ", ".join(ids) if len(ids) <= 3 else f"{len(ids)} letters ({ids[0]} …)"
 
 
 def _size(size: int) -> str:

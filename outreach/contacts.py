@@ -149,9 +149,8 @@ def _position(text: str, offset: int) -> tuple[int, int]:
 
 def _delimiter(header_line: str) -> str:
     """The separator a spreadsheet used, judged from the header line."""
-    counts = {d: header_line.count(d) for d in DELIMITERS}
-    best = max(DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    best = max(DELIMITERS, key=header_line.count)
+    return best if best in header_line else ","
 
 
 def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -162,18 +161,15 @@ def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[
     """
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     start = 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            reason = str(err)
-            if "unexpected end of data" in reason or "EOF" in reason:
-                reason = 'a quoted field starts here and is never closed (a missing ")'
-            raise ContactsError(f"{path}, line {start}: {reason}") from err
-        yield start, row
-        start = reader.line_num + 1
+    try:
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as err:
+        reason = str(err)
+        if "unexpected end of data" in reason or "EOF" in reason:
+            reason = 'a quoted field starts here and is never closed (a missing ")'
+        raise ContactsError(f"{path}, line {start}: {reason}") from err
 
 
 def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -218,7 +214,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
                 " (a stray separator, or a value that needs quotes?)"
             )
             continue
-        rows.append([*values, str(line)])
+        rows.append([*(value.strip() for value in values), str(line)])
     header, rows = _without_empty_unnamed_columns(path, header, rows, problems)
     if problems:
         raise ContactsError(*problems)
@@ -228,10 +224,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
     # never read contacts (report, --help) and the worker processes need not pay.
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=[*header, "_line"], dtype="string")
-    columns = [c for c in frame.columns if c != "_line"]
-    frame[columns] = frame[columns].apply(lambda column: column.str.strip())
-    return frame, warnings
+    return pd.DataFrame(rows, columns=[*header, "_line"], dtype="string"), warnings
 
 
 def _without_empty_unnamed_columns(
@@ -324,19 +317,28 @@ def load_contacts(path: Path) -> ContactList:
             row_problems.append(
                 f"{at}, {where['language']}: {language!r} is not a language code like en or fr"
             )
+        # Each mailbox once, in the first place it appears (email before cc),
+        # compared without regard to case: ``a@x`` and ``A@x`` are one
+        # recipient, and would otherwise get the letter twice.
         addresses: dict[str, tuple[str, ...]] = {}
+        seen: set[str] = set()
+        repeated: dict[str, None] = {}
         for name in ("email", "cc"):
-            cell = fields.get(name, "")
             found = []
-            for text in split_list(cell):
+            for text in split_list(fields.get(name, "")):
                 try:
-                    found.append(validate_address(text))
+                    address = validate_address(text)
                 except AddressError as err:
                     row_problems.append(
                         f"{at}, {where[name]}: {text!r} is not a valid address: {err}"
                     )
+                    continue
+                if address.lower() in seen:
+                    repeated[address] = None
+                else:
+                    seen.add(address.lower())
+                    found.append(address)
             addresses[name] = tuple(found)
-        addresses, repeated = _once_each(addresses)
         if repeated:
             warnings.append(
                 f"{at}: {', '.join(repeated)} written more than once; each address gets one letter"
@@ -376,29 +378,6 @@ def load_contacts(path: Path) -> ContactList:
     # Columns that are merely optional (a Cc, a salutation) are not named.
     defaulted = tuple(name for name in _NAMED_DEFAULTS if name not in columns)
     return ContactList(path, tuple(contacts), tuple(warnings), defaulted)
-
-
-def _once_each(
-    addresses: dict[str, tuple[str, ...]],
-) -> tuple[dict[str, tuple[str, ...]], list[str]]:
-    """Each mailbox once, in the first place it appears (email before cc).
-
-    Mailboxes are compared without regard to case: ``a@x`` and ``A@x`` are
-    one recipient, and would otherwise get the letter twice.
-    """
-    seen: set[str] = set()
-    repeated: list[str] = []
-    kept: dict[str, tuple[str, ...]] = {}
-    for column in ("email", "cc"):
-        unique = []
-        for address in addresses[column]:
-            if address.lower() in seen:
-                repeated.append(address)
-            else:
-                seen.add(address.lower())
-                unique.append(address)
-        kept[column] = tuple(unique)
-    return kept, list(dict.fromkeys(repeated))
 
 
 def _duplicate_ids(path: Path, frame: pd.DataFrame, where: str) -> list[str]:

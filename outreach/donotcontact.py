@@ -81,13 +81,12 @@ _SEPARATORS = " \t,;#"
 def _entry(line: str) -> tuple[str, str]:
     """The entry of a line (an address or an id) and the reason written after it."""
     text = line.strip()
-    bracketed = _BRACKETED.search(text)
-    if bracketed is not None and "@" in bracketed.group(1):
-        return bracketed.group(1), text[bracketed.end() :].strip(_SEPARATORS)
-    bare = _BARE.match(text)
-    if bare is None:
+    found = _BRACKETED.search(text)
+    if found is None or "@" not in found.group(1):
+        found = _BARE.match(text)
+    if found is None:
         return "", ""
-    return bare.group(1), text[bare.end() :].strip(_SEPARATORS)
+    return found.group(1), text[found.end() :].strip(_SEPARATORS)
 
 
 def load_do_not_contact(path: Path, *, required: bool) -> DoNotContact:

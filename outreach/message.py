@@ -24,7 +24,6 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
 
 from outreach.attachments import Attachment
 from outreach.contacts import Contact
@@ -143,7 +142,7 @@ def id_key() -> bytes:
             f"{path}: the key of the letters' Message-IDs cannot be kept there "
             f"({err.strerror or err}); set XDG_STATE_HOME to a folder outreach may write"
         ) from err
-    if key is None:
+    if not key:
         raise MessageError(
             f"{path}: not a key outreach wrote (64 hexadecimal digits expected); "
             "remove the file and a new key is made (letters already sent keep their ids)"
@@ -153,7 +152,7 @@ def id_key() -> bytes:
 
 
 def _read_key(path: Path) -> bytes | None:
-    """The key in ``path``; None when there is no file; raises on a file that is no key."""
+    """The key in ``path``: None when there is no file, ``b""`` when the file holds no key."""
     try:
         text = path.read_text(encoding="ascii", errors="replace").strip()
     except FileNotFoundError:
@@ -161,13 +160,8 @@ def _read_key(path: Path) -> bytes | None:
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        key = b""
-    if len(key) != KEY_BYTES:
-        raise MessageError(
-            f"{path}: not a key outreach wrote (64 hexadecimal digits expected); "
-            "remove the file and a new key is made (letters already sent keep their ids)"
-        )
-    return key
+        return b""
+    return key if len(key) == KEY_BYTES else b""
 
 
 def _checked(value: str, what: str) -> str:
@@ -191,19 +185,13 @@ def _source(contact: Contact, rendered: Rendered) -> str:
     return f" (from the column {', '.join(columns)})" if columns else ""
 
 
-#: A header's mailboxes: (display name, address) pairs, and what names them to the user.
-Mailboxes = list[tuple[str, str]]
-
-
 @dataclass(frozen=True)
 class _AddressHeader:
+    """A header's mailboxes, (display name, address) pairs, and what names them to the user."""
+
     name: str
-    mailboxes: Mailboxes
+    mailboxes: list[tuple[str, str]]
     what: str
-
-
-def _address(display_name: str, address: str) -> Address:
-    return Address(display_name=display_name, addr_spec=address)
 
 
 def _encoded(header: _AddressHeader) -> str:
@@ -310,7 +298,7 @@ def build_message(
             message.set_raw(header.name, _encoded(header))
         else:
             try:
-                message[header.name] = [_address(n, a) for n, a in header.mailboxes]
+                message[header.name] = [Address(n, addr_spec=a) for n, a in header.mailboxes]
             except (ValueError, IndexError) as err:
                 raise MessageError(f"{header.what}: not a usable address ({err})") from err
     message["Subject"] = _checked(
@@ -372,29 +360,25 @@ def build_letter(
     ``message_id`` keeps the one of the letter's earlier attempts, should the
     way it is made have changed since.
     """
+    domain = settings.sender.rpartition("@")[2]
     if test_to is None:
-        recipients = contact.recipients
-        kept_id = message_id or message_id_for(
-            settings.campaign, contact.id, settings.sender.rpartition("@")[2]
-        )
-        options: dict[str, Any] = {
-            "message_id": kept_id,
-            "attachments": attachments,
-            "in_reply_to": in_reply_to,
-        }
+        recipients, prefix = contact.recipients, ""
+        kept_id = message_id or message_id_for(settings.campaign, contact.id, domain)
     else:
-        recipients = (test_to,)
-        kept_id = make_msgid("test", domain=settings.sender.rpartition("@")[2])
-        options = {
-            "to": [test_to],
-            "subject_prefix": "[TEST] ",
-            "message_id": kept_id,
-            "attachments": attachments,
-            "in_reply_to": in_reply_to,
-        }
+        recipients, prefix = (test_to,), "[TEST] "
+        kept_id = make_msgid("test", domain=domain)
     data = _wire_bytes(
         lambda encode: build_message(
-            contact, rendered, settings, now=now, encode_names=encode, **options
+            contact,
+            rendered,
+            settings,
+            now=now,
+            to=None if test_to is None else recipients,
+            subject_prefix=prefix,
+            message_id=kept_id,
+            encode_names=encode,
+            attachments=attachments,
+            in_reply_to=in_reply_to,
         )
     )
     if max_bytes is not None and len(data) > max_bytes:
@@ -408,7 +392,7 @@ def build_letter(
         sender=settings.sender,
         recipients=recipients,
         message_id=kept_id,
-        subject=("[TEST] " if test_to else "") + rendered.subject,
+        subject=prefix + rendered.subject,
         data=data,
         attachments=tuple((a.name, a.size, str(a.source)) for a in attachments),
     )

@@ -88,17 +88,10 @@ class PreviewResult:
         return sum(len(e.warnings) for e in self.entries)
 
 
-def _index_environment() -> Environment:
-    return Environment(
-        loader=PackageLoader("outreach", "assets"),
-        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
-    )
-
-
-def _written_before(folder: Path) -> set[str] | None:
+def _written_before(folder: Path) -> set[str]:
     """The files (relative paths) an earlier preview wrote into ``folder``, from its marker.
 
-    None when ``folder`` holds files and no marker: outreach did not write it.
+    A folder that holds files and no marker is refused: outreach did not write it.
     Only names a preview writes are believed (``index.html`` and
     ``letters/<name>``): a marker edited to name anything else names nothing.
     """
@@ -108,10 +101,13 @@ def _written_before(folder: Path) -> set[str] | None:
     if marker.is_file() and not marker.is_symlink():
         heading, *lines = marker.read_text(encoding="utf-8").splitlines() or [""]
         if heading == "written by outreach preview":  # an older preview, which kept no list
-            return {p.name for p in folder.iterdir() if p.suffix in (".eml", ".html", ".txt")}
+            return {p.name for p in folder.iterdir() if p.suffix in SUFFIXES}
         return {line for line in lines if _OWN_NAME.fullmatch(line)}
     if any(folder.iterdir()):
-        return None
+        raise PreviewError(
+            f"PREVIEW_DIR={str(folder)!r} holds files that outreach did not write; "
+            "choose an empty or new folder"
+        )
     return set()
 
 
@@ -182,11 +178,6 @@ def write_previews(
     """
     check_folder(folder, log_dir)
     earlier = _written_before(folder)
-    if earlier is None:
-        raise PreviewError(
-            f"PREVIEW_DIR={str(folder)!r} holds files that outreach did not write; "
-            "choose an empty or new folder"
-        )
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         built = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -286,21 +277,21 @@ def _write_index(built: Path, result: PreviewResult, campaign: str) -> None:
     writes it (sorted keys, HTML-safe), so the page is the one that
     rendering it with every letter in memory would give.
     """
-    environment = _index_environment()
+    environment = Environment(
+        loader=PackageLoader("outreach", "assets"),
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
+    )
     page = environment.get_template("index.html.j2").render(
         result=result, campaign=campaign, letters=[_DATA_MARK]
     )
-    mark = str(htmlsafe_json_dumps([_DATA_MARK], **environment.policies["json.dumps_kwargs"]))
+    dumps_kwargs = environment.policies["json.dumps_kwargs"]
+    mark = str(htmlsafe_json_dumps([_DATA_MARK], **dumps_kwargs))
     if page.count(mark) != 1:
         raise TemplateError("index.html.j2: the letters' data must appear once, as letters|tojson")
     before, after = page.split(mark)
-    dumps_kwargs = environment.policies["json.dumps_kwargs"]
     with (built / "index.html").open("w", encoding="utf-8") as out:
-        out.write(before)
-        out.write("[")
+        out.write(before + "[")
         for number, entry in enumerate(result.entries):
-            if number:
-                out.write(", ")
-            out.write(str(htmlsafe_json_dumps(_letter_data(built, entry), **dumps_kwargs)))
-        out.write("]")
-        out.write(after)
+            letter = str(htmlsafe_json_dumps(_letter_data(built, entry), **dumps_kwargs))
+            out.write(f", {letter}" if number else letter)
+        out.write("]" + after)

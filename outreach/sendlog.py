@@ -233,17 +233,6 @@ def _columns_of(path: Path, data: bytes) -> tuple[str, ...]:
     return _header(path, next(csv.reader([first], strict=True)))
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The log's bytes, none when there is no log yet."""
-    try:
-        _refuse_other_than_a_file(path)
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
-    except OSError as err:
-        raise SendLogError(f"{path}: cannot be read ({err.strerror})") from err
-
-
 def read_log(path: Path) -> list[LogRow]:
     """Every complete row of the log; no log yet is an empty list.
 
@@ -253,15 +242,17 @@ def read_log(path: Path) -> list[LogRow]:
     error naming it: a log that cannot be trusted must stop the run, never
     cause letters to be sent again.
     """
-    return _parse(path, _read_bytes(path))
-
-
-def _parse(path: Path, data: bytes) -> list[LogRow]:
+    try:
+        _refuse_other_than_a_file(path)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise SendLogError(f"{path}: cannot be read ({err.strerror})") from err
     if not data:
         return []
-    whole = data.rfind(b"\n") + 1
     keep_last = _unterminated_last_line(path, data) == "row"
-    complete = data if keep_last else data[:whole]
+    complete = data if keep_last else data[: data.rfind(b"\n") + 1]
     try:
         text = complete.decode("utf-8")
     except UnicodeDecodeError as err:
