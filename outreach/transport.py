@@ -468,7 +468,8 @@ class Connection:
     def _lost(self, err: BaseException) -> Reply:
         if isinstance(err, _TimedOut | TimeoutError):
             return Reply(0, f"{self.server.name} did not answer within {self.server.timeout:g} s")
-        return Reply(0, f"the connection to {self.server.name} was lost ({err or 'closed'})")
+        # The error may quote the server, which may have said the password back.
+        return self._reply(0, f"the connection to {self.server.name} was lost ({err or 'closed'})")
 
     def _transaction(
         self,
@@ -515,8 +516,10 @@ class Connection:
             return self._refused_data(reply, tuple(accepted), refused)
         # After the final dot, a reply that cannot be read may hide a 250.
         self._drop()
-        reason = f"an answer that could not be read after the data was sent: {text!r}"
-        return Attempt(tuple(accepted), refused, "ambiguous", Reply(0, reason[:200]))
+        reason = self._reply(
+            0, f"an answer that could not be read after the data was sent: {text!r}"
+        )
+        return Attempt(tuple(accepted), refused, "ambiguous", Reply(0, reason.text[:200]))
 
     def _upload(self, smtp: smtplib.SMTP, payload: bytes) -> None:
         """The letter's data, a piece at a time: SMTP_TIMEOUT bounds each piece.

@@ -206,3 +206,26 @@ def test_a_password_a_server_echoes_in_a_refusal_is_not_in_the_send_log(
     log = (project / "logs" / "send-log.csv").read_text()
     assert "550,5.1.1 no mailbox here; you signed in with ********" in log
     nowhere(project, result.stdout + result.stderr, password)
+
+
+def test_a_password_a_server_echoes_in_an_unreadable_answer_after_the_data_is_not_in_the_send_log(
+    run_cli: RunCli, project: Path, starttls_server: SmtpServer
+) -> None:
+    """Signed in; after the final dot the server says the password back, with no code."""
+    password = "correct horse  battery\tstaple"
+    starttls_server.accounts[SMTP_USER] = password
+    starttls_server.script.data.append("Thank you, you signed in with correct horse battery staple")
+    assert starttls_server.ca_file is not None
+    env = starttls_server.env(
+        SMTP_SECURITY="starttls",
+        SMTP_CA_FILE=str(starttls_server.ca_file),
+        SMTP_USERNAME=SMTP_USER,
+        SMTP_PASSWORD=password,
+    )
+    result = run_cli("send", "--yes", "--only", "CHL", env=env)
+    assert result.code == 1, result.stdout + result.stderr
+    assert "Done: 1 ambiguous." in result.stdout
+    log = (project / "logs" / "send-log.csv").read_text()
+    assert "could not be read after the data was sent" in log
+    assert "********" in log
+    nowhere(project, result.stdout + result.stderr, password)
