@@ -415,7 +415,8 @@ class Connection:
             return
         smtp, self._smtp = self._smtp, None
         try:
-            self._timed(smtp.quit)
+            with self.deadline(smtp):  # the connection is no longer self._smtp
+                smtp.quit()
         except (smtplib.SMTPException, OSError, _TimedOut):
             smtp.close()
 

@@ -29,7 +29,10 @@ class SlowReader:
     to the kernel at once: the upload really takes as long as the reading.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quit_trickle: int = 0) -> None:
+        #: Answer QUIT a byte at a time, this many bytes, a tenth of a second apart.
+        self.quit_trickle = quit_trickle
+        self.quit_bytes_sent = 0
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         self.listener.bind(("127.0.0.1", 0))
@@ -78,6 +81,10 @@ class SlowReader:
                     self.letters.append(data)
                     connection.sendall(b"250 2.0.0 queued\r\n")
                 elif command.startswith(b"QUIT"):
+                    for byte in b"221-" + b"b" * self.quit_trickle:
+                        time.sleep(READ_PAUSE)
+                        connection.sendall(bytes([byte]))
+                        self.quit_bytes_sent += 1
                     connection.sendall(b"221 bye\r\n")
                     return
                 else:
@@ -120,3 +127,26 @@ def test_a_large_letter_on_a_slow_line_goes_though_it_takes_longer_than_the_time
     letter = parse(data.removesuffix(b".\r\n").replace(b"\r\n..", b"\r\n."))
     [attached] = letter.iter_attachments()
     assert attached.get_payload(decode=True) == (project / "annex.pdf").read_bytes()
+
+
+def test_a_server_that_answers_quit_a_byte_at_a_time_does_not_hold_the_run(
+    run_cli: RunCli, project: Path
+) -> None:
+    """The letter has gone; a goodbye that never ends is cut at SMTP_TIMEOUT (1 s),
+    where the server would take 30 s to say it."""
+    server = SlowReader(quit_trickle=300)
+    try:
+        env = {
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(server.port),
+            "SMTP_SECURITY": "none",
+            "SMTP_TIMEOUT": "1",
+            "MAIL_FROM": "campaign@coalition.example",
+            "SEND_RATE_PER_MINUTE": "0",
+        }
+        result = run_cli("send", "--yes", "--only", "CHL", env=env)
+    finally:
+        server.close()
+    assert result.code == 0, result.stdout + result.stderr
+    assert "Done: 1 sent." in result.stdout
+    assert server.quit_bytes_sent < 100
