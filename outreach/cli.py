@@ -36,12 +36,7 @@ from outreach.bluebook import BlueBook, Merge, merge, read_bluebook
 from outreach.campaign import Campaign, KeptLetters, read_inbox, report
 from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
-from outreach.credentials import (
-    Credentials,
-    PasswordPrompt,
-    imap_credentials,
-    smtp_credentials,
-)
+from outreach.credentials import Credentials, PasswordPrompt, credentials_for
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
 from outreach.notices import clean
 from outreach.ratelimit import sending_seconds
@@ -272,7 +267,9 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
 def _ready_to_send(campaign: Campaign) -> Campaign:
     """The campaign with a password prompt, if one is needed (``open_log`` checked the rest)."""
     settings = campaign.settings
-    ask = _password_prompt(smtp_credentials(settings), settings.smtp_host, "SMTP_PASSWORD is not")
+    ask = _password_prompt(
+        credentials_for(settings, "SMTP"), settings.smtp_host, "SMTP_PASSWORD is not"
+    )
     return campaign if ask is None else campaign.asking_password(ask)
 
 
@@ -882,7 +879,7 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
     if source is None:
         require_for_reading(settings)
         ask = _password_prompt(
-            imap_credentials(settings),
+            credentials_for(settings, "IMAP"),
             settings.imap_host,
             "IMAP_PASSWORD is not (nor SMTP_PASSWORD)",
         )

@@ -39,9 +39,9 @@ from outreach.addresses import is_loopback
 from outreach.credentials import (
     Credentials,
     PasswordPrompt,
+    credentials_for,
     oauthbearer,
     sasl_b64,
-    smtp_credentials,
     xoauth2,
 )
 from outreach.errors import DeliveryError
@@ -151,7 +151,7 @@ class Server:
             port=settings.smtp_port,
             security=settings.smtp_security,
             timeout=settings.smtp_timeout,
-            credentials=smtp_credentials(settings, ask),
+            credentials=credentials_for(settings, "SMTP", ask),
             ca_file=settings.smtp_ca_file,
         )
 
