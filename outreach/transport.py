@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from outreach.addresses import is_loopback
 from outreach.credentials import (
     Credentials,
     PasswordPrompt,
@@ -46,7 +45,7 @@ from outreach.credentials import (
 )
 from outreach.errors import DeliveryError
 from outreach.message import Letter
-from outreach.settings import Settings
+from outreach.settings import Settings, unencrypted_password
 
 _T = TypeVar("_T")
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -281,11 +280,9 @@ class Connection:
         nobody types a password for a server that is not the one meant.
         """
         server = self.server
-        if server.username and server.security == "none" and not is_loopback(server.host):
-            raise DeliveryError(
-                f"SMTP_SECURITY=none would send the password for {server.username} to "
-                f"{server.host} unencrypted; use starttls or ssl"
-            )
+        unencrypted = unencrypted_password(server.username, server.security, server.host)
+        if unencrypted:
+            raise DeliveryError(unencrypted)
         try:
             context = tls_context(server.ca_file)
             smtp: smtplib.SMTP
