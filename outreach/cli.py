@@ -42,7 +42,16 @@ from outreach.notices import clean
 from outreach.ratelimit import sending_seconds
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
 from outreach.screen import fitted_to_terminal
-from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
+from outreach.sending import (
+    FINAL,
+    STOPPING,
+    Interrupted,
+    Outcome,
+    Plan,
+    Terminated,
+    repeat_problem,
+    terminating,
+)
 from outreach.settings import (
     Settings,
     load_settings,
@@ -61,12 +70,10 @@ class OutreachGroup(click.Group):
                 click.echo(f"Error: {problem}", err=True)
             _note_missing_env(ctx)
             ctx.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Stopped by Ctrl-C.", err=True)
-            ctx.exit(130)
-        except Terminated:
-            click.echo("Stopped by SIGTERM.", err=True)
-            ctx.exit(143)
+        except (KeyboardInterrupt, Terminated) as err:
+            how, code = STOPPING[signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT]
+            click.echo(f"Stopped by {how}.", err=True)
+            ctx.exit(code)
 
 
 def _note_missing_env(ctx: click.Context) -> None:
@@ -485,23 +492,6 @@ def _sending_progress(clock: Clock) -> Iterator[Callable[[str, int, int], None]]
     yield note
 
 
-@contextmanager
-def _terminating() -> Iterator[None]:
-    """SIGTERM stops a send as Ctrl-C does: the letters on the wire finish and are logged."""
-
-    def terminated(signum: int, frame: object) -> None:
-        raise Terminated
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
-
-
 @cli.command()
 @only_option
 @limit_option
@@ -550,7 +540,7 @@ def send(
     clock: Clock = ctx.obj["clock"]
     campaign = _campaign(ctx, follow_up_of)
     settings = campaign.settings
-    with _terminating(), campaign.open_log() as log, KeptLetters(settings.log_dir) as kept:
+    with terminating(), campaign.open_log() as log, KeptLetters(settings.log_dir) as kept:
         campaign = _ready_to_send(campaign)
         if log.repaired:
             click.echo(

@@ -16,9 +16,10 @@ import signal
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from types import FrameType
 
 from tenacity import (
     RetryCallState,
@@ -363,7 +364,7 @@ class Unbuilt:
 
 
 class Terminated(BaseException):
-    """SIGTERM outside a send's loop: raised in the main thread by the command's handler."""
+    """SIGTERM outside a send's loop: raised in the main thread within ``terminating``."""
 
 
 class _Again(Exception):
@@ -384,6 +385,34 @@ STOPPING = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
 
 @contextmanager
+def _handling(
+    signums: Iterable[int], handle: Callable[[int, FrameType | None], None]
+) -> Iterator[None]:
+    """``handle`` answers ``signums`` while the block runs; then the handlers before do.
+
+    Python lets only the main thread set a handler: in another, the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.signal(signum, handle) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def terminating() -> AbstractContextManager[None]:
+    """SIGTERM stops a command as Ctrl-C does: the letters on the wire finish and are logged."""
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    return _handling((signal.SIGTERM,), terminated)
+
+
+@contextmanager
 def stopped_by_signals(stop: threading.Event) -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM set ``stop`` instead of breaking off whatever runs.
 
@@ -394,21 +423,14 @@ def stopped_by_signals(stop: threading.Event) -> Iterator[list[int]]:
     """
     received: list[int] = []
 
-    def handle(signum: int, frame: object) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         stop.set()
         if len(received) > 1:
             raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
+    with _handling(STOPPING, handle):
         yield received
-        return
-    before = {signum: signal.signal(signum, handle) for signum in STOPPING}
-    try:
-        yield received
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
 
 
 class Sender:
