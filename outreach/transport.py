@@ -309,15 +309,11 @@ class Connection:
                 self._timed(smtp.ehlo_or_helo_if_needed)
             if server.credentials.mechanism:
                 self._login(smtp)
-        except DeliveryError:
+        except BaseException as err:
             self.close()
-            raise
-        except Exception as err:
-            self.close()
+            if isinstance(err, DeliveryError) or not isinstance(err, Exception):
+                raise
             raise self._connect_error(err) from None
-        except BaseException:
-            self.close()
-            raise
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         """Sign in with the mechanism SMTP_AUTH names, if the server offers it.
