@@ -388,10 +388,7 @@ STOPPING = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
 def _handling(
     signums: Iterable[int], handle: Callable[[int, FrameType | None], None]
 ) -> Iterator[None]:
-    """``handle`` answers ``signums`` while the block runs; then the handlers before do.
-
-    Python lets only the main thread set a handler: in another, the block runs as it is.
-    """
+    """``handle`` answers ``signums`` within the block (only the main thread may set one)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
