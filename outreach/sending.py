@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from types import FrameType
 
 from tenacity import (
     RetryCallState,
@@ -385,9 +384,7 @@ STOPPING = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
 
 @contextmanager
-def _handling(
-    signums: Iterable[int], handle: Callable[[int, FrameType | None], None]
-) -> Iterator[None]:
+def _handling(signums: Iterable[int], handle: Callable[[int, object], None]) -> Iterator[None]:
     """``handle`` answers ``signums`` within the block (only the main thread may set one)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -403,7 +400,7 @@ def _handling(
 def terminating() -> AbstractContextManager[None]:
     """SIGTERM stops a command as Ctrl-C does: the letters on the wire finish and are logged."""
 
-    def terminated(signum: int, frame: FrameType | None) -> None:
+    def terminated(signum: int, frame: object) -> None:
         raise Terminated
 
     return _handling((signal.SIGTERM,), terminated)
@@ -420,7 +417,7 @@ def stopped_by_signals(stop: threading.Event) -> Iterator[list[int]]:
     """
     received: list[int] = []
 
-    def handle(signum: int, frame: FrameType | None) -> None:
+    def handle(signum: int, frame: object) -> None:
         received.append(signum)
         stop.set()
         if len(received) > 1:
