@@ -36,18 +36,22 @@ from outreach.bluebook import BlueBook, Merge, merge, read_bluebook
 from outreach.campaign import Campaign, KeptLetters, read_inbox, report
 from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
-from outreach.credentials import (
-    Credentials,
-    PasswordPrompt,
-    imap_credentials,
-    smtp_credentials,
-)
+from outreach.credentials import PasswordPrompt, credentials_for
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
 from outreach.notices import clean
 from outreach.ratelimit import sending_seconds
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
 from outreach.screen import fitted_to_terminal
-from outreach.sending import FINAL, Interrupted, Outcome, Plan, Terminated, repeat_problem
+from outreach.sending import (
+    FINAL,
+    STOPPING,
+    Interrupted,
+    Outcome,
+    Plan,
+    Terminated,
+    repeat_problem,
+    terminating,
+)
 from outreach.settings import (
     Settings,
     load_settings,
@@ -66,12 +70,10 @@ class OutreachGroup(click.Group):
                 click.echo(f"Error: {problem}", err=True)
             _note_missing_env(ctx)
             ctx.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Stopped by Ctrl-C.", err=True)
-            ctx.exit(130)
-        except Terminated:
-            click.echo("Stopped by SIGTERM.", err=True)
-            ctx.exit(143)
+        except (KeyboardInterrupt, Terminated) as err:
+            how, code = STOPPING[signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT]
+            click.echo(f"Stopped by {how}.", err=True)
+            ctx.exit(code)
 
 
 def _note_missing_env(ctx: click.Context) -> None:
@@ -271,12 +273,11 @@ def preview(ctx: click.Context, only: str | None, limit: int | None, out: Path |
 
 def _ready_to_send(campaign: Campaign) -> Campaign:
     """The campaign with a password prompt, if one is needed (``open_log`` checked the rest)."""
-    settings = campaign.settings
-    ask = _password_prompt(smtp_credentials(settings), settings.smtp_host, "SMTP_PASSWORD is not")
+    ask = _password_prompt(campaign.settings, "SMTP")
     return campaign if ask is None else campaign.asking_password(ask)
 
 
-def _password_prompt(credentials: Credentials, host: str, missing: str) -> PasswordPrompt | None:
+def _password_prompt(settings: Settings, prefix: str) -> PasswordPrompt | None:
     """A prompt for the password, when a user name is set but no password is.
 
     Typing it at a prompt keeps it out of ``.env`` files and shell history.
@@ -285,9 +286,12 @@ def _password_prompt(credentials: Credentials, host: str, missing: str) -> Passw
     sent. Whether there is a terminal to ask on is known now, though: without
     one, the command stops here, before anything is sent.
     """
+    credentials = credentials_for(settings, prefix)
     if not credentials.needs_prompt():
         return None
-    prefix = credentials.prefix
+    smtp = prefix == "SMTP"
+    host = settings.smtp_host if smtp else settings.imap_host
+    missing = "SMTP_PASSWORD is not" if smtp else "IMAP_PASSWORD is not (nor SMTP_PASSWORD)"
     if not sys.stdin.isatty():
         raise SettingsError(
             f"{prefix}_USERNAME is set but {missing}, and there is no terminal to ask on "
@@ -340,18 +344,10 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         click.echo(f"Duration:      {duration}")
     click.echo(f"Already sent:  {len(plan.sent)}")
     if plan.failed:
-        again = (
-            "sent again now to the addresses that refused it: --retry-failed"
-            if plan.retry_failed
-            else "not sent again unless --retry-failed"
-        )
+        again = _again(plan.retry_failed, "--retry-failed", " to the addresses that refused it")
         click.echo(f"Failed:        {len(plan.failed)} ({again})")
     if plan.ambiguous:
-        again = (
-            "sent again now: --resend-ambiguous"
-            if plan.resend_ambiguous
-            else "not sent again unless --resend-ambiguous"
-        )
+        again = _again(plan.resend_ambiguous, "--resend-ambiguous")
         click.echo(f"Ambiguous:     {len(plan.ambiguous)} (the server may have them; {again})")
     if plan.refused_before:
         first = plan.refused_before[0]
@@ -398,6 +394,10 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
         )
     else:
         click.echo(f"Send log:      {settings.send_log}")
+
+
+def _again(now: bool, option: str, to_whom: str = "") -> str:
+    return f"sent again now{to_whom}: {option}" if now else f"not sent again unless {option}"
 
 
 def _duration(plan: Plan, settings: Settings) -> str:
@@ -488,23 +488,6 @@ def _sending_progress(clock: Clock) -> Iterator[Callable[[str, int, int], None]]
     yield note
 
 
-@contextmanager
-def _terminating() -> Iterator[None]:
-    """SIGTERM stops a send as Ctrl-C does: the letters on the wire finish and are logged."""
-
-    def terminated(signum: int, frame: object) -> None:
-        raise Terminated
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
-
-
 @cli.command()
 @only_option
 @limit_option
@@ -553,7 +536,7 @@ def send(
     clock: Clock = ctx.obj["clock"]
     campaign = _campaign(ctx, follow_up_of)
     settings = campaign.settings
-    with _terminating(), campaign.open_log() as log, KeptLetters(settings.log_dir) as kept:
+    with terminating(), campaign.open_log() as log, KeptLetters(settings.log_dir) as kept:
         campaign = _ready_to_send(campaign)
         if log.repaired:
             click.echo(
@@ -881,11 +864,7 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
     ask = None
     if source is None:
         require_for_reading(settings)
-        ask = _password_prompt(
-            imap_credentials(settings),
-            settings.imap_host,
-            "IMAP_PASSWORD is not (nor SMTP_PASSWORD)",
-        )
+        ask = _password_prompt(settings, "IMAP")
     result = read_inbox(
         settings,
         source,
@@ -962,8 +941,7 @@ def report_command(
     else:
         text = to_csv(made) if format_ == "csv" else to_json(made)
     if out is None:
-        if text:
-            click.echo(text, nl=False)
+        click.echo(text, nl=False)  # nothing when the table went to the terminal
         return
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

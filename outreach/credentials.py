@@ -173,17 +173,11 @@ def oauthbearer(user: str, token: str) -> str:
     return f"n,a={user},\x01auth=Bearer {token}\x01\x01"
 
 
-def smtp_credentials(settings: Settings, ask: PasswordPrompt | None = None) -> Credentials:
-    """SMTP_USERNAME and its secret; ``ask`` gives the password when no setting does."""
-    return _credentials(settings, "SMTP", ask)
-
-
-def imap_credentials(settings: Settings, ask: PasswordPrompt | None = None) -> Credentials:
-    """As for SMTP; IMAP_USERNAME and the rest default to the SMTP ones (settings.py)."""
-    return _credentials(settings, "IMAP", ask)
-
-
-def _credentials(settings: Settings, prefix: str, ask: PasswordPrompt | None) -> Credentials:
+def credentials_for(
+    settings: Settings, prefix: str, ask: PasswordPrompt | None = None
+) -> Credentials:
+    """The login for ``prefix`` ("SMTP" or "IMAP"); ``ask`` gives the password when no
+    setting does. IMAP_USERNAME and the rest default to the SMTP ones (settings.py)."""
     smtp = prefix == "SMTP"
     username = settings.smtp_username if smtp else settings.imap_username
     return Credentials(

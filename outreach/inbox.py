@@ -52,7 +52,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from outreach.clock import Clock, SystemClock
-from outreach.credentials import Credentials, PasswordPrompt, imap_credentials
+from outreach.credentials import Credentials, PasswordPrompt, credentials_for
 from outreach.errors import InboxError, SendLogError, SettingsError
 from outreach.files import write_atomically
 from outreach.ledger import Ledger
@@ -836,7 +836,7 @@ def read_imap(
     """
     deadline = time.monotonic() + settings.imap_deadline
     client = connect(settings, deadline)
-    credentials = imap_credentials(settings, ask_password)
+    credentials = credentials_for(settings, "IMAP", ask_password)
     if credentials.username and credentials.ask is not None and credentials.needs_prompt():
         # Asked now, the server reached and its certificate checked; the time a
         # person takes to type it is not the server's, and IMAP_DEADLINE waits.

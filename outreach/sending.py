@@ -16,7 +16,7 @@ import signal
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -363,7 +363,7 @@ class Unbuilt:
 
 
 class Terminated(BaseException):
-    """SIGTERM outside a send's loop: raised in the main thread by the command's handler."""
+    """SIGTERM outside a send's loop: raised in the main thread within ``terminating``."""
 
 
 class _Again(Exception):
@@ -384,6 +384,29 @@ STOPPING = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
 
 @contextmanager
+def _handling(signums: Iterable[int], handle: Callable[[int, object], None]) -> Iterator[None]:
+    """``handle`` answers ``signums`` within the block (only the main thread may set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.signal(signum, handle) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def terminating() -> AbstractContextManager[None]:
+    """SIGTERM stops a command as Ctrl-C does: the letters on the wire finish and are logged."""
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    return _handling((signal.SIGTERM,), terminated)
+
+
+@contextmanager
 def stopped_by_signals(stop: threading.Event) -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM set ``stop`` instead of breaking off whatever runs.
 
@@ -400,15 +423,8 @@ def stopped_by_signals(stop: threading.Event) -> Iterator[list[int]]:
         if len(received) > 1:
             raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
+    with _handling(STOPPING, handle):
         yield received
-        return
-    before = {signum: signal.signal(signum, handle) for signum in STOPPING}
-    try:
-        yield received
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
 
 
 class Sender:

@@ -659,17 +659,23 @@ def require_for_sending(settings: Settings) -> None:
         problems.append("SMTP_HOST is not set: name the SMTP server to send through")
     if not settings.mail_from:
         problems.append("MAIL_FROM is not set: give the address the letters come from")
-    if (
-        settings.smtp_username
-        and settings.smtp_security == "none"
-        and not is_loopback(settings.smtp_host)
+    if unencrypted := unencrypted_password(
+        settings.smtp_username, settings.smtp_security, settings.smtp_host
     ):
-        problems.append(
-            f"SMTP_SECURITY=none would send the password for {settings.smtp_username} to "
-            f"{settings.smtp_host} unencrypted; use starttls or ssl"
-        )
+        problems.append(unencrypted)
     if problems:
         raise SettingsError(*problems)
+
+
+def unencrypted_password(username: str, security: str, host: str) -> str:
+    """Why SMTP_SECURITY=none may not carry the password to ``host``, or "": checked before a
+    send, and by each connection again (the library may be called without the former)."""
+    if not username or security != "none" or is_loopback(host):
+        return ""
+    return (
+        f"SMTP_SECURITY=none would send the password for {username} to {host} unencrypted; "
+        "use starttls or ssl"
+    )
 
 
 def require_for_reading(settings: Settings) -> None:

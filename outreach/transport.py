@@ -35,18 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from outreach.addresses import is_loopback
 from outreach.credentials import (
     Credentials,
     PasswordPrompt,
+    credentials_for,
     oauthbearer,
     sasl_b64,
-    smtp_credentials,
     xoauth2,
 )
 from outreach.errors import DeliveryError
 from outreach.message import Letter
-from outreach.settings import Settings
+from outreach.settings import Settings, unencrypted_password
 
 _T = TypeVar("_T")
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -151,7 +150,7 @@ class Server:
             port=settings.smtp_port,
             security=settings.smtp_security,
             timeout=settings.smtp_timeout,
-            credentials=smtp_credentials(settings, ask),
+            credentials=credentials_for(settings, "SMTP", ask),
             ca_file=settings.smtp_ca_file,
         )
 
@@ -281,11 +280,9 @@ class Connection:
         nobody types a password for a server that is not the one meant.
         """
         server = self.server
-        if server.username and server.security == "none" and not is_loopback(server.host):
-            raise DeliveryError(
-                f"SMTP_SECURITY=none would send the password for {server.username} to "
-                f"{server.host} unencrypted; use starttls or ssl"
-            )
+        unencrypted = unencrypted_password(server.username, server.security, server.host)
+        if unencrypted:
+            raise DeliveryError(unencrypted)
         try:
             context = tls_context(server.ca_file)
             smtp: smtplib.SMTP
@@ -312,15 +309,11 @@ class Connection:
                 self._timed(smtp.ehlo_or_helo_if_needed)
             if server.credentials.mechanism:
                 self._login(smtp)
-        except DeliveryError:
+        except BaseException as err:
             self.close()
-            raise
-        except Exception as err:
-            self.close()
+            if isinstance(err, DeliveryError) or not isinstance(err, Exception):
+                raise
             raise self._connect_error(err) from None
-        except BaseException:
-            self.close()
-            raise
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         """Sign in with the mechanism SMTP_AUTH names, if the server offers it.
