@@ -37,9 +37,9 @@ from typing import Any
 
 from outreach.addresses import AddressError, is_placeholder, split_list, validate_address
 from outreach.contacts import MAX_FILE_BYTES as MAX_CONTACTS_BYTES
-from outreach.contacts import _delimiter, load_contacts, read_table
+from outreach.contacts import delimiter_of, load_contacts, read_table
 from outreach.errors import ContactsError, OutreachError
-from outreach.files import write_atomically
+from outreach.files import write_atomically, writing
 from outreach.sendlog import contact_key
 
 #: The Blue Book's data.json is a few MB; anything this large is another file,
@@ -228,12 +228,8 @@ class Merge:
                 raise ContactsError(*(p + "; nothing was changed" for p in merged)) from err
 
         mode = target.stat().st_mode & 0o777 if target.exists() else 0o600
-        try:
+        with writing(self.path, ContactsError, "; nothing was changed"):
             write_atomically(target, self.text().encode("utf-8"), mode=mode, check=loads)
-        except OSError as err:
-            raise ContactsError(
-                f"{self.path}: cannot be written ({err.strerror}); nothing was changed"
-            ) from err
 
 
 # --- the States and their names --------------------------------------------------------
@@ -650,4 +646,4 @@ def _existing(path: Path) -> tuple[list[str], list[dict[str, str]], tuple[str, b
     # mark by which Excel knows UTF-8.
     bom = raw.startswith(b"\xef\xbb\xbf") or text.encode("utf-8") != raw
     newline = "\r\n" if b"\r\n" in raw else "\n"
-    return header, rows, (_delimiter(text.split("\n", 1)[0]), bom, newline)
+    return header, rows, (delimiter_of(text.split("\n", 1)[0]), bom, newline)

@@ -147,7 +147,7 @@ def _position(text: str, offset: int) -> tuple[int, int]:
     return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
-def _delimiter(header_line: str) -> str:
+def delimiter_of(header_line: str) -> str:
     """The separator a spreadsheet used, judged from the header line."""
     best = max(DELIMITERS, key=header_line.count)
     return best if best in header_line else ","
@@ -200,7 +200,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
             f"{path}: the file is empty; it needs a header line and one row per contact"
         )
 
-    records = _records(path, text, _delimiter(text.split("\n", 1)[0]))
+    records = _records(path, text, delimiter_of(text.split("\n", 1)[0]))
     _, header = next(records)
     header = [_column_name(name) for name in header]
     problems = _header_problems(path, header)

@@ -15,6 +15,7 @@ from pathlib import Path
 from outreach.campaign import Campaign, Progress, report
 from outreach.checks import CheckResult
 from outreach.errors import OutreachError
+from outreach.files import writing
 from outreach.preview import PreviewResult
 from outreach.report import Report
 from outreach.sending import Outcome
@@ -43,11 +44,9 @@ def _fresh(folder: Path) -> None:
                 f"{folder}: exists and was not written by outreach demo; move it away"
             )
         shutil.rmtree(folder)
-    try:
+    with writing(folder):
         folder.mkdir(parents=True)
         (folder / MARKER).write_text("written by outreach demo\n", encoding="utf-8")
-    except OSError as err:
-        raise OutreachError(f"{folder}: cannot be written ({err.strerror})") from err
 
 
 def run_demo(

@@ -5,8 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from outreach.errors import OutreachError
+
+
+@contextlib.contextmanager
+def writing(
+    path: object, error: type[OutreachError] = OutreachError, then: str = ""
+) -> Iterator[None]:
+    """Raise an OSError inside as ``error("<path>: cannot be written (<reason>)<then>")``."""
+    try:
+        yield
+    except OSError as err:
+        raise error(f"{path}: cannot be written ({err.strerror or err}){then}") from err
 
 
 def write_atomically(

@@ -54,7 +54,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import Credentials, PasswordPrompt, credentials_for
 from outreach.errors import InboxError, SendLogError, SettingsError
-from outreach.files import write_atomically
+from outreach.files import write_atomically, writing
 from outreach.ledger import Ledger
 from outreach.notices import (
     MAX_NOTICE_BYTES,
@@ -579,10 +579,8 @@ class Positions:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``path`` whole (``files.write_atomically``), or say why it cannot be."""
-    try:
+    with writing(path, SendLogError):
         write_atomically(path, text.encode("utf-8"))
-    except OSError as err:
-        raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err
 
 
 # -- what matched no letter ----------------------------------------------------------------

@@ -32,7 +32,7 @@ import msal  # type: ignore[import-untyped]
 from msal.exceptions import MsalServiceError  # type: ignore[import-untyped]
 
 from outreach.errors import OutreachError, SettingsError
-from outreach.files import write_atomically
+from outreach.files import write_atomically, writing
 from outreach.settings import Settings
 
 SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
@@ -305,16 +305,12 @@ def _write(path: Path, data: bytes) -> None:
     its folder is made 0700.
     """
     folder = path.parent
-    try:
+    then = ": the sign-in is kept in this file; free some space or make its folder writable"
+    with writing(path, SignInError, then + ", then try again"):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if stat.S_IMODE(folder.stat().st_mode) != 0o700:
             folder.chmod(0o700)
         write_atomically(path, data, mode=0o600)
-    except OSError as err:
-        raise SignInError(
-            f"{path}: cannot be written ({err.strerror or err}): the sign-in is kept in this "
-            "file; free some space or make its folder writable, then try again"
-        ) from err
 
 
 def _device_flow_error(settings: Settings, result: dict[str, Any]) -> OutreachError:

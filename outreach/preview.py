@@ -29,6 +29,7 @@ from jinja2.utils import htmlsafe_json_dumps
 from outreach.addresses import is_placeholder
 from outreach.checks import letter_warnings
 from outreach.errors import OutreachError, PreviewError, TemplateError, problems_of
+from outreach.files import writing
 
 if TYPE_CHECKING:
     from outreach.campaign import Composed
@@ -178,11 +179,9 @@ def write_previews(
     """
     check_folder(folder, log_dir)
     earlier = _written_before(folder)
-    try:
+    with writing(folder, PreviewError):
         folder.parent.mkdir(parents=True, exist_ok=True)
         built = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    except OSError as err:
-        raise PreviewError(f"{folder}: cannot be written ({err.strerror})") from err
     try:
         (built / LETTERS).mkdir()
         entries: list[PreviewEntry] = []

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from outreach.errors import SendLogError
+from outreach.files import writing
 
 #: The columns of a send log written before letters' subjects were kept.
 COLUMNS_WITHOUT_SUBJECT = (
@@ -411,13 +412,11 @@ class SendLog:
             raise SendLogError(f"{path}: cannot be locked ({err.strerror})") from err
         self._fd = fd
         try:
-            data = self._drop_partial_last_line()
-            if data:
-                self._columns = _columns_of(path, data)
-            self._empty = not data  # the header goes in with the first row
-        except OSError as err:
-            self.close()
-            raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err
+            with writing(path, SendLogError):
+                data = self._drop_partial_last_line()
+                if data:
+                    self._columns = _columns_of(path, data)
+                self._empty = not data  # the header goes in with the first row
         except BaseException:
             self.close()
             raise
@@ -461,17 +460,14 @@ class SendLog:
                 writer.writerow(self._columns)
             writer.writerow(row.cells(self._columns))
             data = out.getvalue().encode("utf-8")
-            try:
+            with writing(
+                self.path, SendLogError, "; stopped so that no letter goes out unrecorded"
+            ):
                 while data:
                     data = data[os.write(self._fd, data) :]
                 self._empty = False
                 if durable:
                     os.fsync(self._fd)
-            except OSError as err:
-                raise SendLogError(
-                    f"{self.path}: cannot be written ({err.strerror}); stopped so that "
-                    "no letter goes out unrecorded"
-                ) from err
 
     def close(self) -> None:
         """Put every row on the disk and let the next run have the log."""
@@ -479,8 +475,7 @@ class SendLog:
             return
         fd, self._fd = self._fd, None
         try:
-            os.fsync(fd)
-        except OSError as err:
-            raise SendLogError(f"{self.path}: cannot be written ({err.strerror})") from err
+            with writing(self.path, SendLogError):
+                os.fsync(fd)
         finally:
             os.close(fd)  # releases the lock

@@ -40,7 +40,7 @@ import authres
 
 from outreach.addresses import organisational_domain
 from outreach.errors import SendLogError
-from outreach.files import write_atomically
+from outreach.files import write_atomically, writing
 
 VERDICT_FILE = "test-letter.json"
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
@@ -320,8 +320,6 @@ def record_verdict(log_dir: Path, verdicts: list[Verdict]) -> Verdict | None:
         return kept
     path = log_dir / VERDICT_FILE
     text = json.dumps({"version": 1, "verdict": newest.to_data()}, indent=2, sort_keys=True)
-    try:
+    with writing(path, SendLogError):
         write_atomically(path, (text + "\n").encode("utf-8"))
-    except OSError as err:
-        raise SendLogError(f"{path}: cannot be written ({err.strerror})") from err
     return newest
