@@ -383,10 +383,9 @@ class Matcher:
         older is passed over, as the IMAP server's SEARCH SINCE passes it over.
         A message that cannot be read at all is listed, and the next is read.
         """
-        if fetched.problem:
-            result.unreadable.append((fetched.where, fetched.problem))
-            return []
         try:
+            if fetched.problem:
+                raise Unreadable(fetched.problem)
             notice = read_bytes(fetched.data)
         except Unreadable as err:
             result.unreadable.append((fetched.where, str(err)))
@@ -892,19 +891,17 @@ def read_imap(
                         small.append(uid)
                 fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
                 for uid in batch:
-                    if uid in small:
-                        data = fetched.get(uid, {}).get(b"BODY[]")
-                        if not isinstance(data, bytes):
-                            if not missing:
-                                warnings.append(
-                                    f"{folder}, UID {uid}: the server did not give the message "
-                                    "(no BODY[] in its answer); it is read again next time"
-                                )
-                            missing = True
-                            continue
+                    data = fetched.get(uid, {}).get(b"BODY[]") if uid in small else None
+                    if isinstance(data, bytes):
                         yield Fetched(f"{folder}, UID {uid}", data)
-                    if not missing:
-                        top = max(top, uid)
+                    elif uid in small and not missing:
+                        missing = True
+                        warnings.append(
+                            f"{folder}, UID {uid}: the server did not give the message "
+                            "(no BODY[] in its answer); it is read again next time"
+                        )
+                    # Never past a message the server did not give.
+                    top = top if missing else max(top, uid)
             if top and top != remembered:
                 positions.remember(account, folder, uidvalidity, top)
     except InboxError:
@@ -975,8 +972,9 @@ def read_inbox(
             f"{log_path}: no send log yet, so no letter to match the mailbox against; "
             "run outreach inbox after outreach send"
         )
-    where = str(source) if source is not None else _imap_source(settings)
-    result = InboxResult(source=where, log=log_path)
+    folders = ", ".join(settings.imap_folders)
+    where = f"{folders} of {settings.imap_username} at {server_name(settings)}"
+    result = InboxResult(source=str(source) if source is not None else where, log=log_path)
     with SendLog(log_path) as log:
         matcher = Matcher(log.rows(), [settings.mail_from, settings.mail_reply_to], clock)
         positions = Positions(settings.log_dir / STATE_FILE)
@@ -1004,8 +1002,3 @@ def read_inbox(
 def last_read(settings: Settings) -> datetime | None:
     """When ``outreach inbox`` last read the mail of this send log, if it ever did."""
     return Positions(settings.log_dir / STATE_FILE).read_at
-
-
-def _imap_source(settings: Settings) -> str:
-    folders = ", ".join(settings.imap_folders)
-    return f"{folders} of {settings.imap_username} at {server_name(settings)}"
