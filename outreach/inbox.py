@@ -42,7 +42,7 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -122,9 +122,8 @@ class InboxResult:
     #: Messages not read at all: where, and why.
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    #: Test letters (outreach test-send) read back, and the verdict kept as the latest.
+    #: Test letters (outreach test-send) read back.
     test_letters: list[Verdict] = field(default_factory=list)
-    latest_test_letter: Verdict | None = None
 
     @property
     def per_mission(self) -> list[LogRow]:
@@ -384,10 +383,9 @@ class Matcher:
         older is passed over, as the IMAP server's SEARCH SINCE passes it over.
         A message that cannot be read at all is listed, and the next is read.
         """
-        if fetched.problem:
-            result.unreadable.append((fetched.where, fetched.problem))
-            return []
         try:
+            if fetched.problem:
+                raise Unreadable(fetched.problem)
             notice = read_bytes(fetched.data)
         except Unreadable as err:
             result.unreadable.append((fetched.where, str(err)))
@@ -460,7 +458,7 @@ def _key(row: LogRow) -> tuple[str, str, str, str, str]:
 # -- reading exported mail -----------------------------------------------------------------
 
 
-def read_files(path: Path) -> Iterator[Fetched]:
+def read_files(path: Path) -> Generator[Fetched, None, None]:
     """The messages in a folder of ``.eml`` files, a Maildir, or an mbox file (or one .eml).
 
     Read only, and only regular files: inside a folder, a symbolic link,
@@ -819,18 +817,18 @@ def read_imap(
     positions: Positions,
     since: date | None,
     first_letter: date | None,
-    handle: Callable[[Fetched], None],
+    warnings: list[str],
     ask_password: PasswordPrompt | None = None,
-) -> list[str]:
-    """Read every folder of IMAP_FOLDERS, handing each new message to ``handle``.
+) -> Generator[Fetched, None, None]:
+    """Every new message of the folders of IMAP_FOLDERS.
 
-    Each folder's position is remembered once its messages were handled
+    Each folder's position is remembered once the caller took its messages
     (their rows on the disk), and never past a message the server did not
     give. A message larger than the cap is not fetched: it is named. All of
     it within IMAP_DEADLINE seconds: past that the connection is cut (and
     the run ends with one line), whatever the server does; a password typed
     at the prompt (``ask_password``), asked once the connection is secured,
-    is not counted. Returns warnings.
+    is not counted. Adds to ``warnings``.
     """
     deadline = time.monotonic() + settings.imap_deadline
     client = connect(settings, deadline)
@@ -847,19 +845,12 @@ def read_imap(
         deadline += time.monotonic() - asked_at
     name = server_name(settings)
     account = f"{settings.imap_username}@{name}"
-    warnings: list[str] = []
     cut = threading.Event()
 
     def cut_off() -> None:
         cut.set()
         with contextlib.suppress(OSError):
             client.socket().shutdown(socket.SHUT_RDWR)
-
-    def handled(fetched: Fetched) -> None:
-        try:
-            handle(fetched)
-        except Exception as err:  # ours, not the server's: raised as it is, below
-            raise _HandlerFailed(err) from err
 
     watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), cut_off)
     watchdog.daemon = True
@@ -893,28 +884,24 @@ def read_imap(
                 for uid in batch:
                     size = sizes.get(uid, {}).get(b"RFC822.SIZE")
                     if isinstance(size, int) and size > MAX_NOTICE_BYTES:
-                        handled(Fetched(f"{folder}, UID {uid}", b"", too_large(size)))
+                        yield Fetched(f"{folder}, UID {uid}", b"", too_large(size))
                     else:
                         small.append(uid)
                 fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
                 for uid in batch:
-                    if uid in small:
-                        data = fetched.get(uid, {}).get(b"BODY[]")
-                        if not isinstance(data, bytes):
-                            if not missing:
-                                warnings.append(
-                                    f"{folder}, UID {uid}: the server did not give the message "
-                                    "(no BODY[] in its answer); it is read again next time"
-                                )
-                            missing = True
-                            continue
-                        handled(Fetched(f"{folder}, UID {uid}", data))
-                    if not missing:
-                        top = max(top, uid)
+                    data = fetched.get(uid, {}).get(b"BODY[]") if uid in small else None
+                    if isinstance(data, bytes):
+                        yield Fetched(f"{folder}, UID {uid}", data)
+                    elif uid in small and not missing:
+                        missing = True
+                        warnings.append(
+                            f"{folder}, UID {uid}: the server did not give the message "
+                            "(no BODY[] in its answer); it is read again next time"
+                        )
+                    # Never past a message the server did not give.
+                    top = top if missing else max(top, uid)
             if top and top != remembered:
                 positions.remember(account, folder, uidvalidity, top)
-    except _HandlerFailed as failed:
-        raise failed.args[0] from None
     except InboxError:
         if cut.is_set():
             raise _past_deadline(settings, during) from None
@@ -932,11 +919,6 @@ def read_imap(
     finally:
         watchdog.cancel()
         _close(client)
-    return warnings
-
-
-class _HandlerFailed(Exception):
-    """What recording a message raised (``args[0]``): never taken for the server's misbehaviour."""
 
 
 def _refuse_large_literals(client: IMAPClient, settings: Settings) -> None:
@@ -988,37 +970,33 @@ def read_inbox(
             f"{log_path}: no send log yet, so no letter to match the mailbox against; "
             "run outreach inbox after outreach send"
         )
-    where = str(source) if source is not None else _imap_source(settings)
-    result = InboxResult(source=where, log=log_path)
+    folders = ", ".join(settings.imap_folders)
+    where = f"{folders} of {settings.imap_username} at {server_name(settings)}"
+    result = InboxResult(source=str(source) if source is not None else where, log=log_path)
     with SendLog(log_path) as log:
         matcher = Matcher(log.rows(), [settings.mail_from, settings.mail_reply_to], clock)
-
-        def handle(fetched: Fetched, since: date | None = None) -> None:
-            for row in matcher.match(fetched, result, since=since):
-                log.append(row, durable=True)
-                result.rows.append(row)
-
         positions = Positions(settings.log_dir / STATE_FILE)
         if source is not None:
-            for fetched in read_files(source):
-                handle(fetched, since)
+            messages = read_files(source)
         else:
             if positions.warning:
                 result.warnings.append(positions.warning)
-            result.warnings += read_imap(
-                settings, positions, since, matcher.first_letter, handle, ask_password
+            messages = read_imap(
+                settings, positions, since, matcher.first_letter, result.warnings, ask_password
             )
+        # Over IMAP, the server's SEARCH SINCE has passed over older mail already.
+        older = since if source is not None else None
+        with contextlib.closing(messages):  # on the way out, whatever is raised
+            for fetched in messages:
+                for row in matcher.match(fetched, result, since=older):
+                    log.append(row, durable=True)
+                    result.rows.append(row)
         _keep_unmatched(settings.log_dir, result, clock.now())
         positions.save(read_at=clock.now())
-        result.latest_test_letter = record_verdict(settings.log_dir, result.test_letters)
+        record_verdict(settings.log_dir, result.test_letters)
     return result
 
 
 def last_read(settings: Settings) -> datetime | None:
     """When ``outreach inbox`` last read the mail of this send log, if it ever did."""
     return Positions(settings.log_dir / STATE_FILE).read_at
-
-
-def _imap_source(settings: Settings) -> str:
-    folders = ", ".join(settings.imap_folders)
-    return f"{folders} of {settings.imap_username} at {server_name(settings)}"
