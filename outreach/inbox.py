@@ -538,9 +538,11 @@ class Positions:
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(loaded, dict) and isinstance(loaded.get("mailboxes"), dict):
-                self.data = loaded["mailboxes"]
+                # An account that is not a table of folders is read again from the start.
+                self.data = {k: v for k, v in loaded["mailboxes"].items() if isinstance(v, dict)}
                 with contextlib.suppress(TypeError, ValueError):
-                    self.read_at = datetime.fromisoformat(loaded.get("read_at", ""))
+                    read_at = datetime.fromisoformat(loaded.get("read_at", ""))
+                    self.read_at = read_at if read_at.tzinfo is not None else None
             else:
                 raise ValueError("not the shape outreach writes")
         except FileNotFoundError:

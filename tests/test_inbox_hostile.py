@@ -11,10 +11,13 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from outreach.inbox import last_read
 from outreach.sendlog import SendLog, read_log
+from outreach.settings import load_settings
 from tests.conftest import FakeClock, RunCli
 from tests.hostile_imap import Behaviour, hostile_imap
 from tests.smtp import SmtpServer
@@ -120,6 +123,40 @@ def test_a_fetch_without_the_message_keeps_the_position_before_it(
         again = run_cli("inbox", env=imap_env(sent, port))
     assert again.code == 0, again.stderr
     assert recorded(project) == {("FRA", "auto-replied"), ("CHL", "replied")}
+
+
+DAMAGED_STATES = {
+    "an-account-that-is-text": lambda state: {
+        **state,
+        "mailboxes": dict.fromkeys(state["mailboxes"], "x"),
+    },
+    "a-folder-that-is-a-list": lambda state: {
+        **state,
+        "mailboxes": {a: {key: [] for key in f} for a, f in state["mailboxes"].items()},
+    },
+    "a-read-time-without-a-zone": lambda state: {**state, "read_at": "2026-11-30T09:00:00"},
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_STATES.values(), ids=DAMAGED_STATES.keys())
+def test_a_damaged_position_file_means_reading_again_and_nothing_twice(
+    run_cli: RunCli, sent: SmtpServer, project: Path, damage: Any
+) -> None:
+    """The position file is only a shortcut: in any shape, the next read goes on."""
+    state_file = project / "logs" / "inbox-state.json"
+    with hostile_imap(Behaviour(messages={1: REPLY, 2: OUT_OF_OFFICE})) as port:
+        assert run_cli("inbox", env=imap_env(sent, port)).code == 0
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        state_file.write_text(json.dumps(damage(state)), encoding="utf-8")
+        # What a reminder's plan says of the last read: a time it can compare, or none.
+        read_at = last_read(load_settings(environ=imap_env(sent, port), env_file=None))
+        assert read_at is None or read_at.tzinfo is not None
+        again = run_cli("inbox", env=imap_env(sent, port))
+    assert again.code == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert recorded(project) == {("FRA", "auto-replied"), ("CHL", "replied")}
+    rows = [r for r in read_log(project / "logs" / "send-log.csv") if r.notice_id]
+    assert len(rows) == 2
 
 
 @pytest.mark.parametrize(
