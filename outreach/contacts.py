@@ -117,7 +117,16 @@ class ContactList:
 def _decode(path: Path, raw: bytes) -> tuple[str, list[str]]:
     """The file's text and any warning about how it was read."""
     if raw.startswith(codecs.BOM_UTF8):
-        return raw[len(codecs.BOM_UTF8) :].decode("utf-8", errors="strict"), []
+        body = raw[len(codecs.BOM_UTF8) :]
+        try:
+            return body.decode("utf-8"), []
+        except UnicodeDecodeError as err:
+            line, column = _position(body.decode("latin-1"), err.start)
+            raise ContactsError(
+                f"{path}, line {line}, column {column}: byte 0x{body[err.start]:02X} is not "
+                "UTF-8, though the file begins with UTF-8's byte-order mark; save the file as "
+                "CSV UTF-8"
+            ) from err
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             return raw.decode("utf-16"), []

@@ -186,6 +186,12 @@ SHAPES = [
         id="bytes-no-encoding-knows",
     ),
     pytest.param(
+        codecs.BOM_UTF8 + table(FRANCE, CHILE).encode().replace(b"Chile,", b"Chil\xe9,", 1),
+        "contacts.csv, line 3, column 9: byte 0xE9 is not UTF-8, though the file begins with "
+        "UTF-8's byte-order mark; save the file as CSV UTF-8",
+        id="utf-8-mark-then-other-bytes",
+    ),
+    pytest.param(
         codecs.BOM_UTF16_LE + table(CHILE).encode("utf-16-le") + b"\x00\xd8",
         "contacts.csv: not valid UTF-16 text",
         id="broken-utf-16",
