@@ -86,7 +86,7 @@ def test_a_password_an_smtp_server_echoes_is_in_no_error_and_no_log(
     assert result.code == 2, result.stdout + result.stderr
     assert "refused the login of SMTP_USERNAME=campaign@coalition.example" in result.stderr
     assert "********" in result.stderr
-    nowhere(project, result.stdout + result.stderr, password)
+    nowhere(project, result.stdout + result.stderr, PASSWORD_SAID_BACK)
 
 
 class EchoingImap:
@@ -155,7 +155,7 @@ def test_an_imap_password_the_server_echoes_is_in_no_error(
     assert result.code == 2, result.stdout + result.stderr
     assert echoing_imap.logins, "the server was never asked"
     assert f"refused the sign-in of IMAP_USERNAME={USER}" in result.stderr
-    nowhere(project, result.stdout + result.stderr, password)
+    nowhere(project, result.stdout + result.stderr, PASSWORD_SAID_BACK)
 
 
 @pytest.mark.parametrize(
@@ -185,47 +185,47 @@ def test_a_quote_that_swallows_the_next_lines_of_env_shows_none_of_them(
     assert "hunter2" not in result.stdout + result.stderr
 
 
+#: A password with a double space and a tab, which a server says back folded.
+PASSWORD_SAID_BACK = "correct horse  battery\tstaple"
+
+
+def signed_in(server: SmtpServer) -> dict[str, str]:
+    """The settings of a send that signs in to ``server`` over STARTTLS with the password."""
+    server.accounts[SMTP_USER] = PASSWORD_SAID_BACK
+    assert server.ca_file is not None
+    return server.env(
+        SMTP_SECURITY="starttls",
+        SMTP_CA_FILE=str(server.ca_file),
+        SMTP_USERNAME=SMTP_USER,
+        SMTP_PASSWORD=PASSWORD_SAID_BACK,
+    )
+
+
 def test_a_password_a_server_echoes_in_a_refusal_is_not_in_the_send_log(
     run_cli: RunCli, project: Path, starttls_server: SmtpServer
 ) -> None:
     """Signed in, then refused at RCPT with the password said back, its tab folded."""
-    password = "correct horse  battery\tstaple"
-    starttls_server.accounts[SMTP_USER] = password
     refusal = "550 5.1.1 no mailbox here; you signed in with correct horse battery staple"
     starttls_server.script.always_refuse["fra@missions.example"] = refusal
-    assert starttls_server.ca_file is not None
-    env = starttls_server.env(
-        SMTP_SECURITY="starttls",
-        SMTP_CA_FILE=str(starttls_server.ca_file),
-        SMTP_USERNAME=SMTP_USER,
-        SMTP_PASSWORD=password,
-    )
+    env = signed_in(starttls_server)
     result = run_cli("send", "--yes", "--only", "CHL,FRA", env=env)
     assert result.code == 1, result.stdout + result.stderr
     assert len(starttls_server.received) == 1
     log = (project / "logs" / "send-log.csv").read_text()
     assert "550,5.1.1 no mailbox here; you signed in with ********" in log
-    nowhere(project, result.stdout + result.stderr, password)
+    nowhere(project, result.stdout + result.stderr, PASSWORD_SAID_BACK)
 
 
 def test_a_password_a_server_echoes_in_an_unreadable_answer_after_the_data_is_not_in_the_send_log(
     run_cli: RunCli, project: Path, starttls_server: SmtpServer
 ) -> None:
     """Signed in; after the final dot the server says the password back, with no code."""
-    password = "correct horse  battery\tstaple"
-    starttls_server.accounts[SMTP_USER] = password
     starttls_server.script.data.append("Thank you, you signed in with correct horse battery staple")
-    assert starttls_server.ca_file is not None
-    env = starttls_server.env(
-        SMTP_SECURITY="starttls",
-        SMTP_CA_FILE=str(starttls_server.ca_file),
-        SMTP_USERNAME=SMTP_USER,
-        SMTP_PASSWORD=password,
-    )
+    env = signed_in(starttls_server)
     result = run_cli("send", "--yes", "--only", "CHL", env=env)
     assert result.code == 1, result.stdout + result.stderr
     assert "Done: 1 ambiguous." in result.stdout
     log = (project / "logs" / "send-log.csv").read_text()
     assert "could not be read after the data was sent" in log
     assert "********" in log
-    nowhere(project, result.stdout + result.stderr, password)
+    nowhere(project, result.stdout + result.stderr, PASSWORD_SAID_BACK)
