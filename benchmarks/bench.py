@@ -850,7 +850,20 @@ def write_results(
         "- The sink, the relay, the command measured and whatever else the machine runs "
         "share its cores; the load average above says how busy it was.",
     ]
-    (HERE / "RESULTS.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+    kept = _sections_of_others(HERE / "RESULTS.md", text)
+    (HERE / "RESULTS.md").write_text("\n\n".join(["\n".join(text), *kept]) + "\n", encoding="utf-8")
+
+
+def _sections_of_others(path: Path, ours: list[str]) -> list[str]:
+    """The sections of RESULTS.md that other scripts write (``bounces.py``, ``sisimai.py``).
+
+    They measure other things, on their own corpora; a run of this one keeps them as they are.
+    """
+    if not path.exists():
+        return []
+    headings = {line for line in ours if line.startswith("## ")}
+    sections = re.split(r"(?m)^(?=## )", path.read_text(encoding="utf-8"))[1:]
+    return [s.rstrip("\n") for s in sections if s.splitlines()[0] not in headings]
 
 
 if __name__ == "__main__":
