@@ -38,6 +38,7 @@ from outreach.checks import CheckResult
 from outreach.clock import Clock, SystemClock
 from outreach.credentials import PasswordPrompt, credentials_for
 from outreach.errors import ConfirmationError, OutreachError, RepeatError, SettingsError
+from outreach.files import writing
 from outreach.notices import clean
 from outreach.ratelimit import sending_seconds
 from outreach.report import FORMATS, to_csv, to_html, to_json, to_renderables
@@ -943,11 +944,9 @@ def report_command(
     if out is None:
         click.echo(text, nl=False)  # nothing when the table went to the terminal
         return
-    try:
+    with writing(f"--out {out}"):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8", newline="")
-    except OSError as err:
-        raise OutreachError(f"--out {out}: cannot be written ({err.strerror})") from err
     click.echo(f"Wrote the report of campaign {made.campaign!r} to {out}")
 
 

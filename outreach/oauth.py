@@ -305,8 +305,11 @@ def _write(path: Path, data: bytes) -> None:
     its folder is made 0700.
     """
     folder = path.parent
-    then = ": the sign-in is kept in this file; free some space or make its folder writable"
-    with writing(path, SignInError, then + ", then try again"):
+    then = (
+        ": the sign-in is kept in this file; free some space or make its folder writable, "
+        "then try again"
+    )
+    with writing(path, SignInError, then):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if stat.S_IMODE(folder.stat().st_mode) != 0o700:
             folder.chmod(0o700)
