@@ -194,9 +194,8 @@ def make_plan(
         if owed:
             attempts, message_id = (letter.attempts, letter.message_id) if letter else (0, "")
             to_send.append(Delivery(contact, owed, attempts, message_id, original))
-    held_back = 0
-    if limit is not None and len(to_send) > limit:
-        held_back, to_send = len(to_send) - limit, to_send[:limit]
+    held_back = 0 if limit is None else max(0, len(to_send) - limit)
+    to_send = to_send[:limit]
     room: int | None = None
     resume_at: datetime | None = None
     if settings.send_daily_limit:
