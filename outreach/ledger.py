@@ -80,11 +80,8 @@ STILL_OWED = "still owed the first letter"
 _CUT_SHORT = "the run stopped while this letter was being sent"
 #: What a letter that no server accepted at an address came to there, for the repeat check.
 _EARLIER = {"ambiguous": "may have", "failed": "refused"}
-
-
-def _run_state(status: str) -> str:
-    """An address's state after a row of a run."""
-    return {"refused": "failed", "sending": "ambiguous"}.get(status, status)
+#: An address's state after a row of a run, where it is not the row's status.
+_RUN_STATES = {"refused": "failed", "sending": "ambiguous"}
 
 
 @dataclass
@@ -137,7 +134,7 @@ class Letter:
             # recipient on ``sent``, after a ``refused`` row for the one refused.
             if row.status == "sent" and address in refused_now:
                 continue
-            self.addresses[address] = (_run_state(row.status), row)
+            self.addresses[address] = (_RUN_STATES.get(row.status, row.status), row)
             if row.status == "sent":
                 self.accepted.add(address)
         return None
