@@ -83,8 +83,4 @@ class RepeatError(ConfirmationError):
 
 def problems_of(errors: Iterable[OutreachError]) -> list[str]:
     """Every distinct problem, in order: one broken template is one line, not 195."""
-    seen: dict[str, None] = {}
-    for error in errors:
-        for problem in error.problems:
-            seen.setdefault(problem, None)
-    return list(seen)
+    return list(dict.fromkeys(problem for error in errors for problem in error.problems))

@@ -71,8 +71,6 @@ from outreach.sendlog import (
 NOT_ATTEMPTED = "not attempted"
 #: Address states of a letter some server accepted and that is still there.
 HAS_LETTER = ("sent", DELAYED, AUTO_REPLIED, REPLIED)
-#: Address states some server accepted at some point (a bounce comes after acceptance).
-ACCEPTED = (*HAS_LETTER, BOUNCED)
 #: Address states whose letter may still go: refused for now.
 OWED = ("retry", "deferred")
 #: A mission's states that call for a reminder: it has the letter and has not answered.
@@ -80,11 +78,10 @@ FOLLOWED_UP = ("sent", DELAYED, AUTO_REPLIED)
 NEVER_GOT_IT = "never got the first letter"
 STILL_OWED = "still owed the first letter"
 _CUT_SHORT = "the run stopped while this letter was being sent"
-
-
-def _run_state(status: str) -> str:
-    """An address's state after a row of a run."""
-    return {"refused": "failed", "sending": "ambiguous"}.get(status, status)
+#: What a letter that no server accepted at an address came to there, for the repeat check.
+_EARLIER = {"ambiguous": "may have", "failed": "refused"}
+#: An address's state after a row of a run, where it is not the row's status.
+_RUN_STATES = {"refused": "failed", "sending": "ambiguous"}
 
 
 @dataclass
@@ -137,7 +134,7 @@ class Letter:
             # recipient on ``sent``, after a ``refused`` row for the one refused.
             if row.status == "sent" and address in refused_now:
                 continue
-            self.addresses[address] = (_run_state(row.status), row)
+            self.addresses[address] = (_RUN_STATES.get(row.status, row.status), row)
             if row.status == "sent":
                 self.accepted.add(address)
         return None
@@ -203,12 +200,8 @@ class Letter:
         with --retry-failed, --retry-bounced or --resend-ambiguous. A bounced
         address never: it would bounce again.
         """
-        again = set(OWED)
-        if retry_failed:
-            again.add("failed")
-        if resend_ambiguous:
-            again.add("ambiguous")
         needs = {"failed": retry_failed, BOUNCED: retry_bounced, "ambiguous": resend_ambiguous}
+        again = {*OWED, *(s for s in ("failed", "ambiguous") if needs[s])}
         status = self.status(current)
         if not self.has_letter and needs.get(status, True):
             again.add(NOT_ATTEMPTED)
@@ -217,11 +210,7 @@ class Letter:
 
 def _supersedes(status: str, before: str) -> bool:
     """Whether a notice's ``status`` becomes an accepted address's state in place of ``before``."""
-    if status == DELAYED:
-        return before == "sent"
-    if status == AUTO_REPLIED:
-        return before != REPLIED
-    return True
+    return {DELAYED: before == "sent", AUTO_REPLIED: before != REPLIED}.get(status, True)
 
 
 @dataclass(frozen=True)
@@ -305,7 +294,7 @@ class Ledger:
 
     def root(self, campaign: str) -> str:
         """The first campaign of ``campaign``'s thread (itself, for a first letter)."""
-        follows = self._follows()
+        follows = {name: lt.follows for (name, _), lt in self.letters.items() if lt.follows}
         seen = {campaign}
         while follows.get(campaign) and follows[campaign] not in seen:
             campaign = follows[campaign]
@@ -317,19 +306,14 @@ class Ledger:
         root = self.root(campaign)
         return [c for c in {root: None, **dict.fromkeys(self.campaigns())} if self.root(c) == root]
 
-    def _follows(self) -> dict[str, str]:
-        return {
-            name: letter.follows for (name, _), letter in self.letters.items() if letter.follows
-        }
-
-    def in_thread(self, campaigns: Sequence[str], contact_id: str) -> list[Letter]:
-        found = (self.letter(c, contact_id) for c in campaigns)
+    def in_thread(self, campaign: str, contact_id: str) -> list[Letter]:
+        """The mission's letters of every campaign in ``campaign``'s thread."""
+        found = (self.letter(c, contact_id) for c in self.thread(campaign))
         return [letter for letter in found if letter is not None]
 
     def answered(self, campaign: str, contact_id: str) -> bool:
         """Whether anyone at the mission answered a letter of ``campaign``'s thread."""
-        letters = self.in_thread(self.thread(campaign), contact_id)
-        return any(letter.having(REPLIED) for letter in letters)
+        return any(letter.having(REPLIED) for letter in self.in_thread(campaign, contact_id))
 
     def original(
         self, follow_up_of: str, contact_id: str, current: Sequence[str]
@@ -344,7 +328,7 @@ class Ledger:
         first = self.letter(follow_up_of, contact_id)
         if first is None:
             return None
-        letters = self.in_thread(self.thread(follow_up_of), contact_id)
+        letters = self.in_thread(follow_up_of, contact_id)
         status = REPLIED if self.answered(follow_up_of, contact_id) else first.status(current)
         bounced = {a for letter in letters for a in letter.having(BOUNCED)}
         have = {a for letter in letters for a in letter.having(*HAS_LETTER)}
@@ -362,11 +346,9 @@ class Ledger:
         address = address.lower()
         found = []
         for letter in self.letters.values():
-            state = letter.state(address)
-            if address in letter.accepted:
-                found.append((letter, "got"))
-            elif state == "ambiguous":
-                found.append((letter, "may have"))
-            elif state == "failed":
-                found.append((letter, "refused"))
+            kind = (
+                "got" if address in letter.accepted else _EARLIER.get(letter.state(address) or "")
+            )
+            if kind:
+                found.append((letter, kind))
         return found

@@ -124,10 +124,6 @@ class Plan:
     #: be planned again.
     send_log_is_new: bool = False
 
-    @property
-    def contacts(self) -> list[Contact]:
-        return [delivery.contact for delivery in self.to_send]
-
     def allowing_repeats(self) -> Plan:
         """The same plan, with the repeats confirmed by the user."""
         return replace(self, allow_repeat=True)
@@ -198,9 +194,8 @@ def make_plan(
         if owed:
             attempts, message_id = (letter.attempts, letter.message_id) if letter else (0, "")
             to_send.append(Delivery(contact, owed, attempts, message_id, original))
-    held_back = 0
-    if limit is not None and len(to_send) > limit:
-        held_back, to_send = len(to_send) - limit, to_send[:limit]
+    held_back = 0 if limit is None else max(0, len(to_send) - limit)
+    to_send = to_send[:limit]
     room: int | None = None
     resume_at: datetime | None = None
     if settings.send_daily_limit:
@@ -263,16 +258,9 @@ def find_repeats(
                 if letter.campaign == follows:
                     continue  # the letter this one follows up: another subject, by design
                 if not letter.subject or _same_subject(letter.subject, subject):
-                    when = letter.rows[-1].time
+                    contact_id, when = delivery.contact.id, letter.rows[-1].time
                     repeats.append(
-                        Repeat(
-                            delivery.contact.id,
-                            address,
-                            letter.campaign,
-                            when,
-                            letter.subject,
-                            kind,
-                        )
+                        Repeat(contact_id, address, letter.campaign, when, letter.subject, kind)
                     )
                     break
     return repeats
@@ -492,46 +480,17 @@ class Sender:
         if self._room is None:
             return True
         if self._room <= 0:
-            self.outcome.stopped = self.outcome.stopped or self._daily_limit_reached()
+            if self.outcome.stopped is None:
+                limit = self.settings.send_daily_limit
+                resume = next_free_time(self.log.rows(), self.clock.now(), limit)
+                self.outcome.stopped = (
+                    f"SEND_DAILY_LIMIT={limit} reached; run again after "
+                    f"{resume.astimezone().strftime('%Y-%m-%d %H:%M %Z')} to send the rest"
+                )
             self._stop.set()
             return False
         self._room -= 1
         return True
-
-    def _daily_limit_reached(self) -> str:
-        limit = self.settings.send_daily_limit
-        resume = next_free_time(self.log.rows(), self.clock.now(), limit)
-        return (
-            f"SEND_DAILY_LIMIT={limit} reached; run again after "
-            f"{resume.astimezone().strftime('%Y-%m-%d %H:%M %Z')} to send the rest"
-        )
-
-    def _row(
-        self,
-        delivery: Delivery,
-        letter: Letter,
-        status: str,
-        attempt: int,
-        addresses: Sequence[str],
-        reply: Reply | None = None,
-    ) -> LogRow:
-        return LogRow(
-            time=self.clock.now(),
-            campaign=self.plan.campaign,
-            contact_id=delivery.contact.id,
-            email=";".join(addresses),
-            status=status,
-            attempt=attempt,
-            smtp_code=reply.code if reply is not None and reply.is_valid else None,
-            smtp_reply=reply.text if reply is not None else "",
-            message_id=letter.message_id,
-            subject=letter.subject,
-            follows=self.plan.follow_up_of,
-        )
-
-    def _record(self, row: LogRow, *, durable: bool = False) -> LogRow:
-        self.log.append(row, durable=durable)
-        return row
 
     def _wait(self, seconds: float) -> None:
         if self.clock.wait(self._stop, seconds):
@@ -543,13 +502,41 @@ class Sender:
         ended: dict[str, LogRow] = {}
         started = 0.0
 
+        def record(
+            status: str,
+            addresses: Sequence[str],
+            reply: Reply | None = None,
+            time: datetime | None = None,
+        ) -> LogRow:
+            """Append a row of this attempt; a ``sending`` row is also put on the disk."""
+            row = LogRow(
+                time=time or self.clock.now(),
+                campaign=self.plan.campaign,
+                contact_id=delivery.contact.id,
+                email=";".join(addresses),
+                status=status,
+                attempt=attempt,
+                smtp_code=reply.code if reply is not None and reply.is_valid else None,
+                smtp_reply=reply.text if reply is not None else "",
+                message_id=letter.message_id,
+                subject=letter.subject,
+                follows=self.plan.follow_up_of,
+            )
+            self.log.append(row, durable=status == "sending")
+            return row
+
+        def record_each(status: str, replies: Mapping[str, Reply | None]) -> list[LogRow]:
+            """One row per distinct reply, naming the addresses it was given for."""
+            grouped: dict[Reply | None, list[str]] = defaultdict(list)
+            for address, reply in replies.items():
+                grouped[reply].append(address)
+            return [record(status, addresses, reply) for reply, addresses in grouped.items()]
+
         def begin() -> None:
             # The row's time is when the attempt began, as the rate limiter let
             # it: the log shows the pace the limit set, not the server's replies.
             began = self.clock.now() - timedelta(seconds=self.clock.monotonic() - started)
-            row = replace(self._row(delivery, letter, "sending", attempt, pending), time=began)
-            self._record(row, durable=True)
-            self.outcome.starts.append(row.time)
+            self.outcome.starts.append(record("sending", pending, time=began).time)
 
         def one_attempt() -> None:
             nonlocal attempt, started
@@ -564,23 +551,17 @@ class Sender:
             except StopRun as stop:
                 # Refused for a reason every letter shares (a sender the account
                 # may not send as): this letter stays owed, and the run stops.
-                self._record_each(
-                    delivery, letter, "retry", attempt, dict.fromkeys(pending, stop.reply)
-                )
+                record_each("retry", dict.fromkeys(pending, stop.reply))
                 raise
             again: dict[str, Reply] = {}
             for address, reply in result.refused.items():
                 if reply.code >= 500:
-                    ended[address] = self._record(
-                        self._row(delivery, letter, "failed", attempt, [address], reply)
-                    )
+                    ended[address] = record("failed", [address], reply)
                 else:
                     again[address] = reply
             if result.status in ("sent", "failed", "ambiguous"):
-                row = self._row(
-                    delivery, letter, result.status, attempt, result.accepted, result.reply
-                )
-                ended.update(dict.fromkeys(result.accepted, self._record(row)))
+                row = record(result.status, result.accepted, result.reply)
+                ended.update(dict.fromkeys(result.accepted, row))
             elif result.status == "retry":
                 for address in pending:
                     if address not in result.refused:
@@ -594,7 +575,7 @@ class Sender:
             assert state.next_action is not None
             error = state.outcome.exception()
             assert isinstance(error, _Again)
-            self._record_each(delivery, letter, "retry", attempt, error.replies)
+            record_each("retry", error.replies)
             result = error.attempt
             if result.status == "retry" and result.kind == THROTTLE:
                 self.limiter.throttle(state.next_action.sleep)
@@ -625,26 +606,9 @@ class Sender:
             if not ended:
                 return  # never tried, or only refused for now: still owed
         except _Again as err:
-            rows = self._record_each(delivery, letter, "deferred", attempt, err.replies)
+            rows = record_each("deferred", err.replies)
             ended.update({a: row for row in rows for a in row.addresses})
         self._finish(ended, bool(pending))
-
-    def _record_each(
-        self,
-        delivery: Delivery,
-        letter: Letter,
-        status: str,
-        attempt: int,
-        replies: Mapping[str, Reply | None],
-    ) -> list[LogRow]:
-        """One row per distinct reply, naming the addresses it was given for."""
-        grouped: dict[Reply | None, list[str]] = defaultdict(list)
-        for address, reply in replies.items():
-            grouped[reply].append(address)
-        return [
-            self._record(self._row(delivery, letter, status, attempt, addresses, reply))
-            for reply, addresses in grouped.items()
-        ]
 
     def _finish(self, ended: dict[str, LogRow], owed: bool) -> None:
         statuses = {row.status for row in ended.values()}

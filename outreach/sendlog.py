@@ -142,20 +142,14 @@ class LogRow:
         return split_notice(self.smtp_reply)[1]
 
     def cells(self, columns: tuple[str, ...] = COLUMNS) -> list[str]:
-        values = {
+        """The row's cells under ``columns``, which are named as its fields."""
+        shown = {
             "time": self.time.isoformat(timespec="milliseconds"),
-            "campaign": self.campaign,
-            "contact_id": self.contact_id,
-            "email": self.email,
-            "status": self.status,
-            "attempt": str(self.attempt),
             "smtp_code": "" if self.smtp_code is None else str(self.smtp_code),
             "smtp_reply": " ".join(self.smtp_reply.split()),
-            "message_id": self.message_id,
             "subject": " ".join(self.subject.split()),
-            "follows": self.follows,
         }
-        return [neutralise_cell(values[column]) for column in columns]
+        return [neutralise_cell(shown.get(c, str(getattr(self, c)))) for c in columns]
 
 
 def _header(path: Path, cells: list[str]) -> tuple[str, ...]:
@@ -204,20 +198,9 @@ def _parse_row(path: Path, line: int, cells: list[str], columns: tuple[str, ...]
             code = int(values["smtp_code"])
         except ValueError:
             raise bad("smtp_code", "an SMTP reply code or status") from None
-    return LogRow(
-        time=time,
-        campaign=values["campaign"],
-        contact_id=values["contact_id"],
-        email=values["email"],
-        status=values["status"],
-        attempt=attempt,
-        smtp_code=code,
-        smtp_reply=values["smtp_reply"],
-        message_id=values["message_id"],
-        subject=values.get("subject", ""),
-        follows=values.get("follows", ""),
-        line=line,
-    )
+    # The columns are named as the fields; a log without ``subject`` or ``follows`` has "".
+    text = {c: v for c, v in values.items() if c not in ("time", "attempt", "smtp_code")}
+    return LogRow(**text, time=time, attempt=attempt, smtp_code=code, line=line)
 
 
 def _refuse_other_than_a_file(path: Path) -> None:

@@ -285,13 +285,10 @@ class Connection:
             raise DeliveryError(unencrypted)
         try:
             context = tls_context(server.ca_file)
-            smtp: smtplib.SMTP
-            if server.security == "ssl":
-                smtp = _SessionSSL(
-                    server.host, server.port, watch=self, timeout=server.timeout, context=context
-                )
-            else:
-                smtp = _Session(server.host, server.port, watch=self, timeout=server.timeout)
+            session, options = (
+                (_SessionSSL, {"context": context}) if server.security == "ssl" else (_Session, {})
+            )
+            smtp = session(server.host, server.port, watch=self, timeout=server.timeout, **options)
             self._smtp = smtp
             if smtp.sock is not None:
                 # A small send buffer: what is handed over is soon on its way to the server.
