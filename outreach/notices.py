@@ -657,15 +657,14 @@ def _bytes_of(message: EmailMessage) -> bytes:
         return repr(list(message.raw_items())).encode("utf-8", "replace")
 
 
-def clean(text: str) -> str:
+def clean(text: str, longest: int = MAX_TEXT) -> str:
     """Mail's text as it may be shown, or kept in the send log: printable, one line, not too long.
 
     Control characters (an escape sequence that retitles a terminal, a line
     break that starts a new row) become spaces.
     """
-    printable = "".join(c if c.isprintable() else " " for c in text)
-    flat = " ".join(printable.split())
-    return flat if len(flat) <= MAX_TEXT else flat[: MAX_TEXT - 1] + "…"
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat if len(flat) <= longest else flat[: longest - 1] + "…"
 
 
 def _unique(values: Iterable[str]) -> tuple[str, ...]:
