@@ -298,14 +298,8 @@ def _read_by_detectors(
     permanent failure and 4.0.0 for a temporary one.
     """
     text = _own_text(message)
-    refers = _unique(
-        [
-            *base.refers_to,
-            *_original_ids(message),
-            *(i.lower() for i in _PASTED_ID.findall(text)),
-            *threaded,
-        ]
-    )
+    pasted = (i.lower() for i in _PASTED_ID.findall(text))
+    refers = _unique(base.refers_to, _original_ids(message), pasted, threaded)
     base = replace(base, kind="report", refers_to=refers)
     permanent = list(_unique(_addresses(_text(message, "X-Failed-Recipients"))))
     temporary: list[str] = []
@@ -523,13 +517,8 @@ def _read_report(report: EmailMessage, threaded: tuple[str, ...], base: Notice) 
     status_part = next((p for p in children if p.get_content_type() in _DELIVERY_STATUS), None)
     blocks = _status_blocks(status_part) if status_part is not None else []
     per_message = blocks[0] if blocks else {}
-    refers = _unique(
-        [
-            *_original_ids(report),
-            *message_ids(per_message.get("x-original-message-id", "")),
-            *threaded,
-        ]
-    )
+    original = message_ids(per_message.get("x-original-message-id", ""))
+    refers = _unique(_original_ids(report), original, threaded)
     events = []
     for block in blocks:
         action = block.get("action", "").strip().lower()
@@ -595,13 +584,8 @@ def _body(part: EmailMessage) -> str:
 
 def _addresses(value: str) -> list[str]:
     """The bare addresses in a list such as ``<a@b>, c@d``, in lower case."""
-    found = []
-    for piece in re.split(r"[,\s]+", value):
-        address = piece.strip().strip("<>").strip().lower()
-        local, _, domain = address.rpartition("@")
-        if local and domain:
-            found.append(address)
-    return found
+    pieces = (piece.strip("<>").lower() for piece in re.split(r"[,\s]+", value))
+    return [a for a in pieces if a.rpartition("@")[0] and a.rpartition("@")[2]]
 
 
 # -- headers -------------------------------------------------------------------------------
@@ -621,7 +605,7 @@ def _threaded(message: Message) -> tuple[str, ...]:
     """What ``In-Reply-To`` and ``References`` name, the nearest first."""
     replying = message_ids(_text(message, "In-Reply-To"))
     references = message_ids(_text(message, "References"))
-    return _unique([*replying, *reversed(references)])
+    return _unique(replying, reversed(references))
 
 
 def _from(message: EmailMessage) -> tuple[str, str]:
@@ -667,5 +651,6 @@ def clean(text: str, longest: int = MAX_TEXT) -> str:
     return flat if len(flat) <= longest else flat[: longest - 1] + "…"
 
 
-def _unique(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(v for v in values if v))
+def _unique(*groups: Iterable[str]) -> tuple[str, ...]:
+    """The values of ``groups``, in order, each once, none empty."""
+    return tuple(dict.fromkeys(v for values in groups for v in values if v))
