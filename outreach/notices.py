@@ -376,7 +376,6 @@ def _detected(value: object) -> str:
 def _own_text(message: EmailMessage) -> str:
     """The text of the notice's own text parts (not of a returned message), for people."""
     pieces: list[str] = []
-    size = 0
     for part in _parts(message):
         unsplit = part.get_content_maintype() == "multipart" and part.get_payload()
         if isinstance(unsplit, str):
@@ -397,8 +396,7 @@ def _own_text(message: EmailMessage) -> str:
         except LookupError:
             piece = raw[:_MAX_TEXT_READ].decode("utf-8", "replace")
         pieces.append(piece)
-        size += len(piece)
-        if size > _MAX_TEXT_READ:
+        if sum(map(len, pieces)) > _MAX_TEXT_READ:
             break
     return "\n".join(pieces)[:_MAX_TEXT_READ]
 
