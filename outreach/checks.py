@@ -128,12 +128,11 @@ def letter_findings(
         )
     html_links, images_without_alt = _html_facts(rendered.html)
     links = links_of(rendered, html_links)
-    for link in links:
-        if _scheme(link) not in LINK_SCHEMES:
-            warnings.append(
-                f"link {link!r} is not https: or mailto: (mail filters distrust it, "
-                "and it may not open)"
-            )
+    warnings.extend(
+        f"link {link!r} is not https: or mailto: (mail filters distrust it, and it may not open)"
+        for link in links
+        if _scheme(link) not in LINK_SCHEMES
+    )
     for source in images_without_alt:
         warnings.append(f"image {source!r} has no alt text (screen readers and blocked images)")
     wanted = contact.language

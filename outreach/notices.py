@@ -480,12 +480,11 @@ def message_ids(value: str) -> list[str]:
 
 def _find_report(message: EmailMessage) -> EmailMessage | None:
     """The delivery report in ``message``, never looking inside a returned message."""
+    kinds = ("delivery-status", "global-delivery-status")
     for part in _parts(message):
-        if part.get_content_type() != "multipart/report":
-            continue
-        kind = str(part.get_param("report-type", "") or "").lower()
-        if kind in ("delivery-status", "global-delivery-status") or any(
-            c.get_content_type() in _DELIVERY_STATUS for c in _parts(part)
+        if part.get_content_type() == "multipart/report" and (
+            str(part.get_param("report-type", "") or "").lower() in kinds
+            or any(c.get_content_type() in _DELIVERY_STATUS for c in _parts(part))
         ):
             return part
     return None
