@@ -17,7 +17,7 @@ import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import lxml.html
@@ -106,14 +106,13 @@ def letter_findings(
     careful reader would otherwise have to spot by eye in 195 previews.
     """
     warnings: list[str] = []
-    for leftover in (rendered.subject, rendered.text, rendered.html):
-        match = _TEMPLATE_LEFTOVER.search(leftover)
-        if match:
-            warnings.append(
-                f"template markup {match.group()!r} left in the letter: "
-                "a tag was not closed, or a contact value holds template code"
-            )
-            break
+    # The parts are joined by a line break, which no leftover spans: the first is the subject's.
+    match = _TEMPLATE_LEFTOVER.search("\n".join((rendered.subject, rendered.text, rendered.html)))
+    if match:
+        warnings.append(
+            f"template markup {match.group()!r} left in the letter: "
+            "a tag was not closed, or a contact value holds template code"
+        )
     if not rendered.subject:
         warnings.append("the subject is empty")
     elif len(rendered.subject) > SUBJECT_LIMIT:
@@ -129,12 +128,11 @@ def letter_findings(
         )
     html_links, images_without_alt = _html_facts(rendered.html)
     links = links_of(rendered, html_links)
-    for link in links:
-        if _scheme(link) not in LINK_SCHEMES:
-            warnings.append(
-                f"link {link!r} is not https: or mailto: (mail filters distrust it, "
-                "and it may not open)"
-            )
+    warnings.extend(
+        f"link {link!r} is not https: or mailto: (mail filters distrust it, and it may not open)"
+        for link in links
+        if _scheme(link) not in LINK_SCHEMES
+    )
     for source in images_without_alt:
         warnings.append(f"image {source!r} has no alt text (screen readers and blocked images)")
     wanted = contact.language
@@ -198,8 +196,7 @@ def parse_spamassassin_report(output: str) -> tuple[float, float, tuple[SpamRule
             points, name, description = match.groups()
             rules.append(SpamRule(name, float(points), description.strip()))
         elif rules:
-            last = rules[-1]
-            rules[-1] = SpamRule(last.name, last.points, f"{last.description} {line.strip()}")
+            rules[-1] = replace(rules[-1], description=f"{rules[-1].description} {line.strip()}")
     return float(status.group(1)), float(status.group(2)), tuple(rules)
 
 
@@ -272,11 +269,10 @@ class SpamChecker:
                 f"{self.executable} scored {len(outputs)} of {len(letters)} letters "
                 f"(exit status {done.returncode}): {detail[-1] if detail else 'no message'}"
             )
-        scores = []
-        for letter, output in zip(letters, outputs, strict=True):
-            score, required, rules = parse_spamassassin_report(output)
-            scores.append(SpamScore(letter.contact_id, score, required, rules))
-        return scores
+        return [
+            SpamScore(letter.contact_id, *parse_spamassassin_report(output))
+            for letter, output in zip(letters, outputs, strict=True)
+        ]
 
 
 def letter_shape(item: Composed) -> tuple[str, str, frozenset[str]]:
@@ -324,8 +320,7 @@ class CheckResult:
                 f"Warnings:  {counted.total()} in {len(self.warnings)} letters"
                 " (outreach preview shows them per letter)"
             )
-            for warning, n in counted.most_common():
-                lines.append(f"           {n} × {warning}")
+            lines.extend(f"           {n} × {warning}" for warning, n in counted.most_common())
         else:
             lines.append("Warnings:  none")
         # Each attached file with its size and who gets it: what a letter carries
@@ -408,9 +403,9 @@ def check_campaign(
         result.links.update(links)
         if found:
             result.warnings[item.contact.id] = found
-        if spam_all or (shape := letter_shape(item)) not in shapes:
-            if not spam_all:
-                shapes.add(shape)
+        shape = letter_shape(item)
+        if spam_all or shape not in shapes:
+            shapes.add(shape)
             sample.append(item.letter)
     if errors:
         raise OutreachError(*problems_of(errors))

@@ -298,14 +298,8 @@ def _read_by_detectors(
     permanent failure and 4.0.0 for a temporary one.
     """
     text = _own_text(message)
-    refers = _unique(
-        [
-            *base.refers_to,
-            *_original_ids(message),
-            *(i.lower() for i in _PASTED_ID.findall(text)),
-            *threaded,
-        ]
-    )
+    pasted = (i.lower() for i in _PASTED_ID.findall(text))
+    refers = _unique(base.refers_to, _original_ids(message), pasted, threaded)
     base = replace(base, kind="report", refers_to=refers)
     permanent = list(_unique(_addresses(_text(message, "X-Failed-Recipients"))))
     temporary: list[str] = []
@@ -382,7 +376,6 @@ def _detected(value: object) -> str:
 def _own_text(message: EmailMessage) -> str:
     """The text of the notice's own text parts (not of a returned message), for people."""
     pieces: list[str] = []
-    size = 0
     for part in _parts(message):
         unsplit = part.get_content_maintype() == "multipart" and part.get_payload()
         if isinstance(unsplit, str):
@@ -403,8 +396,7 @@ def _own_text(message: EmailMessage) -> str:
         except LookupError:
             piece = raw[:_MAX_TEXT_READ].decode("utf-8", "replace")
         pieces.append(piece)
-        size += len(piece)
-        if size > _MAX_TEXT_READ:
+        if sum(map(len, pieces)) > _MAX_TEXT_READ:
             break
     return "\n".join(pieces)[:_MAX_TEXT_READ]
 
@@ -488,12 +480,11 @@ def message_ids(value: str) -> list[str]:
 
 def _find_report(message: EmailMessage) -> EmailMessage | None:
     """The delivery report in ``message``, never looking inside a returned message."""
+    kinds = ("delivery-status", "global-delivery-status")
     for part in _parts(message):
-        if part.get_content_type() != "multipart/report":
-            continue
-        kind = str(part.get_param("report-type", "") or "").lower()
-        if kind in ("delivery-status", "global-delivery-status") or any(
-            c.get_content_type() in _DELIVERY_STATUS for c in _parts(part)
+        if part.get_content_type() == "multipart/report" and (
+            str(part.get_param("report-type", "") or "").lower() in kinds
+            or any(c.get_content_type() in _DELIVERY_STATUS for c in _parts(part))
         ):
             return part
     return None
@@ -523,13 +514,8 @@ def _read_report(report: EmailMessage, threaded: tuple[str, ...], base: Notice) 
     status_part = next((p for p in children if p.get_content_type() in _DELIVERY_STATUS), None)
     blocks = _status_blocks(status_part) if status_part is not None else []
     per_message = blocks[0] if blocks else {}
-    refers = _unique(
-        [
-            *_original_ids(report),
-            *message_ids(per_message.get("x-original-message-id", "")),
-            *threaded,
-        ]
-    )
+    original = message_ids(per_message.get("x-original-message-id", ""))
+    refers = _unique(_original_ids(report), original, threaded)
     events = []
     for block in blocks:
         action = block.get("action", "").strip().lower()
@@ -595,13 +581,8 @@ def _body(part: EmailMessage) -> str:
 
 def _addresses(value: str) -> list[str]:
     """The bare addresses in a list such as ``<a@b>, c@d``, in lower case."""
-    found = []
-    for piece in re.split(r"[,\s]+", value):
-        address = piece.strip().strip("<>").strip().lower()
-        local, _, domain = address.rpartition("@")
-        if local and domain:
-            found.append(address)
-    return found
+    pieces = (piece.strip("<>").lower() for piece in re.split(r"[,\s]+", value))
+    return [a for a in pieces if a.rpartition("@")[0] and a.rpartition("@")[2]]
 
 
 # -- headers -------------------------------------------------------------------------------
@@ -621,7 +602,7 @@ def _threaded(message: Message) -> tuple[str, ...]:
     """What ``In-Reply-To`` and ``References`` name, the nearest first."""
     replying = message_ids(_text(message, "In-Reply-To"))
     references = message_ids(_text(message, "References"))
-    return _unique([*replying, *reversed(references)])
+    return _unique(replying, reversed(references))
 
 
 def _from(message: EmailMessage) -> tuple[str, str]:
@@ -657,16 +638,16 @@ def _bytes_of(message: EmailMessage) -> bytes:
         return repr(list(message.raw_items())).encode("utf-8", "replace")
 
 
-def clean(text: str) -> str:
+def clean(text: str, longest: int = MAX_TEXT) -> str:
     """Mail's text as it may be shown, or kept in the send log: printable, one line, not too long.
 
     Control characters (an escape sequence that retitles a terminal, a line
     break that starts a new row) become spaces.
     """
-    printable = "".join(c if c.isprintable() else " " for c in text)
-    flat = " ".join(printable.split())
-    return flat if len(flat) <= MAX_TEXT else flat[: MAX_TEXT - 1] + "…"
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat if len(flat) <= longest else flat[: longest - 1] + "…"
 
 
-def _unique(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(v for v in values if v))
+def _unique(*groups: Iterable[str]) -> tuple[str, ...]:
+    """The values of ``groups``, in order, each once, none empty."""
+    return tuple(dict.fromkeys(v for values in groups for v in values if v))

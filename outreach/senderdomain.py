@@ -227,8 +227,7 @@ def check_sender_domain(settings: Settings) -> DomainCheck:
             not_checked=f"{domain} is a name reserved for examples and tests, never looked up",
         )
     try:
-        asker = _Dns(settings)
-        return DomainCheck(domain, tuple(_findings(asker, domain, settings)))
+        return DomainCheck(domain, tuple(_findings(_Dns(settings), domain, settings)))
     except _NotChecked as why:
         return DomainCheck(domain, not_checked=str(why))
 
@@ -440,20 +439,19 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
         )
     keys = [_key(asker, domain, selector) for selector in selectors]
     names = " and ".join(f"{k.selector}._domainkey" for k in keys)
-    good = [k for k in keys if k.state == "key"]
+    bad = next((k for k in keys if k.state != "key"), None)
     service = PROVIDER_NAMES.get(provider, "your SMTP server")
     if provider == "microsoft365" and not configured:
-        if len(good) == len(keys):
-            target = good[0].target or "a key of its own"
+        if bad is None:
+            target = keys[0].target or "a key of its own"
             return (
                 OK,
                 f"{names} lead to Microsoft 365's keys ({target}): letters are signed as {domain}",
             )
-        if good:
-            missing = next(k for k in keys if k.state != "key")
+        if any(k.state == "key" for k in keys):
             return (
                 WARNING,
-                f"{missing.selector}._domainkey.{domain} leads to no key: Microsoft 365 "
+                f"{bad.selector}._domainkey.{domain} leads to no key: Microsoft 365 "
                 f"switches to it when it rotates its keys, and letters then fail DKIM; {_ASK} "
                 "publish both CNAME records the Microsoft Defender portal shows (Email "
                 "authentication settings, DKIM)",
@@ -471,14 +469,13 @@ def _dkim(asker: _Dns, domain: str, provider: str, configured: tuple[str, ...]) 
             "the Microsoft Defender portal shows (Email authentication settings, DKIM) and "
             f"turn on signing for {domain} there",
         )
-    if good and len(good) == len(keys):
-        via = f" (through {good[0].target})" if good[0].target else ""
+    if bad is None:
+        via = f" (through {keys[0].target})" if keys[0].target else ""
         return (
             OK,
             f"{names} hold{'s' if len(keys) == 1 else ''} a key{via}: "
             f"letters signed by {service} are signed as {domain}",
         )
-    bad = next(k for k in keys if k.state != "key")
     where = f"{bad.selector}._domainkey.{domain}"
     if bad.state == "revoked":
         return (

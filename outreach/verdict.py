@@ -41,6 +41,7 @@ import authres
 from outreach.addresses import organisational_domain
 from outreach.errors import SendLogError
 from outreach.files import write_atomically, writing
+from outreach.notices import clean
 
 VERDICT_FILE = "test-letter.json"
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
@@ -52,12 +53,6 @@ BCL_BULK = 7
 _SFV_SPAM = {"SPM", "SKS", "SKB", "BLK"}
 _CAT_SPAM = {"SPM", "HSPM", "PHSH", "HPHSH", "SPOOF", "GIMP", "UIMP", "DIMP", "MALW"}
 _LONGEST = 120
-
-
-def _clean(text: str, longest: int = _LONGEST) -> str:
-    """A value from a received header, safe to print and store: one line, printable, short."""
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return text if len(text) <= longest else text[: longest - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -188,7 +183,7 @@ def _authentication_results(message: EmailMessage) -> Any | None:
 def _property(result: Any, kind: str, name: str) -> str:
     for prop in getattr(result, "properties", []):
         if prop.type == kind and prop.name == name:
-            return _clean(str(prop.value))
+            return clean(str(prop.value), _LONGEST)
     return ""
 
 
@@ -197,29 +192,22 @@ def _microsoft(message: EmailMessage) -> tuple[list[str], bool]:
     antispam = str(message.get("X-Microsoft-Antispam", ""))
     if not report and not antispam:
         return [], False
-    fields: dict[str, str] = {}
-    for part in f"{report};{antispam}".split(";"):
-        key, _, value = part.partition(":")
-        if key.strip():
-            fields.setdefault(key.strip().upper(), value.strip())
+    pairs = (part.partition(":") for part in reversed(f"{report};{antispam}".split(";")))
+    fields = {key.strip().upper(): value.strip() for key, _, value in pairs}  # the first counts
     shown, flagged = [], False
     scl = fields.get("SCL", "")
     if scl.lstrip("-").isdigit():
         shown.append(f"SCL {scl}")
         flagged |= int(scl) >= SCL_SPAM
-    sfv = fields.get("SFV", "").upper()
-    if sfv:
-        shown.append(f"SFV:{_clean(sfv, 8)}")
-        flagged |= sfv in _SFV_SPAM
-    cat = fields.get("CAT", "").upper()
-    if cat and cat != "NONE":
-        shown.append(f"CAT:{_clean(cat, 8)}")
-        flagged |= cat in _CAT_SPAM
+    for key, spam in (("SFV", _SFV_SPAM), ("CAT", _CAT_SPAM)):
+        value = fields.get(key, "").upper()
+        if value and (key, value) != ("CAT", "NONE"):
+            shown.append(f"{key}:{clean(value, 8)}")
+            flagged |= value in spam
     bcl = fields.get("BCL", "")
-    bulk = False
     if bcl.isdigit():
         shown.append(f"BCL {bcl}")
-        bulk = int(bcl) >= BCL_BULK
+    bulk = bcl.isdigit() and int(bcl) >= BCL_BULK
     word = "spam" if flagged else "bulk" if bulk else "not spam"
     return [f"Microsoft 365: {word} ({', '.join(shown)})"], flagged or bulk
 
@@ -231,13 +219,13 @@ def _others(message: EmailMessage) -> tuple[list[str], bool]:
     if found:
         marked = any(value == "1" for _, value in found)
         flagged |= marked
-        said = ", ".join(f"{name} {_clean(value, 4)}" for name, value in found)
+        said = ", ".join(f"{name} {clean(value, 4)}" for name, value in found)
         shown.append(f"Gmail: {'spam' if marked else 'not spam'} ({said})")
     flag = str(message.get("X-Spam-Flag", "")).strip()
     if flag:
         marked = flag.upper() == "YES"
         flagged |= marked
-        shown.append(f"X-Spam-Flag {_clean(flag, 8)}: {'spam' if marked else 'not spam'}")
+        shown.append(f"X-Spam-Flag {clean(flag, 8)}: {'spam' if marked else 'not spam'}")
     return shown, flagged
 
 
@@ -255,9 +243,9 @@ def read_verdict(message: EmailMessage, message_id: str) -> Verdict:
     spam, flagged = _microsoft(message)
     more, more_flagged = _others(message)
     base = Verdict(
-        message_id=_clean(message_id),
+        message_id=clean(message_id, _LONGEST),
         sent=_sent(message),
-        from_domain=_clean(from_domain),
+        from_domain=clean(from_domain, _LONGEST),
         spam=(*spam, *more),
         spam_flagged=flagged or more_flagged,
     )
@@ -270,11 +258,10 @@ def read_verdict(message: EmailMessage, message_id: str) -> Verdict:
     spf, spf_domain, dmarc = "", "", ""
     dkim: list[tuple[str, str]] = []
     for result in header.results:
-        method, outcome = str(result.method).lower(), _clean(str(result.result).lower(), 20)
+        method, outcome = str(result.method).lower(), clean(str(result.result).lower(), 20)
         if method == "spf" and not spf:
             spf = outcome
-            mailfrom = _property(result, "smtp", "mailfrom")
-            spf_domain = mailfrom.rpartition("@")[2]
+            spf_domain = _property(result, "smtp", "mailfrom").rpartition("@")[2]
         elif method == "dkim":
             signer = _property(result, "header", "d") or _property(result, "header", "i")
             if outcome != "none":  # "dkim=none (message not signed) header.d=none"
@@ -284,7 +271,7 @@ def read_verdict(message: EmailMessage, message_id: str) -> Verdict:
     judged_by = str(header.authserv_id)
     return replace(
         base,
-        judged_by="" if judged_by == "unnamed.invalid" else _clean(judged_by, 60),
+        judged_by="" if judged_by == "unnamed.invalid" else clean(judged_by, 60),
         found=True,
         spf=spf,
         spf_domain=spf_domain,
