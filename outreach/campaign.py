@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from outreach.addresses import (
     AddressError,
@@ -71,9 +71,6 @@ from outreach.sending import (
 from outreach.sendlog import LogRow, SendLog, read_log
 from outreach.settings import Secret, Settings, require_for_sending
 from outreach.transport import Connection, Server
-
-if TYPE_CHECKING:
-    from outreach.inbox import InboxResult
 
 #: ``progress(stage, done, total)``: how far a long step has got, for a progress bar;
 #: while sending, the stage is what became of the letter (sent, deferred, …).
@@ -197,16 +194,11 @@ class Campaign:
         do_not_contact = load_do_not_contact(
             settings.do_not_contact_file, required=settings.do_not_contact_required
         )
-        problems, files = [], []
-        for path in settings.attachments:
-            try:
-                files.append(load_attachment(path, Path("."), _max_bytes(settings)))
-            except AttachmentProblem as problem:
-                problems.append(f"ATTACHMENTS: {path!r} {problem}")
-        if problems:
-            raise SettingsError(*problems)
+        files = _attachments(
+            settings.attachments, Path("."), settings, "ATTACHMENTS", SettingsError
+        )
         contacts = ContactList(settings.contacts_file, ())
-        return cls(settings, contacts, renderer, do_not_contact, tuple(files), ledger)
+        return cls(settings, contacts, renderer, do_not_contact, files, ledger)
 
     def with_password(self, password: str) -> Campaign:
         """The same campaign, logging in with ``password``, given up front."""
@@ -305,15 +297,7 @@ class Campaign:
         where = f"contact {contact.id} (line {contact.line}), attachments"
         cell = self.renderer.render_cell(contact, contact.fields.get("attachments", ""), where)
         base = self.settings.contacts_file.parent
-        files, problems = [], []
-        for path in split_list(cell):
-            try:
-                files.append(load_attachment(path, base, _max_bytes(self.settings)))
-            except AttachmentProblem as problem:
-                problems.append(f"{where}: {path!r} {problem}")
-        if problems:
-            raise MessageError(*problems)
-        return tuple(files)
+        return _attachments(split_list(cell), base, self.settings, where, MessageError)
 
     def compose_each(
         self, contacts: Sequence[Contact] | Sequence[Delivery], *, clock: Clock | None = None
@@ -613,6 +597,21 @@ def _max_bytes(settings: Settings) -> int:
     return int(settings.max_message_mb * 1024 * 1024)
 
 
+def _attachments(
+    paths: Iterable[str], base: Path, settings: Settings, where: str, error: type[OutreachError]
+) -> tuple[Attachment, ...]:
+    """The files at ``paths`` (relative to ``base``), or ``error`` naming each that cannot be."""
+    files, problems = [], []
+    for path in paths:
+        try:
+            files.append(load_attachment(path, base, _max_bytes(settings)))
+        except AttachmentProblem as problem:
+            problems.append(f"{where}: {path!r} {problem}")
+    if problems:
+        raise error(*problems)
+    return tuple(files)
+
+
 def _send_log_of_follow_up(settings: Settings) -> Ledger:
     """For a follow-up, the send log, which holds the letters of the campaign it follows.
 
@@ -663,26 +662,13 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
     return made
 
 
-def read_inbox(
-    settings: Settings,
-    source: Path | None = None,
-    since: date | None = None,
-    *,
-    clock: Clock | None = None,
-    ask_password: PasswordPrompt | None = None,
-) -> InboxResult:
-    """What came back to the mailbox the letters were sent from, into the send log.
+if TYPE_CHECKING:
+    from outreach.inbox import read_inbox as read_inbox
+else:
 
-    Reads IMAP_FOLDERS over IMAP without changing the mailbox, or the
-    exported mail at ``source`` (a folder of .eml files, a Maildir, an mbox
-    file); ``since`` reads only mail from that day on. Bounces, delays and
-    answers that match a letter of the send log are appended to it; nothing
-    is recorded twice however often it runs (see ``outreach.inbox``).
-    ``ask_password`` gives the mailbox's password when no setting does: it
-    is called once the server's certificate is checked.
-    """
-    from outreach import inbox  # IMAP is imported by the commands that read a mailbox
+    def read_inbox(*args: Any, **options: Any) -> Any:
+        """``outreach.inbox.read_inbox``, imported when called: only the commands that read a
+        mailbox import the IMAP library."""
+        from outreach.inbox import read_inbox
 
-    return inbox.read_inbox(
-        settings, source=source, since=since, clock=clock, ask_password=ask_password
-    )
+        return read_inbox(*args, **options)

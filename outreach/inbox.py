@@ -960,7 +960,15 @@ def read_inbox(
     clock: Clock | None = None,
     ask_password: PasswordPrompt | None = None,
 ) -> InboxResult:
-    """Read the mailbox (or ``source``), and append to the send log what matches a letter.
+    """What came back to the mailbox the letters were sent from, into the send log.
+
+    Reads IMAP_FOLDERS over IMAP without changing the mailbox, or the
+    exported mail at ``source`` (a folder of .eml files, a Maildir, an mbox
+    file); ``since`` reads only mail from that day on. Bounces, delays and
+    answers that match a letter of the send log are appended to it; nothing
+    is recorded twice however often it runs. ``ask_password`` gives the
+    mailbox's password when no setting does: it is called once the server's
+    certificate is checked.
 
     Holds the send log's lock throughout, like a send: rows go in one at a
     time, each on the disk before the position that covers it.
