@@ -121,20 +121,15 @@ class KeptLetters:
         """Each of ``composed``, kept on its way past while there is room."""
         for item in composed:
             if item.letter is not None and item.at is not None:
-                self._keep(item.contact.id, item.letter, item.at.date())
+                self._room -= len(item.letter.data)
+                try:
+                    if self._room >= 0:
+                        at = self._file.tell()
+                        pickle.dump(item.letter, self._file)
+                        self._at[item.contact.id] = (at, item.at.date())
+                except OSError:
+                    self._forget()
             yield item
-
-    def _keep(self, contact_id: str, letter: Letter, day: date) -> None:
-        self._room -= len(letter.data)
-        if self._room < 0:
-            return
-        try:
-            at = self._file.tell()
-            pickle.dump(letter, self._file)
-        except OSError:
-            self._forget()
-        else:
-            self._at[contact_id] = (at, day)
 
     def take(self, contact_id: str, today: date | None) -> Letter | None:
         """The letter kept for ``contact_id``; None when there is none, or it is of another day.
@@ -652,12 +647,11 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
         contacts,
         do_not_contact=listed,
     )
-    from outreach.verdict import latest  # authres, only for the report and inbox
+    # Here: they import authres and the IMAP library, which only the report and inbox need.
+    from outreach.inbox import unmatched_mail
+    from outreach.verdict import latest
 
     made.test_letter = latest(settings.log_dir)
-
-    from outreach.inbox import unmatched_mail  # here: it imports the IMAP library
-
     made.unmatched_mail = unmatched_mail(settings.log_dir)
     return made
 
