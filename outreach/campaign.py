@@ -190,7 +190,7 @@ class Campaign:
             settings.do_not_contact_file, required=settings.do_not_contact_required
         )
         files = _attachments(
-            settings.attachments, Path("."), settings, "ATTACHMENTS", SettingsError
+            "ATTACHMENTS", SettingsError, settings.attachments, Path("."), settings
         )
         contacts = ContactList(settings.contacts_file, ())
         return cls(settings, contacts, renderer, do_not_contact, files, ledger)
@@ -292,7 +292,7 @@ class Campaign:
         where = f"contact {contact.id} (line {contact.line}), attachments"
         cell = self.renderer.render_cell(contact, contact.fields.get("attachments", ""), where)
         base = self.settings.contacts_file.parent
-        return _attachments(split_list(cell), base, self.settings, where, MessageError)
+        return _attachments(where, MessageError, split_list(cell), base, self.settings)
 
     def compose_each(
         self, contacts: Sequence[Contact] | Sequence[Delivery], *, clock: Clock | None = None
@@ -593,7 +593,7 @@ def _max_bytes(settings: Settings) -> int:
 
 
 def _attachments(
-    paths: Iterable[str], base: Path, settings: Settings, where: str, error: type[OutreachError]
+    where: str, error: type[OutreachError], paths: Iterable[str], base: Path, settings: Settings
 ) -> tuple[Attachment, ...]:
     """The files at ``paths`` (relative to ``base``), or ``error`` naming each that cannot be."""
     files, problems = [], []
