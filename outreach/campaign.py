@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -93,7 +94,7 @@ class Composed:
     at: datetime | None = None
 
 
-class KeptLetters:
+class KeptLetters(AbstractContextManager["KeptLetters"]):
     """The letters a send checked, kept until each goes: every letter is composed once.
 
     They wait in a temporary file with no name, in memory up to 16 MB (a few
@@ -110,9 +111,6 @@ class KeptLetters:
         self._file = tempfile.SpooledTemporaryFile(16 * 1024 * 1024, dir=str(folder))  # noqa: SIM115
         self._room = limit
         self._at: dict[str, tuple[int, date]] = {}
-
-    def __enter__(self) -> KeptLetters:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._file.close()
@@ -174,8 +172,7 @@ class Campaign:
         """Read the templates, the contacts, the do-not-contact list and the attachments."""
         empty = cls.without_contacts(settings)
         contacts = load_contacts(settings.contacts_file)
-        unknown = empty.do_not_contact.unknown_ids(contacts, settings.contacts_file)
-        if unknown:
+        if unknown := empty.do_not_contact.unknown_ids(contacts, settings.contacts_file):
             raise SettingsError(*unknown)
         return dataclasses.replace(empty, contacts=contacts)
 
