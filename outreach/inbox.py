@@ -568,13 +568,9 @@ class Positions:
         state: dict[str, Any] = {"version": 1, "mailboxes": self.data}
         if self.read_at is not None:
             state["read_at"] = self.read_at.isoformat(timespec="seconds")
-        _write_atomically(self.path, json.dumps(state, indent=2, sort_keys=True) + "\n")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``path`` whole (``files.write_atomically``), or say why it cannot be."""
-    with writing(path, SendLogError):
-        write_atomically(path, text.encode("utf-8"))
+        text = json.dumps(state, indent=2, sort_keys=True) + "\n"
+        with writing(self.path, SendLogError):
+            write_atomically(self.path, text.encode("utf-8"))
 
 
 # -- what matched no letter ----------------------------------------------------------------
@@ -622,8 +618,9 @@ def _keep_unmatched(log_dir: Path, result: InboxResult, now: datetime) -> None:
     ]
     merged = {(m["notice"] or m["where"], m["why"]): m for m in [*unmatched_mail(log_dir), *new]}
     kept = list(merged.values())[-MAX_UNMATCHED:]
-    text = json.dumps({"version": 1, "messages": kept}, indent=1, ensure_ascii=False)
-    _write_atomically(log_dir / UNMATCHED_FILE, text + "\n")
+    text = json.dumps({"version": 1, "messages": kept}, indent=1, ensure_ascii=False) + "\n"
+    with writing(log_dir / UNMATCHED_FILE, SendLogError):
+        write_atomically(log_dir / UNMATCHED_FILE, text.encode("utf-8"))
 
 
 # -- reading the mailbox over IMAP ---------------------------------------------------------
