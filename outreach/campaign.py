@@ -25,10 +25,11 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from outreach.addresses import (
     AddressError,
@@ -72,9 +73,6 @@ from outreach.sendlog import LogRow, SendLog, read_log
 from outreach.settings import Secret, Settings, require_for_sending
 from outreach.transport import Connection, Server
 
-if TYPE_CHECKING:
-    from outreach.inbox import InboxResult
-
 #: ``progress(stage, done, total)``: how far a long step has got, for a progress bar;
 #: while sending, the stage is what became of the letter (sent, deferred, …).
 Progress = Callable[[str, int, int], None]
@@ -96,7 +94,7 @@ class Composed:
     at: datetime | None = None
 
 
-class KeptLetters:
+class KeptLetters(AbstractContextManager["KeptLetters"]):
     """The letters a send checked, kept until each goes: every letter is composed once.
 
     They wait in a temporary file with no name, in memory up to 16 MB (a few
@@ -114,9 +112,6 @@ class KeptLetters:
         self._room = limit
         self._at: dict[str, tuple[int, date]] = {}
 
-    def __enter__(self) -> KeptLetters:
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self._file.close()
 
@@ -124,20 +119,15 @@ class KeptLetters:
         """Each of ``composed``, kept on its way past while there is room."""
         for item in composed:
             if item.letter is not None and item.at is not None:
-                self._keep(item.contact.id, item.letter, item.at.date())
+                self._room -= len(item.letter.data)
+                try:
+                    if self._room >= 0:
+                        at = self._file.tell()
+                        pickle.dump(item.letter, self._file)
+                        self._at[item.contact.id] = (at, item.at.date())
+                except OSError:
+                    self._forget()
             yield item
-
-    def _keep(self, contact_id: str, letter: Letter, day: date) -> None:
-        self._room -= len(letter.data)
-        if self._room < 0:
-            return
-        try:
-            at = self._file.tell()
-            pickle.dump(letter, self._file)
-        except OSError:
-            self._forget()
-        else:
-            self._at[contact_id] = (at, day)
 
     def take(self, contact_id: str, today: date | None) -> Letter | None:
         """The letter kept for ``contact_id``; None when there is none, or it is of another day.
@@ -182,8 +172,7 @@ class Campaign:
         """Read the templates, the contacts, the do-not-contact list and the attachments."""
         empty = cls.without_contacts(settings)
         contacts = load_contacts(settings.contacts_file)
-        unknown = empty.do_not_contact.unknown_ids(contacts, settings.contacts_file)
-        if unknown:
+        if unknown := empty.do_not_contact.unknown_ids(contacts, settings.contacts_file):
             raise SettingsError(*unknown)
         return dataclasses.replace(empty, contacts=contacts)
 
@@ -197,16 +186,11 @@ class Campaign:
         do_not_contact = load_do_not_contact(
             settings.do_not_contact_file, required=settings.do_not_contact_required
         )
-        problems, files = [], []
-        for path in settings.attachments:
-            try:
-                files.append(load_attachment(path, Path("."), _max_bytes(settings)))
-            except AttachmentProblem as problem:
-                problems.append(f"ATTACHMENTS: {path!r} {problem}")
-        if problems:
-            raise SettingsError(*problems)
+        files = _attachments(
+            "ATTACHMENTS", SettingsError, settings.attachments, Path("."), settings
+        )
         contacts = ContactList(settings.contacts_file, ())
-        return cls(settings, contacts, renderer, do_not_contact, tuple(files), ledger)
+        return cls(settings, contacts, renderer, do_not_contact, files, ledger)
 
     def with_password(self, password: str) -> Campaign:
         """The same campaign, logging in with ``password``, given up front."""
@@ -305,15 +289,7 @@ class Campaign:
         where = f"contact {contact.id} (line {contact.line}), attachments"
         cell = self.renderer.render_cell(contact, contact.fields.get("attachments", ""), where)
         base = self.settings.contacts_file.parent
-        files, problems = [], []
-        for path in split_list(cell):
-            try:
-                files.append(load_attachment(path, base, _max_bytes(self.settings)))
-            except AttachmentProblem as problem:
-                problems.append(f"{where}: {path!r} {problem}")
-        if problems:
-            raise MessageError(*problems)
-        return tuple(files)
+        return _attachments(where, MessageError, split_list(cell), base, self.settings)
 
     def compose_each(
         self, contacts: Sequence[Contact] | Sequence[Delivery], *, clock: Clock | None = None
@@ -613,6 +589,21 @@ def _max_bytes(settings: Settings) -> int:
     return int(settings.max_message_mb * 1024 * 1024)
 
 
+def _attachments(
+    where: str, error: type[OutreachError], paths: Iterable[str], base: Path, settings: Settings
+) -> tuple[Attachment, ...]:
+    """The files at ``paths`` (relative to ``base``), or ``error`` naming each that cannot be."""
+    files, problems = [], []
+    for path in paths:
+        try:
+            files.append(load_attachment(path, base, _max_bytes(settings)))
+        except AttachmentProblem as problem:
+            problems.append(f"{where}: {path!r} {problem}")
+    if problems:
+        raise error(*problems)
+    return tuple(files)
+
+
 def _send_log_of_follow_up(settings: Settings) -> Ledger:
     """For a follow-up, the send log, which holds the letters of the campaign it follows.
 
@@ -653,36 +644,22 @@ def report(settings: Settings, campaign: str | None = None) -> Report:
         contacts,
         do_not_contact=listed,
     )
-    from outreach.verdict import latest  # authres, only for the report and inbox
+    # Here: they import authres and the IMAP library, which only the report and inbox need.
+    from outreach.inbox import unmatched_mail
+    from outreach.verdict import latest
 
     made.test_letter = latest(settings.log_dir)
-
-    from outreach.inbox import unmatched_mail  # here: it imports the IMAP library
-
     made.unmatched_mail = unmatched_mail(settings.log_dir)
     return made
 
 
-def read_inbox(
-    settings: Settings,
-    source: Path | None = None,
-    since: date | None = None,
-    *,
-    clock: Clock | None = None,
-    ask_password: PasswordPrompt | None = None,
-) -> InboxResult:
-    """What came back to the mailbox the letters were sent from, into the send log.
+if TYPE_CHECKING:
+    from outreach.inbox import read_inbox as read_inbox
+else:
 
-    Reads IMAP_FOLDERS over IMAP without changing the mailbox, or the
-    exported mail at ``source`` (a folder of .eml files, a Maildir, an mbox
-    file); ``since`` reads only mail from that day on. Bounces, delays and
-    answers that match a letter of the send log are appended to it; nothing
-    is recorded twice however often it runs (see ``outreach.inbox``).
-    ``ask_password`` gives the mailbox's password when no setting does: it
-    is called once the server's certificate is checked.
-    """
-    from outreach import inbox  # IMAP is imported by the commands that read a mailbox
+    def read_inbox(*args: Any, **options: Any) -> Any:
+        """``outreach.inbox.read_inbox``, imported when called: only the commands that read a
+        mailbox import the IMAP library."""
+        from outreach.inbox import read_inbox
 
-    return inbox.read_inbox(
-        settings, source=source, since=since, clock=clock, ask_password=ask_password
-    )
+        return read_inbox(*args, **options)

@@ -868,8 +868,8 @@ def inbox(ctx: click.Context, source: Path | None, since: datetime | None, verbo
         ask = _password_prompt(settings, "IMAP")
     result = read_inbox(
         settings,
-        source,
-        since.date() if since else None,
+        source=source,
+        since=since.date() if since else None,
         clock=ctx.obj["clock"],
         ask_password=ask,
     )

@@ -49,13 +49,9 @@ def _fresh(folder: Path) -> None:
         (folder / MARKER).write_text("written by outreach demo\n", encoding="utf-8")
 
 
-def run_demo(
-    port: int,
-    folder: Path = FOLDER,
-    *,
-    progress: Progress = lambda stage, done, total: None,
-) -> DemoResult:
+def run_demo(port: int, *, progress: Progress = lambda stage, done, total: None) -> DemoResult:
     """Check, preview and send every letter to a sink on ``port``, then report."""
+    folder = FOLDER
     # The shipped contacts and templates, a sink on loopback.
     settings = load_settings(
         environ={

@@ -231,7 +231,7 @@ def match_notice(
     letters: Sequence[AcceptedLetter],
     *,
     now: datetime,
-    unaccepted: dict[str, str] | None = None,
+    unaccepted: dict[str, str],
 ) -> Match | Unmatched:
     """The letters ``notice`` is about, among the accepted ``letters`` alone.
 
@@ -243,7 +243,6 @@ def match_notice(
     the latest letter accepted for that address before the notice's date,
     in any campaign; nothing when no letter, or several equally, fit.
     """
-    unaccepted = unaccepted or {}
     when = notice.date if notice.date is not None and notice.date <= now + _DATE_SLACK else now
     by_id: dict[str, list[AcceptedLetter]] = {}
     for letter in letters:
@@ -469,14 +468,11 @@ def read_files(path: Path) -> Generator[Fetched, None, None]:
     try:
         if path.is_dir():
             maildir = (path / "cur").is_dir() and (path / "new").is_dir()
-            folders = [path / "new", path / "cur"] if maildir else [path]
-            for folder in folders:
+            for folder in [path / "new", path / "cur"] if maildir else [path]:
                 for file in sorted(folder.iterdir()):
-                    if folder == path and file.suffix.lower() != ".eml":
-                        continue
-                    if file.name.startswith("."):
-                        continue
-                    yield _read_regular(file, f"{path}: {file.name}" if folder != path else "")
+                    wanted = maildir or file.suffix.lower() == ".eml"
+                    if wanted and not file.name.startswith("."):
+                        yield _read_regular(file, f"{path}: {file.name}" if maildir else str(file))
             return
         if not path.exists():
             raise InboxError(f"--from {path}: no such file or folder")
@@ -488,7 +484,7 @@ def read_files(path: Path) -> Generator[Fetched, None, None]:
         with path.open("rb") as handle:
             start = handle.read(5)
         if start != b"From ":
-            yield _read_regular(path, "")
+            yield _read_regular(path, str(path))
             return
         box = mailbox.mbox(path, factory=None, create=False)
         try:
@@ -504,7 +500,6 @@ def read_files(path: Path) -> Generator[Fetched, None, None]:
 
 def _read_regular(file: Path, where: str) -> Fetched:
     """One message file's bytes, opened without following a link and without waiting on a FIFO."""
-    where = where or str(file)
     try:
         descriptor = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as err:
@@ -537,14 +532,13 @@ class Positions:
         self.read_at: datetime | None = None
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(loaded, dict) and isinstance(loaded.get("mailboxes"), dict):
-                # An account that is not a table of folders is read again from the start.
-                self.data = {k: v for k, v in loaded["mailboxes"].items() if isinstance(v, dict)}
-                with contextlib.suppress(TypeError, ValueError):
-                    read_at = datetime.fromisoformat(loaded.get("read_at", ""))
-                    self.read_at = read_at if read_at.tzinfo is not None else None
-            else:
+            if not isinstance(loaded, dict) or not isinstance(loaded.get("mailboxes"), dict):
                 raise ValueError("not the shape outreach writes")
+            # An account that is not a table of folders is read again from the start.
+            self.data = {k: v for k, v in loaded["mailboxes"].items() if isinstance(v, dict)}
+            with contextlib.suppress(TypeError, ValueError):
+                read_at = datetime.fromisoformat(loaded.get("read_at", ""))
+                self.read_at = read_at if read_at.tzinfo is not None else None
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as err:
@@ -574,13 +568,9 @@ class Positions:
         state: dict[str, Any] = {"version": 1, "mailboxes": self.data}
         if self.read_at is not None:
             state["read_at"] = self.read_at.isoformat(timespec="seconds")
-        _write_atomically(self.path, json.dumps(state, indent=2, sort_keys=True) + "\n")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``path`` whole (``files.write_atomically``), or say why it cannot be."""
-    with writing(path, SendLogError):
-        write_atomically(path, text.encode("utf-8"))
+        text = json.dumps(state, indent=2, sort_keys=True) + "\n"
+        with writing(self.path, SendLogError):
+            write_atomically(self.path, text.encode("utf-8"))
 
 
 # -- what matched no letter ----------------------------------------------------------------
@@ -628,11 +618,16 @@ def _keep_unmatched(log_dir: Path, result: InboxResult, now: datetime) -> None:
     ]
     merged = {(m["notice"] or m["where"], m["why"]): m for m in [*unmatched_mail(log_dir), *new]}
     kept = list(merged.values())[-MAX_UNMATCHED:]
-    text = json.dumps({"version": 1, "messages": kept}, indent=1, ensure_ascii=False)
-    _write_atomically(log_dir / UNMATCHED_FILE, text + "\n")
+    text = json.dumps({"version": 1, "messages": kept}, indent=1, ensure_ascii=False) + "\n"
+    with writing(log_dir / UNMATCHED_FILE, SendLogError):
+        write_atomically(log_dir / UNMATCHED_FILE, text.encode("utf-8"))
 
 
 # -- reading the mailbox over IMAP ---------------------------------------------------------
+
+
+#: What imapclient raises, down to its parser, on an answer it cannot read.
+_UNREADABLE = (ValueError, KeyError, IndexError, TypeError)
 
 
 def server_name(settings: Settings) -> str:
@@ -796,7 +791,7 @@ def _examine(client: IMAPClient, folder: str, settings: Settings) -> int:
             f"IMAP_FOLDERS: the folder {folder!r} cannot be opened at {server_name(settings)} "
             f"({err}); the mailbox has: {names}"
         ) from err
-    except (ValueError, KeyError, IndexError, TypeError) as err:  # imapclient's parser
+    except _UNREADABLE as err:
         raise InboxError(
             f"{server_name(settings)} opened {folder!r} with an answer outreach cannot read "
             f"({clean(str(err))[:80]}), such as a UIDVALIDITY that is no number; nothing was read"
@@ -858,9 +853,8 @@ def read_imap(
     watchdog.daemon = True
     watchdog.start()
     _refuse_large_literals(client, settings)
-    during = "answer"
+    during = "answer to the sign-in"
     try:
-        during = "answer to the sign-in"
         _sign_in(client, settings, credentials)
         for folder in settings.imap_folders:
             during = f"answer about {folder!r}"
@@ -904,14 +898,11 @@ def read_imap(
                     top = top if missing else max(top, uid)
             if top and top != remembered:
                 positions.remember(account, folder, uidvalidity, top)
-    except InboxError:
+    except (InboxError, IMAPClientError, OSError, *_UNREADABLE) as err:
         if cut.is_set():
             raise _past_deadline(settings, during) from None
-        raise
-    except (IMAPClientError, OSError, ValueError, KeyError, IndexError, TypeError) as err:
-        # What a server's answer can make imapclient raise, down to its parser.
-        if cut.is_set():
-            raise _past_deadline(settings, during) from None
+        if isinstance(err, InboxError):
+            raise
         if isinstance(err, IMAPClientError | OSError):
             raise _connect_error(err, settings) from err
         raise InboxError(
@@ -962,8 +953,11 @@ def read_inbox(
 ) -> InboxResult:
     """Read the mailbox (or ``source``), and append to the send log what matches a letter.
 
-    Holds the send log's lock throughout, like a send: rows go in one at a
-    time, each on the disk before the position that covers it.
+    ``since`` reads only mail from that day on; ``ask_password`` gives the
+    mailbox's password when no setting does, called once the server's
+    certificate is checked. Holds the send log's lock throughout, like a
+    send: rows go in one at a time, each on the disk before the position
+    that covers it.
     """
     clock = clock or SystemClock()
     log_path = settings.send_log
