@@ -314,8 +314,6 @@ def _category(value: object) -> int | None:
     """``MC_Category`` as a number, whether written 1, "1", " 1 " or 1.0."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     try:
         number = float(str(value).strip())
     except (TypeError, ValueError):

@@ -109,9 +109,7 @@ class ContactList:
                     f"{self.path}: no contact with id {', '.join(unknown)} (see the id column)"
                 )
             chosen = [c for c in chosen if contact_key(c.id) in wanted]
-        if limit is not None:
-            chosen = chosen[:limit]
-        return chosen
+        return chosen[:limit]
 
 
 def _decode(path: Path, raw: bytes) -> tuple[str, list[str]]:

@@ -180,6 +180,14 @@ def credentials_for(
     setting does. IMAP_USERNAME and the rest default to the SMTP ones (settings.py)."""
     smtp = prefix == "SMTP"
     username = settings.smtp_username if smtp else settings.imap_username
+
+    def signed_in(fresh: bool) -> Secret:
+        """A token of ``outreach login``, when an app is set (OAUTH_CLIENT_ID)."""
+        from outreach import oauth  # msal is imported only when it is used
+
+        scope = oauth.SMTP_SCOPE if smtp else oauth.IMAP_SCOPE
+        return Secret(oauth.access_token(settings, (scope,), fresh=fresh))
+
     return Credentials(
         # A mailbox read with a name of its own and no SMTP login signs in with a password.
         mechanism=settings.smtp_auth or ("password" if username else ""),
@@ -187,21 +195,7 @@ def credentials_for(
         password=settings.smtp_password if smtp else settings.imap_password,
         password_command=settings.smtp_password_command if smtp else settings.imap_password_command,
         token_command=settings.smtp_token_command if smtp else settings.imap_token_command,
-        cached_token=_signed_in(settings, prefix.lower()),
+        cached_token=signed_in if settings.oauth_client_id else None,
         prefix=prefix,
         ask=ask,
     )
-
-
-def _signed_in(settings: Settings, service: str) -> Callable[[bool], Secret] | None:
-    """The tokens of ``outreach login`` for ``service``, when an app is set (OAUTH_CLIENT_ID)."""
-    if not settings.oauth_client_id:
-        return None
-
-    def token(fresh: bool) -> Secret:
-        from outreach import oauth  # msal is imported only when it is used
-
-        scope = oauth.SMTP_SCOPE if service == "smtp" else oauth.IMAP_SCOPE
-        return Secret(oauth.access_token(settings, (scope,), fresh=fresh))
-
-    return token

@@ -36,7 +36,6 @@ from outreach.headers import unsafe_header_reason
 SECURITY_MODES = ("starttls", "ssl", "none")
 #: How outreach signs in to the SMTP (and IMAP) server.
 AUTH_MODES = ("password", "xoauth2", "oauthbearer")
-PROVIDERS = ("microsoft365", "google")
 #: What each provider preset fills in, when the setting is not given.
 PRESETS: dict[str, dict[str, str]] = {
     "microsoft365": {
@@ -61,7 +60,6 @@ PRESETS: dict[str, dict[str, str]] = {
     },
 }
 IMAP_DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
-#: Most connections a run opens at once.
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 PLACEHOLDER_SENDER = "mail-from-not-set@sender.invalid"
 PLACEHOLDER_SENDER_NAME = "MAIL_FROM is not set"
@@ -148,13 +146,11 @@ def _guess(key: str) -> str:
     return f"did you mean {near[0]}?" if near else "a typo?"
 
 
+@dataclass(frozen=True, slots=True)
 class Secret:
     """A password that never shows itself in output, logs or tracebacks."""
 
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
+    _value: str
 
     def reveal(self) -> str:
         """The real value, for the one place that must hand it to the server."""
@@ -165,17 +161,6 @@ class Secret:
 
     def __repr__(self) -> str:
         return "Secret('********')" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
-        return (Secret, (self._value,))
 
 
 @dataclass(frozen=True)
@@ -259,9 +244,9 @@ class Settings:
         dated years before it arrives reads as a mistake, or as an old letter.
         """
         written = _date_of(self.letter_date)
-        if written is None or (today - written).days <= STALE_LETTER_DAYS:
+        days = (today - written).days if written else 0
+        if days <= STALE_LETTER_DAYS:
             return None
-        days = (today - written).days
         age = f"{days // 365} year{'s' if days >= 730 else ''}" if days >= 365 else f"{days} days"
         return (
             f"LETTER_DATE={self.letter_date!r} is {age} ago: every letter is dated then; set "
@@ -396,10 +381,6 @@ def _lines(original: str) -> int:
 T = TypeVar("T")
 
 
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if value == int(value) else f"{value:g}"
-
-
 class _Reader:
     """Reads one setting at a time and gathers every problem before failing."""
 
@@ -407,8 +388,10 @@ class _Reader:
         self.values = values
         self.problems: list[str] = []
 
-    def text(self, name: str) -> str:
-        return self.values.get(name, KNOWN_SETTINGS[name]).strip()
+    def text(self, name: str, *, or_default: bool = False) -> str:
+        """The value, stripped; with ``or_default``, an empty one is the default too."""
+        value = self.values.get(name, KNOWN_SETTINGS[name]).strip()
+        return value or KNOWN_SETTINGS[name] if or_default else value
 
     def parsed(self, name: str, parse: Callable[[str], T], what: str, fallback: T) -> T:
         raw = self.text(name)
@@ -430,7 +413,8 @@ class _Reader:
             return value
 
         kind = "a whole number" if integer else "a number"
-        what = f"expected {kind} from {_number(minimum)} to {_number(maximum)} ({why})"
+        span = " to ".join(f"{v:,.0f}" if v == int(v) else f"{v:g}" for v in (minimum, maximum))
+        what = f"expected {kind} from {span} ({why})"
         return self.parsed(name, parse, what, minimum)
 
 
@@ -446,7 +430,7 @@ def _with_preset(read: _Reader) -> tuple[str, ...]:
     provider = read.text("SMTP_PROVIDER").lower()
     if provider and provider not in PRESETS:
         read.problems.append(
-            f"SMTP_PROVIDER={provider!r} is not valid: expected one of {', '.join(PROVIDERS)}, "
+            f"SMTP_PROVIDER={provider!r} is not valid: expected one of {', '.join(PRESETS)}, "
             "or nothing"
         )
     filled = {
@@ -601,10 +585,8 @@ def load_settings(
         smtp_password_command=password_command,
         smtp_provider=read.text("SMTP_PROVIDER").lower(),
         oauth_client_id=read.text("OAUTH_CLIENT_ID"),
-        oauth_tenant=read.text("OAUTH_TENANT") or "organizations",
-        oauth_authority=(read.text("OAUTH_AUTHORITY") or KNOWN_SETTINGS["OAUTH_AUTHORITY"]).rstrip(
-            "/"
-        ),
+        oauth_tenant=read.text("OAUTH_TENANT", or_default=True),
+        oauth_authority=read.text("OAUTH_AUTHORITY", or_default=True).rstrip("/"),
         imap_host=read.text("IMAP_HOST"),
         imap_port=imap_port,
         imap_security=imap_security,
@@ -621,12 +603,12 @@ def load_settings(
         mail_from=addresses.get("MAIL_FROM", ""),
         mail_from_name=read.text("MAIL_FROM_NAME"),
         mail_reply_to=addresses.get("MAIL_REPLY_TO", ""),
-        campaign=read.text("CAMPAIGN") or "default",
+        campaign=read.text("CAMPAIGN", or_default=True),
         follow_up_of=read.text("FOLLOW_UP_OF"),
-        contacts_file=Path(read.text("CONTACTS_FILE") or "contacts.csv"),
-        templates_dir=Path(read.text("TEMPLATES_DIR") or "templates"),
-        preview_dir=Path(read.text("PREVIEW_DIR") or "out/preview"),
-        log_dir=Path(read.text("LOG_DIR") or "logs"),
+        contacts_file=Path(read.text("CONTACTS_FILE", or_default=True)),
+        templates_dir=Path(read.text("TEMPLATES_DIR", or_default=True)),
+        preview_dir=Path(read.text("PREVIEW_DIR", or_default=True)),
+        log_dir=Path(read.text("LOG_DIR", or_default=True)),
         letter_date=read.text("LETTER_DATE"),
         attachments=tuple(split_list(read.text("ATTACHMENTS"))),
         max_message_mb=read.bounded("MAX_MESSAGE_MB"),
