@@ -937,10 +937,8 @@ def report_command(
         console = Console(file=buffer, width=120) if out else Console()
         console.print(to_renderables(made))
         text = buffer.getvalue()
-    elif format_ == "html":
-        text = to_html(made, datetime.now().astimezone())
     else:
-        text = to_csv(made) if format_ == "csv" else to_json(made)
+        text = {"csv": to_csv, "json": to_json, "html": to_html}[format_](made)
     if out is None:
         click.echo(text, nl=False)  # nothing when the table went to the terminal
         return

@@ -23,13 +23,13 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from jinja2.utils import htmlsafe_json_dumps
 
 from outreach.addresses import is_placeholder
 from outreach.checks import letter_warnings
 from outreach.errors import OutreachError, PreviewError, TemplateError, problems_of
 from outreach.files import writing
+from outreach.report import PAGES
 
 if TYPE_CHECKING:
     from outreach.campaign import Composed
@@ -276,14 +276,10 @@ def _write_index(built: Path, result: PreviewResult, campaign: str) -> None:
     writes it (sorted keys, HTML-safe), so the page is the one that
     rendering it with every letter in memory would give.
     """
-    environment = Environment(
-        loader=PackageLoader("outreach", "assets"),
-        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
-    )
-    page = environment.get_template("index.html.j2").render(
+    page = PAGES.get_template("index.html.j2").render(
         result=result, campaign=campaign, letters=[_DATA_MARK]
     )
-    dumps_kwargs = environment.policies["json.dumps_kwargs"]
+    dumps_kwargs = PAGES.policies["json.dumps_kwargs"]
     mark = str(htmlsafe_json_dumps([_DATA_MARK], **dumps_kwargs))
     if page.count(mark) != 1:
         raise TemplateError("index.html.j2: the letters' data must appear once, as letters|tojson")

@@ -403,21 +403,24 @@ def to_json(report: Report) -> str:
     return json.dumps(to_data(report), indent=2, ensure_ascii=False) + "\n"
 
 
-def to_html(report: Report, generated: datetime) -> str:
+#: The pages outreach writes (the report, the preview's index), from ``assets/*.html.j2``.
+PAGES = Environment(
+    loader=PackageLoader("outreach", "assets"),
+    autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
+)
+
+
+def to_html(report: Report) -> str:
     """One page with no other file and no script: it can be mailed as it is."""
-    environment = Environment(
-        loader=PackageLoader("outreach", "assets"),
-        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
-    )
     total = len(report.contacts) or 1
     bar = [
         {"status": status, "count": count, "percent": 100 * count / total}
         for status, count in report.counts.items()
     ]
-    return environment.get_template("report.html.j2").render(
+    return PAGES.get_template("report.html.j2").render(
         report=report,
         bar=bar,
-        generated=_time(generated),
+        generated=_time(datetime.now().astimezone()),
         rate=_rate(report),
         time=_time,
         when=_when,
