@@ -146,7 +146,6 @@ class Renderer:
                 autoescape=jinja2.select_autoescape(
                     enabled_extensions=("html", "htm", "xml", "html.j2"),
                     default_for_string=False,
-                    default=False,
                 ),
                 keep_trailing_newline=True,
                 auto_reload=False,
@@ -196,13 +195,10 @@ class Renderer:
         """The contact's letter; with the ``subject`` given when it was rendered already."""
         language = self.language_for(contact)
         context = self.context(contact, language, extra)
-        subject = subject or self._subject(language, context, contact)
-        text = self._render(language, TEXT, context)
-        html = self._render(language, HTML, context)
         return Rendered(
-            subject=subject,
-            text=text,
-            html=inline_css(html),
+            subject=subject or self._subject(language, context, contact),
+            text=self._render(language, TEXT, context),
+            html=inline_css(self._render(language, HTML, context)),
             language=language,
             subject_from=self.subject_from(language),
         )
@@ -233,27 +229,18 @@ class Renderer:
         own = self.folder(language) / name
         return own if own.exists() else self.templates_dir / name
 
-    def _where(self, err: BaseException, language: str, name: str) -> str:
-        return _template_position(err, str(self._path(language, name)))
-
     def _render(self, language: str, name: str, context: Mapping[str, Any]) -> str:
         try:
             template = self.environment(language).get_template(name)
             return _bounded_render(template, context)
-        except TooLarge as err:
-            raise TemplateTooLarge(
-                f"{self._where(err, language, name)}: too large to render ({err}); "
-                "a letter is a few thousand words"
-            ) from err
-        except RecursionError as err:
-            raise TemplateTooLarge(
-                f"{self._where(err, language, name)}: calls itself too deeply "
-                "(a macro or include that calls itself?)"
-            ) from err
-        except MemoryError as err:
-            raise TemplateTooLarge(
-                f"{self._where(err, language, name)}: too large to render (out of memory)"
-            ) from err
+        except (TooLarge, RecursionError, MemoryError) as err:
+            why = {
+                TooLarge: f"too large to render ({err}); a letter is a few thousand words",
+                RecursionError: "calls itself too deeply (a macro or include that calls itself?)",
+                MemoryError: "too large to render (out of memory)",
+            }[type(err)]
+            where = _template_position(err, str(self._path(language, name)))
+            raise TemplateTooLarge(f"{where}: {why}") from err
         except jinja2.TemplateNotFound as err:
             # err.name is the template that is missing, which may be one that
             # this one includes or extends.
@@ -363,11 +350,7 @@ def _memory_limit(extra: int) -> Iterator[None]:
     except (OSError, ValueError):
         yield  # not Linux: the time and size limits still hold
         return
-    limit = used + extra
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    if soft != resource.RLIM_INFINITY:
-        limit = min(limit, soft)
+    limit = min([used + extra, *(v for v in (soft, hard) if v != resource.RLIM_INFINITY)])
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     try:
         yield
