@@ -252,17 +252,13 @@ def _read_back(path: Path) -> str:
         return handle.read()
 
 
+#: What the page shows of a letter's entry, under the same names.
+_SHOWN = ("id", "country", "to", "cc", "subject", "language", "warnings", "attachments")
+
+
 def _letter_data(built: Path, entry: PreviewEntry) -> dict[str, object]:
-    return {
-        "id": entry.id,
-        "country": entry.country,
+    return {name: getattr(entry, name) for name in _SHOWN} | {
         "from": entry.sender,
-        "to": entry.to,
-        "cc": entry.cc,
-        "subject": entry.subject,
-        "language": entry.language,
-        "warnings": entry.warnings,
-        "attachments": entry.attachments,
         "html": _read_back(built / LETTERS / f"{entry.id}.html"),
         "text": _read_back(built / LETTERS / f"{entry.id}.txt"),
     }
