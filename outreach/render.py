@@ -133,10 +133,7 @@ class Renderer:
 
     def language_for(self, contact: Contact) -> str:
         """The contact's language when its templates exist, else English."""
-        language = contact.language
-        if language != DEFAULT_LANGUAGE and self.folder(language).is_dir():
-            return language
-        return DEFAULT_LANGUAGE
+        return contact.language if self.folder(contact.language).is_dir() else DEFAULT_LANGUAGE
 
     def environment(self, language: str) -> SandboxedEnvironment:
         if language not in self._environments:
@@ -175,9 +172,7 @@ class Renderer:
     def subject(self, contact: Contact, extra: Mapping[str, str] | None = None) -> str:
         """The contact's subject line alone."""
         language = self.language_for(contact)
-        return self._subject(language, self.context(contact, language, extra), contact)
-
-    def _subject(self, language: str, context: Mapping[str, Any], contact: Contact) -> str:
+        context = self.context(contact, language, extra)
         if self.follow_up and not (self.folder(language) / SUBJECT).exists():
             # A reply in the same conversation, unless the template says otherwise.
             return f"Re: {context.get('original_subject', '')}".strip()
@@ -196,7 +191,7 @@ class Renderer:
         language = self.language_for(contact)
         context = self.context(contact, language, extra)
         return Rendered(
-            subject=subject or self._subject(language, context, contact),
+            subject=subject or self.subject(contact, extra),
             text=self._render(language, TEXT, context),
             html=inline_css(self._render(language, HTML, context)),
             language=language,
@@ -377,9 +372,5 @@ def _template_position(err: BaseException, fallback: str) -> str:
     Jinja2 rewrites tracebacks so that template frames carry the template's
     own file name and line, which is what the person editing it needs.
     """
-    frames = [
-        frame for frame in traceback.extract_tb(err.__traceback__) if frame.filename.endswith(".j2")
-    ]
-    if not frames:
-        return fallback
-    return f"{frames[-1].filename}, line {frames[-1].lineno}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(".j2")]
+    return f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else fallback
