@@ -96,15 +96,13 @@ def _written_before(folder: Path) -> set[str]:
     Only names a preview writes are believed (``index.html`` and
     ``letters/<name>``): a marker edited to name anything else names nothing.
     """
-    if not folder.exists():
-        return set()
     marker = folder / MARKER
     if marker.is_file() and not marker.is_symlink():
         heading, *lines = marker.read_text(encoding="utf-8").splitlines() or [""]
         if heading == "written by outreach preview":  # an older preview, which kept no list
             return {p.name for p in folder.iterdir() if p.suffix in SUFFIXES}
         return {line for line in lines if _OWN_NAME.fullmatch(line)}
-    if any(folder.iterdir()):
+    if folder.exists() and any(folder.iterdir()):
         raise PreviewError(
             f"PREVIEW_DIR={str(folder)!r} holds files that outreach did not write; "
             "choose an empty or new folder"
@@ -125,7 +123,7 @@ def _put_in_place(built: Path, folder: Path, earlier: set[str]) -> None:
     if letters.is_symlink() or (letters.exists() and not letters.is_dir()):
         raise PreviewError(f"{letters}: not a folder that outreach wrote; move it away")
     for name in sorted(new - earlier - {MARKER}):
-        if (folder / name).exists() or (folder / name).is_symlink():
+        if os.path.lexists(folder / name):
             raise PreviewError(
                 f"{folder / name}: a file that outreach did not write is in the way; "
                 "move it, or choose another PREVIEW_DIR"
