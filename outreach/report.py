@@ -379,8 +379,8 @@ def _state_dict(state: ContactState) -> dict[str, Any]:
     return values
 
 
-def to_data(report: Report) -> dict[str, Any]:
-    return {
+def to_json(report: Report) -> str:
+    data = {
         "campaign": report.campaign,
         "log": str(report.log),
         "counts": report.counts,
@@ -397,10 +397,7 @@ def to_data(report: Report) -> dict[str, Any]:
         "test_letter": report.test_letter.to_data() if report.test_letter else None,
         "unmatched_mail": report.unmatched_mail,
     }
-
-
-def to_json(report: Report) -> str:
-    return json.dumps(to_data(report), indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 #: The pages outreach writes (the report, the preview's index), from ``assets/*.html.j2``.
