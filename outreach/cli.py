@@ -382,12 +382,8 @@ def _print_plan(plan: Plan, settings: Settings) -> None:
     per_minute = settings.send_rate_per_minute
     rate = f"{per_minute:g} a minute" if per_minute else "no limit"
     click.echo(f"SMTP server:   {_server(settings)}, {rate}")
-    sender = (
-        f"{settings.mail_from_name} <{settings.mail_from}>"
-        if settings.mail_from_name
-        else settings.mail_from
-    )
-    click.echo(f"From:          {sender}")
+    name, address = settings.mail_from_name, settings.mail_from
+    click.echo(f"From:          {f'{name} <{address}>' if name else address}")
     if plan.send_log_is_new:
         click.echo(
             f"Send log:      no send log at {settings.send_log}: if letters of this campaign "
@@ -403,9 +399,7 @@ def _again(now: bool, option: str, to_whom: str = "") -> str:
 
 def _duration(plan: Plan, settings: Settings) -> str:
     """How long the run will take at SEND_RATE_PER_MINUTE ("" with no limit: as fast as it goes)."""
-    going = len(plan.to_send)
-    if plan.daily_room is not None:
-        going = min(going, plan.daily_room)
+    going = len(plan.to_send[: plan.daily_room])  # daily_room: None (no limit) or 0 and up
     seconds = sending_seconds(going, settings.send_rate_per_minute)
     if seconds is None or not going:
         return ""
@@ -934,13 +928,10 @@ def report_command(
         _note_missing_env(ctx.find_root())
     if format_ == "table":
         buffer = io.StringIO()
-        console = Console(file=buffer, width=120) if out else Console()
-        console.print(to_renderables(made))
+        (Console(file=buffer, width=120) if out else Console()).print(to_renderables(made))
         text = buffer.getvalue()
-    elif format_ == "html":
-        text = to_html(made, datetime.now().astimezone())
     else:
-        text = to_csv(made) if format_ == "csv" else to_json(made)
+        text = {"csv": to_csv, "json": to_json, "html": to_html}[format_](made)
     if out is None:
         click.echo(text, nl=False)  # nothing when the table went to the terminal
         return

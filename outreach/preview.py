@@ -23,13 +23,13 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from jinja2.utils import htmlsafe_json_dumps
 
 from outreach.addresses import is_placeholder
 from outreach.checks import letter_warnings
 from outreach.errors import OutreachError, PreviewError, TemplateError, problems_of
 from outreach.files import writing
+from outreach.report import PAGES
 
 if TYPE_CHECKING:
     from outreach.campaign import Composed
@@ -96,15 +96,13 @@ def _written_before(folder: Path) -> set[str]:
     Only names a preview writes are believed (``index.html`` and
     ``letters/<name>``): a marker edited to name anything else names nothing.
     """
-    if not folder.exists():
-        return set()
     marker = folder / MARKER
     if marker.is_file() and not marker.is_symlink():
         heading, *lines = marker.read_text(encoding="utf-8").splitlines() or [""]
         if heading == "written by outreach preview":  # an older preview, which kept no list
             return {p.name for p in folder.iterdir() if p.suffix in SUFFIXES}
         return {line for line in lines if _OWN_NAME.fullmatch(line)}
-    if any(folder.iterdir()):
+    if folder.exists() and any(folder.iterdir()):
         raise PreviewError(
             f"PREVIEW_DIR={str(folder)!r} holds files that outreach did not write; "
             "choose an empty or new folder"
@@ -125,7 +123,7 @@ def _put_in_place(built: Path, folder: Path, earlier: set[str]) -> None:
     if letters.is_symlink() or (letters.exists() and not letters.is_dir()):
         raise PreviewError(f"{letters}: not a folder that outreach wrote; move it away")
     for name in sorted(new - earlier - {MARKER}):
-        if (folder / name).exists() or (folder / name).is_symlink():
+        if os.path.lexists(folder / name):
             raise PreviewError(
                 f"{folder / name}: a file that outreach did not write is in the way; "
                 "move it, or choose another PREVIEW_DIR"
@@ -252,17 +250,13 @@ def _read_back(path: Path) -> str:
         return handle.read()
 
 
+#: What the page shows of a letter's entry, under the same names.
+_SHOWN = ("id", "country", "to", "cc", "subject", "language", "warnings", "attachments")
+
+
 def _letter_data(built: Path, entry: PreviewEntry) -> dict[str, object]:
-    return {
-        "id": entry.id,
-        "country": entry.country,
+    return {name: getattr(entry, name) for name in _SHOWN} | {
         "from": entry.sender,
-        "to": entry.to,
-        "cc": entry.cc,
-        "subject": entry.subject,
-        "language": entry.language,
-        "warnings": entry.warnings,
-        "attachments": entry.attachments,
         "html": _read_back(built / LETTERS / f"{entry.id}.html"),
         "text": _read_back(built / LETTERS / f"{entry.id}.txt"),
     }
@@ -276,14 +270,10 @@ def _write_index(built: Path, result: PreviewResult, campaign: str) -> None:
     writes it (sorted keys, HTML-safe), so the page is the one that
     rendering it with every letter in memory would give.
     """
-    environment = Environment(
-        loader=PackageLoader("outreach", "assets"),
-        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
-    )
-    page = environment.get_template("index.html.j2").render(
+    page = PAGES.get_template("index.html.j2").render(
         result=result, campaign=campaign, letters=[_DATA_MARK]
     )
-    dumps_kwargs = environment.policies["json.dumps_kwargs"]
+    dumps_kwargs = PAGES.policies["json.dumps_kwargs"]
     mark = str(htmlsafe_json_dumps([_DATA_MARK], **dumps_kwargs))
     if page.count(mark) != 1:
         raise TemplateError("index.html.j2: the letters' data must appear once, as letters|tojson")

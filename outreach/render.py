@@ -133,10 +133,7 @@ class Renderer:
 
     def language_for(self, contact: Contact) -> str:
         """The contact's language when its templates exist, else English."""
-        language = contact.language
-        if language != DEFAULT_LANGUAGE and self.folder(language).is_dir():
-            return language
-        return DEFAULT_LANGUAGE
+        return contact.language if self.folder(contact.language).is_dir() else DEFAULT_LANGUAGE
 
     def environment(self, language: str) -> SandboxedEnvironment:
         if language not in self._environments:
@@ -146,7 +143,6 @@ class Renderer:
                 autoescape=jinja2.select_autoescape(
                     enabled_extensions=("html", "htm", "xml", "html.j2"),
                     default_for_string=False,
-                    default=False,
                 ),
                 keep_trailing_newline=True,
                 auto_reload=False,
@@ -176,9 +172,7 @@ class Renderer:
     def subject(self, contact: Contact, extra: Mapping[str, str] | None = None) -> str:
         """The contact's subject line alone."""
         language = self.language_for(contact)
-        return self._subject(language, self.context(contact, language, extra), contact)
-
-    def _subject(self, language: str, context: Mapping[str, Any], contact: Contact) -> str:
+        context = self.context(contact, language, extra)
         if self.follow_up and not (self.folder(language) / SUBJECT).exists():
             # A reply in the same conversation, unless the template says otherwise.
             return f"Re: {context.get('original_subject', '')}".strip()
@@ -196,13 +190,10 @@ class Renderer:
         """The contact's letter; with the ``subject`` given when it was rendered already."""
         language = self.language_for(contact)
         context = self.context(contact, language, extra)
-        subject = subject or self._subject(language, context, contact)
-        text = self._render(language, TEXT, context)
-        html = self._render(language, HTML, context)
         return Rendered(
-            subject=subject,
-            text=text,
-            html=inline_css(html),
+            subject=subject or self.subject(contact, extra),
+            text=self._render(language, TEXT, context),
+            html=inline_css(self._render(language, HTML, context)),
             language=language,
             subject_from=self.subject_from(language),
         )
@@ -233,27 +224,18 @@ class Renderer:
         own = self.folder(language) / name
         return own if own.exists() else self.templates_dir / name
 
-    def _where(self, err: BaseException, language: str, name: str) -> str:
-        return _template_position(err, str(self._path(language, name)))
-
     def _render(self, language: str, name: str, context: Mapping[str, Any]) -> str:
         try:
             template = self.environment(language).get_template(name)
             return _bounded_render(template, context)
-        except TooLarge as err:
-            raise TemplateTooLarge(
-                f"{self._where(err, language, name)}: too large to render ({err}); "
-                "a letter is a few thousand words"
-            ) from err
-        except RecursionError as err:
-            raise TemplateTooLarge(
-                f"{self._where(err, language, name)}: calls itself too deeply "
-                "(a macro or include that calls itself?)"
-            ) from err
-        except MemoryError as err:
-            raise TemplateTooLarge(
-                f"{self._where(err, language, name)}: too large to render (out of memory)"
-            ) from err
+        except (TooLarge, RecursionError, MemoryError) as err:
+            why = {
+                TooLarge: f"too large to render ({err}); a letter is a few thousand words",
+                RecursionError: "calls itself too deeply (a macro or include that calls itself?)",
+                MemoryError: "too large to render (out of memory)",
+            }[type(err)]
+            where = _template_position(err, str(self._path(language, name)))
+            raise TemplateTooLarge(f"{where}: {why}") from err
         except jinja2.TemplateNotFound as err:
             # err.name is the template that is missing, which may be one that
             # this one includes or extends.
@@ -363,11 +345,7 @@ def _memory_limit(extra: int) -> Iterator[None]:
     except (OSError, ValueError):
         yield  # not Linux: the time and size limits still hold
         return
-    limit = used + extra
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    if soft != resource.RLIM_INFINITY:
-        limit = min(limit, soft)
+    limit = min([used + extra, *(v for v in (soft, hard) if v != resource.RLIM_INFINITY)])
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     try:
         yield
@@ -394,9 +372,5 @@ def _template_position(err: BaseException, fallback: str) -> str:
     Jinja2 rewrites tracebacks so that template frames carry the template's
     own file name and line, which is what the person editing it needs.
     """
-    frames = [
-        frame for frame in traceback.extract_tb(err.__traceback__) if frame.filename.endswith(".j2")
-    ]
-    if not frames:
-        return fallback
-    return f"{frames[-1].filename}, line {frames[-1].lineno}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(".j2")]
+    return f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else fallback

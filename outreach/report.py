@@ -379,8 +379,8 @@ def _state_dict(state: ContactState) -> dict[str, Any]:
     return values
 
 
-def to_data(report: Report) -> dict[str, Any]:
-    return {
+def to_json(report: Report) -> str:
+    data = {
         "campaign": report.campaign,
         "log": str(report.log),
         "counts": report.counts,
@@ -397,27 +397,27 @@ def to_data(report: Report) -> dict[str, Any]:
         "test_letter": report.test_letter.to_data() if report.test_letter else None,
         "unmatched_mail": report.unmatched_mail,
     }
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def to_json(report: Report) -> str:
-    return json.dumps(to_data(report), indent=2, ensure_ascii=False) + "\n"
+#: The pages outreach writes (the report, the preview's index), from ``assets/*.html.j2``.
+PAGES = Environment(
+    loader=PackageLoader("outreach", "assets"),
+    autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
+)
 
 
-def to_html(report: Report, generated: datetime) -> str:
+def to_html(report: Report) -> str:
     """One page with no other file and no script: it can be mailed as it is."""
-    environment = Environment(
-        loader=PackageLoader("outreach", "assets"),
-        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
-    )
     total = len(report.contacts) or 1
     bar = [
         {"status": status, "count": count, "percent": 100 * count / total}
         for status, count in report.counts.items()
     ]
-    return environment.get_template("report.html.j2").render(
+    return PAGES.get_template("report.html.j2").render(
         report=report,
         bar=bar,
-        generated=_time(generated),
+        generated=_time(datetime.now().astimezone()),
         rate=_rate(report),
         time=_time,
         when=_when,
