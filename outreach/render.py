@@ -229,11 +229,13 @@ class Renderer:
             template = self.environment(language).get_template(name)
             return _bounded_render(template, context)
         except (TooLarge, RecursionError, MemoryError) as err:
-            why = {
-                TooLarge: f"too large to render ({err}); a letter is a few thousand words",
-                RecursionError: "calls itself too deeply (a macro or include that calls itself?)",
-                MemoryError: "too large to render (out of memory)",
-            }[type(err)]
+            why = (
+                "calls itself too deeply (a macro or include that calls itself?)"
+                if isinstance(err, RecursionError)
+                else "too large to render (out of memory)"
+                if isinstance(err, MemoryError)
+                else f"too large to render ({err}); a letter is a few thousand words"
+            )
             where = _template_position(err, str(self._path(language, name)))
             raise TemplateTooLarge(f"{where}: {why}") from err
         except jinja2.TemplateNotFound as err:
