@@ -211,7 +211,7 @@ class Campaign:
         """The contacts named by ``only`` (all when empty), at most ``limit``.
 
         For a follow-up, only those whose first letter calls for one (see
-        ``followup.py``): the others would get no letter. Those on the
+        ``Ledger.original``): the others would get no letter. Those on the
         do-not-contact list are left out (``held_back`` names them), so that
         ``preview`` and ``check`` show only the letters a send would send;
         ``keep_held`` keeps them, for a test send to yourself.
@@ -221,7 +221,7 @@ class Campaign:
             chosen = [c for c in chosen if self._original(c) is not None]
         if not keep_held:
             chosen = [c for c in chosen if self.do_not_contact.holds(c) is None]
-        return chosen[:limit] if limit is not None else chosen
+        return chosen[:limit]
 
     def held_back(self, only: Sequence[str] = ()) -> list[Contact]:
         """The contacts named by ``only`` (all when empty) the do-not-contact list holds back."""
