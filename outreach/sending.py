@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from tenacity import (
     RetryCallState,
@@ -443,6 +443,8 @@ class Sender:
         self.outcome = Outcome()
         self._stop = threading.Event()
         self._room = plan.daily_room
+        #: The wall clock's time at the monotonic clock's zero, for the rows' times.
+        self._offset = datetime.min.replace(tzinfo=UTC)
 
     def run(self, letters: Iterable[tuple[Delivery, Letter | Unbuilt]]) -> Outcome:
         """Send ``letters`` (each with its delivery, in the plan's order); what became of them.
@@ -535,7 +537,13 @@ class Sender:
         def begin() -> None:
             # The row's time is when the attempt began, as the rate limiter let
             # it: the log shows the pace the limit set, not the server's replies.
-            began = self.clock.now() - timedelta(seconds=self.clock.monotonic() - started)
+            # The wall clock's offset is read once a run (again if it jumps), so
+            # that two rows are as far apart as the limiter put them, to the
+            # millisecond the log keeps: a run at the limit never reads above it.
+            offset = self.clock.now() - timedelta(seconds=self.clock.monotonic())
+            if abs(offset - self._offset) > timedelta(seconds=1):
+                self._offset = offset
+            began = self._offset + timedelta(seconds=started)
             self.outcome.starts.append(record("sending", pending, time=began).time)
 
         def one_attempt() -> None:

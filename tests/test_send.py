@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -612,6 +612,30 @@ def test_the_rate_shown_never_exceeds_the_limit(
     assert shown <= 600
     report = json.loads(run_cli("report", "--format", "json", env=env).stdout)
     assert report["rate_per_minute"] <= 600
+
+
+class ClockReadApart(FakeClock):
+    """A wall clock read a moment after the monotonic one, a moment that varies from read
+    to read, as two clocks read one after the other are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def now(self) -> datetime:
+        self.reads += 1
+        return super().now() + timedelta(microseconds=700 + self.reads * 379 % 600)
+
+
+def test_the_log_keeps_the_limiters_spacing_to_the_millisecond(
+    project: Path, smtp_server: SmtpServer
+) -> None:
+    """The report's rate is read from the log: 600 a minute must read as 0.1 s between starts."""
+    ids = ["AFG", "ALB", "DZA", "AND", "AGO", "ATG", "ARG", "ARM", "AUS", "AUT"]
+    _, rows = send(smtp_server, ClockReadApart(), ids, SEND_RATE_PER_MINUTE="600")
+    starts = [row.time for row in rows if row.status == "sending"]
+    assert len(starts) == len(ids)
+    assert [b - a for a, b in itertools.pairwise(starts)] == [timedelta(seconds=0.1)] * 9
 
 
 def test_daily_limit_stops_cleanly_and_says_when(
