@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -369,6 +370,9 @@ class _Stopped(Exception):
 
 #: The signals that stop a run, with how the summary names them and the exit status.
 STOPPING = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
+#: A second signal this soon after the first is the first delivered twice (to the
+#: process and to its group, as ``timeout`` sends it); later, it is the person insisting.
+ECHO_SECONDS = 1.0
 
 
 @contextmanager
@@ -401,11 +405,18 @@ def stopped_by_signals(stop: threading.Event) -> Iterator[list[int]]:
     The letter on the wire is finished and logged; then the run stops. The
     list yielded holds the signals received. A second signal of either kind
     stops at once: the person means it (a letter on the wire then stays
-    ``ambiguous`` in the log, as after a power cut).
+    ``ambiguous`` in the log, as after a power cut). One within
+    ``ECHO_SECONDS`` of the first is the same stop.
     """
     received: list[int] = []
+    first = 0.0
 
     def handle(signum: int, frame: object) -> None:
+        nonlocal first
+        if not received:
+            first = time.monotonic()
+        elif time.monotonic() - first < ECHO_SECONDS:
+            return
         received.append(signum)
         stop.set()
         if len(received) > 1:

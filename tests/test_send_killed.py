@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from outreach.ledger import Ledger
+from outreach.sending import ECHO_SECONDS
 from outreach.sendlog import read_log
 from tests.smtp import SmtpServer
 
@@ -99,8 +100,14 @@ def test_kill_9_then_resume_sends_every_letter_once(
         pytest.param(signal.SIGTERM, 143, "SIGTERM", id="sigterm"),
     ],
 )
+@pytest.mark.parametrize("delivered_twice", [False, True], ids=["once", "to-process-and-group"])
 def test_stopped_mid_send_says_what_went_and_what_is_owed(
-    project: Path, smtp_server: SmtpServer, signum: int, code: int, how: str
+    project: Path,
+    smtp_server: SmtpServer,
+    signum: int,
+    code: int,
+    how: str,
+    delivered_twice: bool,
 ) -> None:
     env = smtp_server.env(SEND_RATE_PER_MINUTE="300")
     log = project / "logs" / "send-log.csv"
@@ -116,6 +123,10 @@ def test_stopped_mid_send_says_what_went_and_what_is_owed(
         )
     wait_for_held(smtp_server, process)
     process.send_signal(signum)
+    if delivered_twice:
+        # `timeout` sends its signal to the process, then to the process group: one stop.
+        time.sleep(0.05)
+        process.send_signal(signum)
     smtp_server.handler.release.set()  # the letter on the wire finishes
     out, errors = process.communicate(timeout=60)
     assert process.returncode == code, out + errors
@@ -146,3 +157,32 @@ def test_stopped_mid_send_says_what_went_and_what_is_owed(
     received = Counter(str(r.message["Message-ID"]) for r in smtp_server.received)
     assert len(received) == 40
     assert max(received.values()) == 1
+
+
+def test_a_second_ctrl_c_a_moment_later_stops_at_once(
+    project: Path, smtp_server: SmtpServer
+) -> None:
+    """The person insists: the letter on the wire is left as it is, and logged as in doubt."""
+    env = smtp_server.env(SEND_RATE_PER_MINUTE="300", SMTP_TIMEOUT="5")
+    smtp_server.script.hold_after = 5
+    with ctrl_c_reaches_the_child():
+        process = subprocess.Popen(
+            [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
+            cwd=project,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    wait_for_held(smtp_server, process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(ECHO_SECONDS + 0.5)
+    process.send_signal(signal.SIGINT)
+    out, errors = process.communicate(timeout=60)
+    smtp_server.handler.release.set()
+    assert process.returncode == 130, out + errors
+    assert errors.endswith("Stopped by Ctrl-C.\n")
+    assert "Traceback" not in errors
+    letters = Ledger(read_log(project / "logs" / "send-log.csv")).campaign("default")
+    states = Counter(letter.status() for letter in letters.values())
+    assert states == {"sent": 5, "ambiguous": 1}
