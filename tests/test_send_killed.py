@@ -52,6 +52,19 @@ def ctrl_c_reaches_the_child() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.SIG_DFL if before is None else before)
 
 
+def sending_from_a_terminal(project: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`outreach send` of the forty, started so that Ctrl-C reaches it, its output kept."""
+    with ctrl_c_reaches_the_child():
+        return subprocess.Popen(
+            [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
+            cwd=project,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
 def wait_for_held(server: SmtpServer, process: subprocess.Popen[Any]) -> None:
     """Until the server holds a letter's answer back (see ``Script.hold_after``)."""
     deadline = time.monotonic() + 120  # only a bound on a hung run, never on speed
@@ -112,15 +125,7 @@ def test_stopped_mid_send_says_what_went_and_what_is_owed(
     env = smtp_server.env(SEND_RATE_PER_MINUTE="300")
     log = project / "logs" / "send-log.csv"
     smtp_server.script.hold_after = 5
-    with ctrl_c_reaches_the_child():
-        process = subprocess.Popen(
-            [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
-            cwd=project,
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    process = sending_from_a_terminal(project, env)
     wait_for_held(smtp_server, process)
     process.send_signal(signum)
     if delivered_twice:
@@ -165,15 +170,7 @@ def test_a_second_ctrl_c_a_moment_later_stops_at_once(
     """The person insists: the letter on the wire is left as it is, and logged as in doubt."""
     env = smtp_server.env(SEND_RATE_PER_MINUTE="300", SMTP_TIMEOUT="5")
     smtp_server.script.hold_after = 5
-    with ctrl_c_reaches_the_child():
-        process = subprocess.Popen(
-            [sys.executable, "-m", "outreach", "send", "--yes", "--only", FORTY],
-            cwd=project,
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    process = sending_from_a_terminal(project, env)
     wait_for_held(smtp_server, process)
     process.send_signal(signal.SIGINT)
     time.sleep(ECHO_SECONDS + 0.5)
