@@ -293,20 +293,19 @@ def latest(log_dir: Path) -> Verdict | None:
         return None
 
 
-def record_verdict(log_dir: Path, verdicts: list[Verdict]) -> Verdict | None:
-    """Keep the latest of ``verdicts`` (and of the one kept before), atomically; return it.
+def record_verdict(log_dir: Path, verdicts: list[Verdict]) -> None:
+    """Keep the latest of ``verdicts`` (and of the one kept before), atomically.
 
     The latest is the test letter sent last: reading an older one again
     later does not replace the verdict on a newer one.
     """
-    kept = latest(log_dir)
     if not verdicts:
-        return kept
+        return
     newest = max(verdicts, key=lambda v: v.sent)
+    kept = latest(log_dir)
     if kept is not None and kept.sent > newest.sent:
-        return kept
+        return
     path = log_dir / VERDICT_FILE
     text = json.dumps({"version": 1, "verdict": newest.to_data()}, indent=2, sort_keys=True)
     with writing(path, SendLogError):
         write_atomically(path, (text + "\n").encode("utf-8"))
-    return newest
