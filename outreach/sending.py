@@ -377,11 +377,25 @@ ECHO_SECONDS = 1.0
 
 @contextmanager
 def _handling(signums: Iterable[int], handle: Callable[[int, object], None]) -> Iterator[None]:
-    """``handle`` answers ``signums`` within the block (only the main thread may set one)."""
+    """``handle`` answers ``signums`` within the block (only the main thread may set one).
+
+    A signal within ``ECHO_SECONDS`` of the first is that one again, and
+    is not answered: a stop asked once is not a stop asked twice.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {signum: signal.signal(signum, handle) for signum in signums}
+    first: list[float] = []
+
+    def answer(signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if not first:
+            first.append(now)
+        elif now - first[0] < ECHO_SECONDS:
+            return
+        handle(signum, frame)
+
+    before = {signum: signal.signal(signum, answer) for signum in signums}
     try:
         yield
     finally:
@@ -404,19 +418,13 @@ def stopped_by_signals(stop: threading.Event) -> Iterator[list[int]]:
 
     The letter on the wire is finished and logged; then the run stops. The
     list yielded holds the signals received. A second signal of either kind
-    stops at once: the person means it (a letter on the wire then stays
-    ``ambiguous`` in the log, as after a power cut). One within
-    ``ECHO_SECONDS`` of the first is the same stop.
+    (a moment after the first: see ``_handling``) stops at once: the person
+    means it (a letter on the wire then stays ``ambiguous`` in the log, as
+    after a power cut).
     """
     received: list[int] = []
-    first = 0.0
 
     def handle(signum: int, frame: object) -> None:
-        nonlocal first
-        if not received:
-            first = time.monotonic()
-        elif time.monotonic() - first < ECHO_SECONDS:
-            return
         received.append(signum)
         stop.set()
         if len(received) > 1:
@@ -519,11 +527,11 @@ class Sender:
             status: str,
             addresses: Sequence[str],
             reply: Reply | None = None,
-            time: datetime | None = None,
+            at: datetime | None = None,
         ) -> LogRow:
             """Append a row of this attempt; a ``sending`` row is also put on the disk."""
             row = LogRow(
-                time=time or self.clock.now(),
+                time=at or self.clock.now(),
                 campaign=self.plan.campaign,
                 contact_id=delivery.contact.id,
                 email=";".join(addresses),
@@ -555,7 +563,7 @@ class Sender:
             if abs(offset - self._offset) > timedelta(seconds=1):
                 self._offset = offset
             began = self._offset + timedelta(seconds=started)
-            self.outcome.starts.append(record("sending", pending, time=began).time)
+            self.outcome.starts.append(record("sending", pending, at=began).time)
 
         def one_attempt() -> None:
             nonlocal attempt, started
