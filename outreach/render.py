@@ -172,7 +172,9 @@ class Renderer:
     def subject(self, contact: Contact, extra: Mapping[str, str] | None = None) -> str:
         """The contact's subject line alone."""
         language = self.language_for(contact)
-        context = self.context(contact, language, extra)
+        return self._subject(contact, language, self.context(contact, language, extra))
+
+    def _subject(self, contact: Contact, language: str, context: Mapping[str, Any]) -> str:
         if self.follow_up and not (self.folder(language) / SUBJECT).exists():
             # A reply in the same conversation, unless the template says otherwise.
             return f"Re: {context.get('original_subject', '')}".strip()
@@ -191,7 +193,7 @@ class Renderer:
         language = self.language_for(contact)
         context = self.context(contact, language, extra)
         return Rendered(
-            subject=subject or self.subject(contact, extra),
+            subject=subject or self._subject(contact, language, context),
             text=self._render(language, TEXT, context),
             html=inline_css(self._render(language, HTML, context)),
             language=language,
