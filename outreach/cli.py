@@ -399,7 +399,9 @@ def _again(now: bool, option: str, to_whom: str = "") -> str:
 
 def _duration(plan: Plan, settings: Settings) -> str:
     """How long the run will take at SEND_RATE_PER_MINUTE ("" with no limit: as fast as it goes)."""
-    going = len(plan.to_send[: plan.daily_room])  # daily_room: None (no limit) or 0 and up
+    going = len(plan.to_send)
+    if plan.daily_room is not None:
+        going = min(going, plan.daily_room)
     seconds = sending_seconds(going, settings.send_rate_per_minute)
     if seconds is None or not going:
         return ""

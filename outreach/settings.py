@@ -391,7 +391,7 @@ class _Reader:
     def text(self, name: str, *, or_default: bool = False) -> str:
         """The value, stripped; with ``or_default``, an empty one is the default too."""
         value = self.values.get(name, KNOWN_SETTINGS[name]).strip()
-        return value or KNOWN_SETTINGS[name] if or_default else value
+        return (value or KNOWN_SETTINGS[name]) if or_default else value
 
     def parsed(self, name: str, parse: Callable[[str], T], what: str, fallback: T) -> T:
         raw = self.text(name)
