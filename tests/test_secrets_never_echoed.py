@@ -86,7 +86,7 @@ def test_a_password_an_smtp_server_echoes_is_in_no_error_and_no_log(
     assert result.code == 2, result.stdout + result.stderr
     assert "refused the login of SMTP_USERNAME=campaign@coalition.example" in result.stderr
     assert "********" in result.stderr
-    nowhere(project, result.stdout + result.stderr, PASSWORD_SAID_BACK)
+    nowhere(project, result.stdout + result.stderr, password)
 
 
 class EchoingImap:
@@ -155,7 +155,7 @@ def test_an_imap_password_the_server_echoes_is_in_no_error(
     assert result.code == 2, result.stdout + result.stderr
     assert echoing_imap.logins, "the server was never asked"
     assert f"refused the sign-in of IMAP_USERNAME={USER}" in result.stderr
-    nowhere(project, result.stdout + result.stderr, PASSWORD_SAID_BACK)
+    nowhere(project, result.stdout + result.stderr, password)
 
 
 @pytest.mark.parametrize(
