@@ -59,6 +59,8 @@ class Letter:
     data: bytes
     #: The files it carries: name, size in bytes, and where the file is.
     attachments: tuple[tuple[str, int, str], ...] = ()
+    #: Its address headers as a mail program shows them, read back when it was built.
+    shown: tuple[tuple[str, str], ...] = ()
 
 
 #: The letter's Date line: it is written on one line (RFC 5322 dates are short).
@@ -212,14 +214,17 @@ def _encoded(header: _AddressHeader) -> str:
     return f",{CRLF} ".join(parts)
 
 
-def _read_back(data: bytes, headers: Sequence[_AddressHeader]) -> list[str]:
+def _read_back(
+    data: bytes, headers: Sequence[_AddressHeader]
+) -> tuple[list[str], tuple[tuple[str, str], ...]]:
     """What is wrong with the letter's address headers as a mail reader would parse them.
 
     Each header must give back exactly its mailboxes, and no line of the
-    head may pass the 998 characters SMTP allows (RFC 5322, 2.1.1).
+    head may pass the 998 characters SMTP allows (RFC 5322, 2.1.1). Also
+    each header as read back, which the preview shows.
     """
     head = data.partition(CRLF.encode() * 2)[0]
-    problems = []
+    problems, shown = [], []
     name = ""
     for line in head.split(CRLF.encode()):
         if not line[:1].isspace():
@@ -233,6 +238,7 @@ def _read_back(data: bytes, headers: Sequence[_AddressHeader]) -> list[str]:
     parsed = BytesHeaderParser(policy=policy.default).parsebytes(head + CRLF.encode() * 2)
     for header in headers:
         found = parsed.get_all(header.name, [])
+        shown.append((header.name, ", ".join(map(str, found))))
         # Names are compared without their spaces: the stdlib's parser adds one
         # between adjacent encoded words, which mail programs (rightly) do not.
         got = [
@@ -246,7 +252,7 @@ def _read_back(data: bytes, headers: Sequence[_AddressHeader]) -> list[str]:
                 f"the {header.name} header reads back as {len(got)} mailbox(es) "
                 f"{[a for _, a in got]} instead of {[a for _, a in wanted]}"
             )
-    return problems
+    return problems, tuple(shown)
 
 
 def build_message(
@@ -324,8 +330,10 @@ def build_message(
     return message, headers
 
 
-def _wire_bytes(build: Callable[[bool], tuple[EmailMessage, list[_AddressHeader]]]) -> bytes:
-    """The letter's bytes, built so that every address header reads back as built.
+def _wire_bytes(
+    build: Callable[[bool], tuple[EmailMessage, list[_AddressHeader]]],
+) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    """The letter's bytes, whose address headers read back as built; and the headers read back.
 
     Built the usual way first; when a header does not read back whole (or a
     line is too long), again with the display names as encoded words; when
@@ -335,9 +343,9 @@ def _wire_bytes(build: Callable[[bool], tuple[EmailMessage, list[_AddressHeader]
     for encode_names in (False, True):
         message, headers = build(encode_names)
         data = message.as_bytes(policy=WIRE)
-        problems = _read_back(data, headers)
+        problems, shown = _read_back(data, headers)
         if not problems:
-            return data
+            return data, shown
     named = [h.what for h in headers if f"the {h.name} header" in problems[0]]
     where = named[0] if named else "the letter"
     raise MessageError(f"{where}: cannot be put into a mail safely: {problems[0]}")
@@ -367,7 +375,7 @@ def build_letter(
     else:
         recipients, prefix = (test_to,), "[TEST] "
         kept_id = make_msgid("test", domain=domain)
-    data = _wire_bytes(
+    data, shown = _wire_bytes(
         lambda encode: build_message(
             contact,
             rendered,
@@ -395,4 +403,5 @@ def build_letter(
         subject=prefix + rendered.subject,
         data=data,
         attachments=tuple((a.name, a.size, str(a.source)) for a in attachments),
+        shown=shown,
     )

@@ -11,15 +11,12 @@ network connection is ever opened here.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -219,16 +216,15 @@ def _write_letter(
     (letters / f"{contact.id}.eml").write_bytes(letter.data)
     (letters / f"{contact.id}.html").write_text(rendered.html, encoding="utf-8")
     (letters / f"{contact.id}.txt").write_text(rendered.text, encoding="utf-8")
-    head = letter.data.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
-    message = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
+    shown = dict(letter.shown)
     entries.append(
         PreviewEntry(
             id=contact.id,
             country=contact.country,
             recipients=list(letter.recipients),
-            to=str(message["To"]),
-            cc=str(message.get("Cc", "")),
-            sender=str(message.get("From", "")),
+            to=shown.get("To", ""),
+            cc=shown.get("Cc", ""),
+            sender=shown.get("From", ""),
             subject=letter.subject,
             language=rendered.language,
             warnings=letter_warnings(rendered, letter, contact),
